@@ -1,0 +1,1 @@
+"""Chapar: newsletter delivery for right-to-left news sites."""

@@ -1,0 +1,1 @@
+"""Articles: what the site published, from its feed or its CMS."""

@@ -1,0 +1,210 @@
+"""The `chapar` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from service.clock import utcnow
+from service.db import unit_of_work
+from service.runtime import Runtime
+from service.settings import Settings
+
+
+def load_runtime() -> Runtime:
+    return Runtime.from_settings(Settings())
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def main(verbose: bool) -> None:
+    """Chapar: newsletter delivery for right-to-left news sites."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest revision."""
+    from service.migrations import upgrade
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    click.echo(f"database is up to date: {redact(settings.effective_database_url)}")
+
+
+def redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web app."""
+    import uvicorn
+
+    uvicorn.run("service.web.asgi:app", host=host, port=port, workers=workers,
+                proxy_headers=True, log_level="info")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--concurrency", "-c", default=2, show_default=True, type=int)
+@click.option("--queues", "-Q", default="mail,send,default", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int, queues: str) -> None:
+    """Run a Celery worker (extra arguments go to Celery)."""
+    from worker.app import app
+
+    app.worker_main(["worker", f"--concurrency={concurrency}", f"--queues={queues}",
+                     "--loglevel=INFO", *ctx.args])
+
+
+@main.command()
+def beat() -> None:
+    """Run the Celery beat scheduler."""
+    from worker.app import app
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel=INFO",
+               f"--schedule={settings.data_dir / 'celerybeat-schedule'}"])
+
+
+@main.command("smtp-capture")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8025, show_default=True, type=int)
+def smtp_capture(host: str, port: int) -> None:
+    """A local SMTP server that saves every message as a .eml file."""
+    from service.devstack import run_capture
+
+    run_capture(Settings().mail_capture_dir, host, port)
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int)
+def up(port: int) -> None:
+    """Run everything on the embedded defaults: web, worker, beat and the SMTP capture."""
+    from service.devstack import chapar_command, run_all
+    from service.migrations import upgrade
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    smtp = settings.smtp
+    click.echo(f"\n  Chapar is starting. Open {settings.public_url}/ to subscribe.\n"
+               f"  Mail is captured as .eml files in {settings.mail_capture_dir}\n")
+    commands = [
+        chapar_command("smtp-capture", "--host", smtp.host, "--port", str(smtp.port)),
+        chapar_command("worker", "--concurrency", "2"),
+        chapar_command("beat"),
+        chapar_command("serve", "--port", str(port)),
+    ]
+    sys.exit(run_all(commands))
+
+
+@main.group()
+def subscribers() -> None:
+    """The subscriber store."""
+
+
+@subscribers.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", default=None, help="Consent source to record (default: import:FILE).")
+@click.option("--pending", is_flag=True, help="Import as pending instead of confirmed.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write rejected lines to this CSV file.")
+def subscribers_import(path: Path, source: str | None, pending: bool,
+                       report_path: Path | None) -> None:
+    """Import addresses from a CSV file; running it twice adds nothing twice."""
+    import csv
+    import itertools
+
+    from rich.progress import Progress
+
+    from service.subscribers.importer import ImportReport, import_batch, read_addresses
+    from service.subscribers.models import Status
+
+    rt = load_runtime()
+    report = ImportReport()
+    total = max(0, sum(1 for _ in path.open(encoding="utf-8-sig")) - 1)
+    with path.open(encoding="utf-8-sig", newline="") as stream, Progress() as progress:
+        bar = progress.add_task("importing", total=total)
+        try:
+            rows = read_addresses(stream)
+            while batch := list(itertools.islice(rows, 1000)):
+                with unit_of_work(rt.sessions) as session:
+                    import_batch(session, batch, source=source or f"import:{path.name}",
+                                 status=Status.PENDING if pending else Status.CONFIRMED,
+                                 now=utcnow(), secret_key=rt.settings.secret_key, report=report,
+                                 allow_smtputf8=rt.settings.smtputf8)
+                progress.update(bar, completed=report.seen)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    for rejected in report.rejected:
+        click.echo(f"line {rejected.line}: {rejected.value!r}: {rejected.reason}", err=True)
+    if report_path:
+        with report_path.open("w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["line", "value", "reason"])
+            for r in report.rejected:
+                writer.writerow([r.line, r.value, r.reason])
+    click.echo(f"added {report.added}, already present {report.already_present}, "
+               f"erased earlier (skipped) {report.suppressed}, rejected {len(report.rejected)}")
+
+
+@subscribers.command("export")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
+@click.option("--status", default=None, help="Only this status.")
+def subscribers_export(output: click.utils.LazyFile, status: str | None) -> None:
+    """Export subscribers as CSV (email, status, timestamps, consent)."""
+    import csv
+
+    from sqlalchemy import select
+
+    from service.subscribers.models import Status, Subscriber
+
+    rt = load_runtime()
+    writer = csv.writer(output)
+    columns = ["email", "status", "created_at", "confirmed_at", "unsubscribed_at",
+               "consent_source", "consent_at", "consent_ip"]
+    writer.writerow(columns)
+    with rt.sessions() as session:
+        query = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=1000)
+        if status:
+            query = query.where(Subscriber.status == Status(status))
+        for s in session.scalars(query):
+            writer.writerow([
+                s.email, s.status.value, s.created_at.isoformat(),
+                s.confirmed_at.isoformat() if s.confirmed_at else "",
+                s.unsubscribed_at.isoformat() if s.unsubscribed_at else "",
+                s.consent_source, s.consent_at.isoformat(), s.consent_ip or "",
+            ])
+
+
+@main.command("config")
+def show_config() -> None:
+    """Print the effective configuration (secrets hidden)."""
+    settings = Settings()
+    data = settings.model_dump(mode="json")
+    for secret in ("secret_key", "api_key"):
+        data[secret] = "***" if data.get(secret) else ""
+    data["database_url"] = redact(settings.effective_database_url)
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Delivery: the ledger of (issue, subscriber) rows, and the workers that send them."""

@@ -1,0 +1,1 @@
+"""Digests: choosing the week's articles, rendering the issue once, the schedule."""

@@ -1,0 +1,79 @@
+"""Digest issues, their article snapshots, and the weekly schedule slots."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db import Base
+
+
+class IssueStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SENDING = "sending"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    SENT = "sent"  # finished: no delivery row is pending
+
+
+class Issue(Base):
+    __tablename__ = "issues"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[int] = mapped_column(unique=True)
+    subject: Mapped[str] = mapped_column(String(300))
+    preheader: Mapped[str] = mapped_column(String(300), default="")
+    intro: Mapped[str | None] = mapped_column(Text)
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    status: Mapped[IssueStatus] = mapped_column(
+        Enum(IssueStatus, name="issue_status", values_callable=lambda e: [m.value for m in e],
+             native_enum=False, length=16)
+    )
+    # Rendered once per issue with CSS inlined; per-recipient parts are placeholders.
+    html: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    send_started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    articles: Mapped[list[IssueArticle]] = relationship(
+        back_populates="issue", cascade="all, delete-orphan", order_by="IssueArticle.position"
+    )
+
+
+class IssueArticle(Base):
+    """An article as it was when the issue was built; later edits don't change it."""
+
+    __tablename__ = "issue_articles"
+    __table_args__ = (UniqueConstraint("issue_id", "article_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
+    position: Mapped[int]
+    title: Mapped[str] = mapped_column(String(500))
+    summary_html: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(String(2000))
+    image_url: Mapped[str | None] = mapped_column(String(2000))
+    section: Mapped[str | None] = mapped_column(String(200))
+    author: Mapped[str | None] = mapped_column(String(200))
+    published_at: Mapped[datetime]
+
+    issue: Mapped[Issue] = relationship(back_populates="articles")
+
+
+class ScheduleSlot(Base):
+    """One row per weekly slot: the unique key is what makes two beats build one issue."""
+
+    __tablename__ = "schedule_slots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slot_at: Mapped[datetime] = mapped_column(unique=True)
+    issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
+    outcome: Mapped[str] = mapped_column(String(32))  # built | skipped | sent
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime]

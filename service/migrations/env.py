@@ -1,0 +1,32 @@
+"""Alembic environment: the URL comes from the caller's config, never from a file."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from service.db import make_engine
+from service.models import Base
+
+config = context.config
+
+
+def run_migrations() -> None:
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        from service.settings import Settings
+
+        url = Settings().effective_database_url
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations()

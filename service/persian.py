@@ -1,0 +1,75 @@
+"""Persian text and dates: letter and digit normalisation, Persian digits, Jalali dates.
+
+General Persian NLP normalisers (hazm, parsivar) also rewrite URLs, Latin digits and
+spacing; Chapar needs exactly three mappings applied to untrusted text, so they are
+spelled out here rather than pulled in with a library's defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import jdatetime
+
+ZWNJ = "\u200c"
+
+# Arabic letters that have a distinct Persian form, and Arabic-Indic digits.
+_LETTERS = {"\u064a": "\u06cc", "\u0643": "\u06a9", "\u0649": "\u06cc"}
+_ARABIC_INDIC_TO_PERSIAN = {chr(0x0660 + i): chr(0x06F0 + i) for i in range(10)}
+_LATIN_TO_PERSIAN = {chr(0x30 + i): chr(0x06F0 + i) for i in range(10)}
+_TEXT_TABLE = str.maketrans({**_LETTERS, **_ARABIC_INDIC_TO_PERSIAN})
+_DIGITS_TABLE = str.maketrans(_LATIN_TO_PERSIAN)
+# C0/C1 controls except TAB and LF; CR is handled by callers that keep lines.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Bidi embedding/override controls can visually reorder text (Trojan Source style).
+_BIDI_OVERRIDES = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+WEEKDAYS = ("دوشنبه", "سه‌شنبه", "چهارشنبه", "پنجشنبه", "جمعه", "شنبه", "یکشنبه")
+MONTHS = (
+    "فروردین", "اردیبهشت", "خرداد", "تیر", "مرداد", "شهریور",
+    "مهر", "آبان", "آذر", "دی", "بهمن", "اسفند",
+)
+
+
+def normalize_text(text: str) -> str:
+    """Map Arabic ي/ك/ى and Arabic-Indic digits to Persian; keep ZWNJ and Latin digits."""
+    return text.translate(_TEXT_TABLE)
+
+
+def single_line(text: str) -> str:
+    """Untrusted text made safe for a title or a header: no controls, no CR/LF runs."""
+    text = _BIDI_OVERRIDES.sub("", text)
+    text = text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    text = _CONTROL.sub("", text)
+    return re.sub(r" {2,}", " ", text).strip()
+
+
+def persian_digits(value: object) -> str:
+    """Latin and Arabic-Indic digits to Persian digits; use on text, never on URLs."""
+    return str(value).translate(_DIGITS_TABLE).translate(_TEXT_TABLE)
+
+
+def to_jalali(moment: datetime, tz: ZoneInfo) -> jdatetime.datetime:
+    """Convert to the local zone first, then to the Solar Hijri calendar."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: cannot tell which day it is in Tehran")
+    local = moment.astimezone(tz)
+    return jdatetime.datetime.fromgregorian(datetime=local.replace(tzinfo=None))
+
+
+def jalali_date(moment: datetime, tz: ZoneInfo, *, weekday: bool = True) -> str:
+    """A Persian date such as «جمعه ۷ آذر ۱۴۰۵» in the given zone."""
+    local = moment.astimezone(tz)
+    j = to_jalali(moment, tz)
+    text = f"{j.day} {MONTHS[j.month - 1]} {j.year}"
+    if weekday:
+        text = f"{WEEKDAYS[local.weekday()]} {text}"
+    return persian_digits(text)
+
+
+def jalali_datetime(moment: datetime, tz: ZoneInfo) -> str:
+    """Date and time, for example «جمعه ۷ آذر ۱۴۰۵، ساعت ۰۸:۰۰»."""
+    local = moment.astimezone(tz)
+    return f"{jalali_date(moment, tz)}، ساعت {persian_digits(local.strftime('%H:%M'))}"

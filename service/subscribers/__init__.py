@@ -1,0 +1,1 @@
+"""Readers: the subscriber store, consent, and the subscribe/confirm/unsubscribe flows."""

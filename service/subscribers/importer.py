@@ -1,0 +1,104 @@
+"""Bulk import from CSV: idempotent, never resurrects a suppressed or erased address."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TextIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.subscribers.addresses import AddressError, address_hash, normalize_address
+from service.subscribers.models import Status, Subscriber, Suppression
+from service.subscribers.store import record
+
+EMAIL_COLUMNS = ("email", "e-mail", "email_address", "ایمیل", "نشانی ایمیل")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line: int
+    value: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    already_present: int = 0
+    suppressed: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def seen(self) -> int:
+        return self.added + self.already_present + self.suppressed + len(self.rejected)
+
+
+def read_addresses(stream: TextIO) -> Iterator[tuple[int, str]]:
+    """(line number, raw address) from a CSV with an email column, or one address a line."""
+    sample = stream.read(4096)
+    stream.seek(0)
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
+        return
+    lowered = [h.strip().lower().lstrip("\ufeff") for h in header]
+    column = next((i for i, h in enumerate(lowered) if h in EMAIL_COLUMNS), None)
+    if column is None:
+        if "@" not in sample.splitlines()[0]:
+            raise ValueError("no email column: name one of " + ", ".join(EMAIL_COLUMNS))
+        column = 0
+        yield 1, header[0]
+    for row in reader:
+        if row and any(cell.strip() for cell in row):
+            yield reader.line_num, row[column] if column < len(row) else ""
+
+
+def import_batch(
+    session: Session,
+    rows: Iterable[tuple[int, str]],
+    *,
+    source: str,
+    status: Status,
+    now: datetime,
+    secret_key: str,
+    report: ImportReport,
+    allow_smtputf8: bool = False,
+) -> None:
+    """Import one batch of (line, raw address); the caller commits between batches."""
+    valid: dict[str, int] = {}
+    for line, raw in rows:
+        try:
+            address = normalize_address(raw, allow_smtputf8=allow_smtputf8)
+        except AddressError as exc:
+            report.rejected.append(Rejected(line, raw[:200], exc.message))
+            continue
+        if address in valid:
+            report.already_present += 1
+            continue
+        valid[address] = line
+    if not valid:
+        return
+    existing = set(session.scalars(select(Subscriber.email).where(Subscriber.email.in_(valid))))
+    hashes = {address_hash(secret_key, a): a for a in valid if a not in existing}
+    erased = set(session.scalars(
+        select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
+    ))
+    for address in valid:
+        if address in existing:
+            report.already_present += 1
+        elif address_hash(secret_key, address) in erased:
+            report.suppressed += 1
+        else:
+            subscriber = Subscriber(
+                email=address, status=status, created_at=now, updated_at=now,
+                confirmed_at=now if status is Status.CONFIRMED else None,
+                consent_source=source, consent_at=now,
+            )
+            session.add(subscriber)
+            record(session, subscriber, "import", source, now)
+            report.added += 1
+    session.flush()

@@ -1,0 +1,96 @@
+"""Subscriber tables: one row per address, its status history and consent."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db import Base
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+SUPPRESSED = frozenset({Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED})
+
+
+def status_enum() -> Enum:
+    return Enum(Status, name="subscriber_status", values_callable=lambda e: [m.value for m in e],
+                native_enum=False, length=16)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    __table_args__ = (
+        Index("ix_subscribers_status", "status"),
+        {"sqlite_autoincrement": True},  # ids are in signed links: never reuse one
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    status: Mapped[Status] = mapped_column(status_enum())
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
+    bounced_at: Mapped[datetime | None]
+    complained_at: Mapped[datetime | None]
+    # Requested: a confirmation email was promised (at most once a day); mailed: the
+    # SMTP server took it. A request with no mailing after a while was lost on the way.
+    confirmation_requested_at: Mapped[datetime | None]
+    confirmation_mailed_at: Mapped[datetime | None]
+    soft_bounces: Mapped[int] = mapped_column(default=0)
+
+    # Consent: when, from where, from which client; confirmed_at completes it.
+    consent_source: Mapped[str] = mapped_column(String(200))
+    consent_at: Mapped[datetime]
+    consent_ip: Mapped[str | None] = mapped_column(String(64))
+    consent_user_agent: Mapped[str | None] = mapped_column(String(300))
+
+    events: Mapped[list[SubscriberEvent]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="SubscriberEvent.id",
+    )
+
+    @property
+    def suppressed(self) -> bool:
+        return self.status in SUPPRESSED
+
+
+class SubscriberEvent(Base):
+    """Every change of a subscriber's status, with where it came from."""
+
+    __tablename__ = "subscriber_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="events")
+
+
+class Suppression(Base):
+    """Addresses that asked to be erased, kept only as a keyed hash.
+
+    An import or an unconfirmed subscribe must never quietly re-add them; confirming
+    a fresh subscription from the address itself lifts the suppression.
+    """
+
+    __tablename__ = "suppressions"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]

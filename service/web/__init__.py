@@ -1,0 +1,1 @@
+"""The web app: reader pages, the JSON API, health endpoints."""

@@ -1,0 +1,77 @@
+"""The Celery app. `celery -A worker.app` and `chapar worker` load it from here."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from service.settings import Settings
+
+QUEUES = ("mail", "send", "default")
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    url = settings.effective_broker_url
+    if url.startswith("filesystem://"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    if url.startswith(("redis://", "rediss://")):
+        # Longer than any task runs; a message whose worker died comes back after it.
+        # The ledger, not the broker, decides what is sent, so a redelivery is harmless.
+        return {"visibility_timeout": 3600}
+    return {}
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("chapar", broker=settings.effective_broker_url, include=["worker.tasks"])
+    app.conf.update(
+        broker_transport_options=broker_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="default",
+        task_routes={
+            "chapar.send_confirmation": {"queue": "mail"},
+            "chapar.send_batch": {"queue": "send"},
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule=beat_schedule(settings),
+    )
+    app.chapar_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        "sweep-confirmations": {
+            "task": "chapar.sweep_confirmations", "schedule": timedelta(minutes=1),
+        },
+    }
+
+
+@worker_process_init.connect
+def _fresh_runtime_after_fork(**_: Any) -> None:
+    # Database connections must not cross a fork.
+    from worker import tasks
+
+    tasks.reset_runtime()
+
+
+app = create_celery(Settings())

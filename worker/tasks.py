@@ -1,0 +1,30 @@
+"""Thin tasks: plain ids in, one call into service/, nothing else."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+
+from service.clock import utcnow
+from service.runtime import Runtime
+from service.subscribers.emails import send_confirmation as send_confirmation_email
+
+_runtime: Runtime | None = None
+
+
+def runtime(task: Task) -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime.from_settings(task.app.chapar_settings)  # type: ignore[attr-defined]
+        _runtime._celery = task.app
+    return _runtime
+
+
+def reset_runtime() -> None:
+    global _runtime
+    _runtime = None
+
+
+@shared_task(bind=True, name="chapar.send_confirmation", max_retries=5,
+             autoretry_for=(OSError,), retry_backoff=30, retry_backoff_max=600)
+def send_confirmation(self: Task, subscriber_id: int) -> None:
+    send_confirmation_email(runtime(self), subscriber_id, utcnow())
