@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -169,7 +170,7 @@ def subscribers_import(path: Path, source: str | None, pending: bool,
 @subscribers.command("export")
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
 @click.option("--status", default=None, help="Only this status.")
-def subscribers_export(output: click.utils.LazyFile, status: str | None) -> None:
+def subscribers_export(output: TextIO, status: str | None) -> None:
     """Export subscribers as CSV (email, status, timestamps, consent)."""
     import csv
 
@@ -205,6 +206,12 @@ def show_config() -> None:
     data["database_url"] = redact(settings.effective_database_url)
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
+
+def register_area_commands() -> None:
+    """Each area of the domain keeps its own commands next to its code."""
+
+
+register_area_commands()
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Task, shared_task
 
 from service.clock import utcnow
@@ -11,7 +13,7 @@ from service.subscribers.emails import send_confirmation as send_confirmation_em
 _runtime: Runtime | None = None
 
 
-def runtime(task: Task) -> Runtime:
+def runtime(task: Task[Any, Any]) -> Runtime:
     global _runtime
     if _runtime is None:
         _runtime = Runtime.from_settings(task.app.chapar_settings)  # type: ignore[attr-defined]
@@ -26,5 +28,5 @@ def reset_runtime() -> None:
 
 @shared_task(bind=True, name="chapar.send_confirmation", max_retries=5,
              autoretry_for=(OSError,), retry_backoff=30, retry_backoff_max=600)
-def send_confirmation(self: Task, subscriber_id: int) -> None:
+def send_confirmation(self: Task[Any, Any], subscriber_id: int) -> None:
     send_confirmation_email(runtime(self), subscriber_id, utcnow())

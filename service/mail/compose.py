@@ -7,11 +7,11 @@ nearly doubles its size (Gmail clips past ~100 KB), so the encoding is explicit.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from datetime import datetime
 
 from service.mail.render import RenderedEmail
 from service.persian import single_line

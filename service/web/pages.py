@@ -27,7 +27,7 @@ ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def page(request: Request, name: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
     rt = request.app.state.runtime
     context.setdefault("list_name", rt.settings.list_name)
     response = TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)

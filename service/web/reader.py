@@ -133,7 +133,7 @@ def token_error(request: Request, exc: TokenError) -> Response:
                  code="token_invalid")
 
 
-def links(rt: Runtime, subscriber_id: int) -> dict[str, str]:
+def links(rt: Runtime, subscriber_id: int) -> dict[str, Any]:
     pref = rt.tokens.lasting(Purpose.PREFERENCES, subscriber_id)
     unsub = rt.tokens.lasting(Purpose.UNSUBSCRIBE, subscriber_id)
     return {

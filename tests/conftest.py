@@ -1,0 +1,115 @@
+"""Shared fixtures: real PostgreSQL, Redis, SMTP and Celery worker processes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.db import Base
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.support.databases import REDIS_URL, postgres_database, sqlite_database
+from tests.support.smtp import SmtpRecorder
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with sqlite_database(str(tmp_path_factory.mktemp("sqlite"))) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[str]:
+    """A Redis database number of our own for this run, flushed before and after."""
+    index = random.randint(1, 15)
+    url = f"{REDIS_URL}/{index}"
+    client = Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpRecorder]:
+    server = SmtpRecorder().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpRecorder) -> Iterator[SmtpRecorder]:
+    smtp_server.reset()
+    yield smtp_server
+    smtp_server.reset()
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "test",
+        "data_dir": tmp_path,
+        "secret_key": "test-secret-key-that-is-long-enough-0123456789",
+        "public_url": "http://chapar.test",
+        "from_address": "news@chapar.test",
+        "api_key": "test-api-key",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def truncate_all(rt: Runtime) -> None:
+    with rt.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.execute(table.delete())
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{backend}_url"))
+
+
+@pytest.fixture
+def runtime(database_url: str, tmp_path: Path, smtp_server: SmtpRecorder) -> Iterator[Runtime]:
+    """A Runtime on committed tables, emptied after the test (for multi-process tests)."""
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
+                                             smtp_url=smtp_server.url))
+    truncate_all(rt)
+    yield rt
+    truncate_all(rt)
+    rt.close()
+
+
+@pytest.fixture
+def session(runtime: Runtime) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test."""
+    connection = runtime.engine.connect()
+    transaction = connection.begin()
+    db = Session(bind=connection, join_transaction_mode="create_savepoint",
+                 expire_on_commit=False)
+    yield db
+    db.close()
+    transaction.rollback()
+    connection.close()
