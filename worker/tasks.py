@@ -9,6 +9,7 @@ from celery import Task, shared_task
 from service.clock import utcnow
 from service.runtime import Runtime
 from service.subscribers.emails import send_confirmation as send_confirmation_email
+from service.subscribers.emails import sweep_confirmations as sweep_owed_confirmations
 
 _runtime: Runtime | None = None
 
@@ -30,3 +31,8 @@ def reset_runtime() -> None:
              autoretry_for=(OSError,), retry_backoff=30, retry_backoff_max=600)
 def send_confirmation(self: Task[Any, Any], subscriber_id: int) -> None:
     send_confirmation_email(runtime(self), subscriber_id, utcnow())
+
+
+@shared_task(bind=True, name="chapar.sweep_confirmations")
+def sweep_confirmations(self: Task[Any, Any]) -> None:
+    sweep_owed_confirmations(runtime(self), utcnow())

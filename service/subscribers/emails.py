@@ -1,42 +1,161 @@
-"""The confirmation email: rendered from templates/email/confirm and sent over SMTP."""
+"""The confirmation email: owed once per request, mailed once, re-rung if its ring was lost.
+
+The subscriber row is the truth. `confirmation_requested_at` says an email is owed
+(set by the web request that claimed it); `confirmation_mailed_at` says the SMTP
+server accepted it. A task that finds the email already mailed for the current
+request does nothing, and the sweeper rings again for requests that were never
+mailed, so a lost broker message delays a confirmation but never loses it.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from service.db import is_sqlite, unit_of_work
 from service.mail.compose import build_message
+from service.mail.render import RenderedEmail
 from service.mail.smtp import connect
+from service.persian import single_line
 from service.runtime import Runtime
 from service.subscribers.models import Status, Subscriber
+from service.subscribers.store import CONFIRMATION_INTERVAL
+
+SEND_CONFIRMATION = "chapar.send_confirmation"
+# Long enough for a healthy worker (and its retries) to have mailed it; short enough
+# that a reader waiting for the email is not left waiting long.
+SWEEP_AFTER = timedelta(minutes=5)
+SWEEP_BATCH = 1000
 
 
-def confirmation_context(rt: Runtime, subscriber: Subscriber) -> dict[str, object]:
+@dataclass(frozen=True)
+class OwedConfirmation:
+    subscriber_id: int
+    address: str
+    requested_at: datetime
+
+
+def confirmation_context(rt: Runtime, subscriber_id: int) -> dict[str, object]:
+    """Everything the confirm templates need, as JSON-safe values."""
     s = rt.settings
-    return {
+    context: dict[str, object] = {
         "list_name": s.list_name,
-        "confirm_url": rt.url(f"/confirm/{rt.tokens.confirm(subscriber.id)}"),
+        "confirm_url": rt.url(f"/confirm/{rt.tokens.confirm(subscriber_id)}"),
         "expires_days": max(1, s.confirm_token_max_age // 86400),
         "sender_name": s.from_name,
         "sender_address": s.from_address,
-        "subject": "",
     }
+    # The HTML <title> shows the subject, so render it first from its own template.
+    subject = rt.email_templates.env.get_template("confirm/subject.txt").render(context)
+    context["subject"] = single_line(subject)
+    return context
 
 
-def send_confirmation(rt: Runtime, subscriber_id: int, now: datetime) -> bool:
-    """Send the confirmation email if the subscriber is still pending; True if sent."""
-    with rt.sessions() as session:
-        subscriber = session.get(Subscriber, subscriber_id)
-        if subscriber is None or subscriber.status is not Status.PENDING:
-            return False
-        address = subscriber.email
-        context = confirmation_context(rt, subscriber)
-    rendered = rt.email_templates.render("confirm", context)
+def render_confirmation(rt: Runtime, subscriber_id: int) -> RenderedEmail:
+    return rt.email_templates.render("confirm", confirmation_context(rt, subscriber_id))
+
+
+def owed_confirmation(session: Session, subscriber_id: int, *, lock: bool) -> OwedConfirmation | None:
+    """The confirmation this subscriber is owed now, or None if nothing is owed.
+
+    With `lock` (PostgreSQL), the row stays locked until the caller's transaction
+    ends and a concurrent sender skips it instead of waiting and mailing again.
+    """
+    query = select(Subscriber).where(Subscriber.id == subscriber_id)
+    if lock:
+        query = query.with_for_update(skip_locked=True)
+    subscriber = session.scalars(query).one_or_none()
+    if subscriber is None or subscriber.status is not Status.PENDING:
+        return None
+    requested = subscriber.confirmation_requested_at
+    mailed = subscriber.confirmation_mailed_at
+    if requested is None or (mailed is not None and mailed >= requested):
+        return None
+    return OwedConfirmation(subscriber.id, subscriber.email, requested)
+
+
+def mark_confirmation_mailed(session: Session, owed: OwedConfirmation, now: datetime) -> None:
+    """Record that the SMTP server accepted the email owed for this request."""
+    # Another machine's clock may run behind the web's: never record a mailing
+    # earlier than the request it answers, or the sweeper would ring again.
+    mailed_at = max(now, owed.requested_at)
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == owed.subscriber_id)
+        .values(confirmation_mailed_at=mailed_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mail(rt: Runtime, owed: OwedConfirmation, now: datetime) -> None:
+    """Render and hand the email to the SMTP server; raises OSError if it did not take it."""
     s = rt.settings
-    message = build_message(rendered, from_name=s.from_name, from_address=s.from_address,
-                            to=address, now=now)
+    message = build_message(render_confirmation(rt, owed.subscriber_id), from_name=s.from_name,
+                            from_address=s.from_address, to=owed.address, now=now)
     client = connect(s.smtp)
     try:
         client.send_message(message)
     finally:
-        client.quit()
+        try:
+            client.quit()
+        except OSError:
+            client.close()  # the message was accepted; a failed goodbye changes nothing
+
+
+def send_confirmation(rt: Runtime, subscriber_id: int, now: datetime) -> bool:
+    """Mail the confirmation a pending subscriber is owed; True if mailed, and never twice.
+
+    A redelivered or re-rung task finds the request already mailed and returns False.
+    """
+    with unit_of_work(rt.sessions) as session:
+        hold_lock = not is_sqlite(session)
+        owed = owed_confirmation(session, subscriber_id, lock=hold_lock)
+        if owed is None:
+            return False
+        if hold_lock:
+            mail(rt, owed, now)
+            mark_confirmation_mailed(session, owed, now)
+            return True
+    # SQLite locks the whole database for a writing transaction; holding it across an
+    # SMTP conversation would stall the web process, so there the check and the mark
+    # are two short transactions (the embedded setup runs one worker).
+    mail(rt, owed, now)
+    with unit_of_work(rt.sessions) as session:
+        mark_confirmation_mailed(session, owed, now)
     return True
+
+
+def owed_confirmation_ids(session: Session, now: datetime, *, older_than: timedelta = SWEEP_AFTER,
+                          limit: int = SWEEP_BATCH) -> list[int]:
+    """Pending subscribers whose confirmation was requested a while ago and never mailed.
+
+    Requests older than a day are left alone: the reader may subscribe again, which
+    owes a fresh email, and a day-old confirmation is more surprise than help.
+    """
+    requested = Subscriber.confirmation_requested_at
+    mailed = Subscriber.confirmation_mailed_at
+    query = (
+        select(Subscriber.id)
+        .where(
+            Subscriber.status == Status.PENDING,
+            requested.is_not(None),
+            requested <= now - older_than,
+            requested > now - CONFIRMATION_INTERVAL,
+            or_(mailed.is_(None), mailed < requested),
+        )
+        .order_by(requested)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def sweep_confirmations(rt: Runtime, now: datetime) -> int:
+    """Ring again for every confirmation that was owed but never mailed; how many rung."""
+    with rt.sessions() as session:
+        ids = owed_confirmation_ids(session, now)
+    for subscriber_id in ids:
+        rt.ring(SEND_CONFIRMATION, subscriber_id)
+    return len(ids)

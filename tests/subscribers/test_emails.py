@@ -1,0 +1,136 @@
+"""The confirmation email against the in-process SMTP server: mailed once, re-rung if lost."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from service.clock import utcnow
+from service.db import unit_of_work
+from service.runtime import Runtime
+from service.subscribers import emails, store
+from service.subscribers.models import Status, Subscriber
+from tests.subscribers.rings import rung
+from tests.support.smtp import SmtpRecorder
+
+CONSENT = store.Consent(source="web:test", ip="203.0.113.9")
+
+
+def subscribe(rt: Runtime, address: str, minutes_ago: float = 0) -> int:
+    with unit_of_work(rt.sessions) as session:
+        outcome = store.subscribe(session, address, CONSENT, utcnow() - timedelta(minutes=minutes_ago))
+    return outcome.subscriber_id
+
+
+def subscriber(rt: Runtime, subscriber_id: int) -> Subscriber:
+    with rt.sessions() as session:
+        found = session.get(Subscriber, subscriber_id)
+        assert found is not None
+        return found
+
+
+def test_the_confirmation_is_persian_rtl_and_links_to_this_subscriber(
+    runtime: Runtime, smtp: SmtpRecorder
+) -> None:
+    sid = subscribe(runtime, "reader@example.com")
+    assert emails.send_confirmation(runtime, sid, utcnow())
+    [received] = smtp.to("reader@example.com")
+    message = received.message
+    assert message["Subject"] == "عضویت خود در خبرنامه هفتگی را تأیید کنید"
+    assert message["To"] == "reader@example.com"
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    html_body = html.get_content()
+    assert '<html lang="fa" dir="rtl"' in html_body
+    assert "<title>عضویت خود در خبرنامه هفتگی را تأیید کنید</title>" in html_body
+    [url] = re.findall(r"http://chapar\.test/confirm/\S+", text.get_content())
+    assert runtime.tokens.read_confirm(url.rsplit("/", 1)[1]) == sid
+    assert url in html_body
+
+
+def test_mailed_once_then_a_redelivered_task_sends_nothing(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    sid = subscribe(runtime, "once@example.com")
+    assert emails.send_confirmation(runtime, sid, utcnow())
+    assert not emails.send_confirmation(runtime, sid, utcnow())
+    assert smtp.counts()["once@example.com"] == 1
+    row = subscriber(runtime, sid)
+    assert row.confirmation_mailed_at is not None
+    assert row.confirmation_requested_at is not None
+    assert row.confirmation_mailed_at >= row.confirmation_requested_at
+
+
+def test_a_new_request_a_day_later_is_mailed_again(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    sid = subscribe(runtime, "again@example.com", minutes_ago=25 * 60)
+    assert emails.send_confirmation(runtime, sid, utcnow() - timedelta(hours=24))
+    subscribe(runtime, "again@example.com")
+    assert emails.send_confirmation(runtime, sid, utcnow())
+    assert smtp.counts()["again@example.com"] == 2
+
+
+def test_nothing_is_mailed_to_confirmed_or_unsubscribed_readers(
+    runtime: Runtime, smtp: SmtpRecorder
+) -> None:
+    confirmed = subscribe(runtime, "yes@example.com")
+    gone = subscribe(runtime, "no@example.com")
+    with unit_of_work(runtime.sessions) as session:
+        store.confirm(session, confirmed, utcnow(), runtime.settings.secret_key)
+        store.unsubscribe(session, gone, utcnow(), "test")
+    assert not emails.send_confirmation(runtime, confirmed, utcnow())
+    assert not emails.send_confirmation(runtime, gone, utcnow())
+    assert not emails.send_confirmation(runtime, 987654, utcnow())
+    assert smtp.messages == []
+
+
+def test_a_refused_email_stays_owed(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    sid = subscribe(runtime, "refused@example.com", minutes_ago=10)
+    smtp.faults.rcpt["refused@example.com"] = "451 4.3.0 try again later"
+    with pytest.raises(OSError):
+        emails.send_confirmation(runtime, sid, utcnow())
+    assert subscriber(runtime, sid).confirmation_mailed_at is None
+    with runtime.sessions() as session:
+        assert emails.owed_confirmation_ids(session, utcnow()) == [sid]
+    smtp.faults.rcpt.clear()
+    assert emails.send_confirmation(runtime, sid, utcnow())
+    assert smtp.counts()["refused@example.com"] == 1
+
+
+def test_the_sweeper_looks_only_at_lost_requests_younger_than_a_day(
+    runtime: Runtime, smtp: SmtpRecorder
+) -> None:
+    lost = subscribe(runtime, "lost@example.com", minutes_ago=10)
+    subscribe(runtime, "fresh@example.com", minutes_ago=1)  # its task may still be on the way
+    subscribe(runtime, "stale@example.com", minutes_ago=25 * 60)  # a day old: subscribe again
+    mailed = subscribe(runtime, "mailed@example.com", minutes_ago=10)
+    confirmed = subscribe(runtime, "confirmed@example.com", minutes_ago=10)
+    assert emails.send_confirmation(runtime, mailed, utcnow())
+    with unit_of_work(runtime.sessions) as session:
+        store.confirm(session, confirmed, utcnow(), runtime.settings.secret_key)
+        assert emails.owed_confirmation_ids(session, utcnow()) == [lost]
+
+
+def test_the_sweeper_rings_again_through_the_broker(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    first = subscribe(runtime, "one@example.com", minutes_ago=30)
+    second = subscribe(runtime, "two@example.com", minutes_ago=20)
+    assert rung(runtime.settings) == []
+    assert emails.sweep_confirmations(runtime, utcnow()) == 2
+    assert rung(runtime.settings) == [[first], [second]]
+    # Once mailed, a sweep finds nothing more to do.
+    for sid in (first, second):
+        assert emails.send_confirmation(runtime, sid, utcnow())
+    assert emails.sweep_confirmations(runtime, utcnow()) == 0
+    assert len(rung(runtime.settings)) == 2
+
+
+def test_imported_pending_readers_are_not_mailed_unasked(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    with unit_of_work(runtime.sessions) as session:
+        session.add(Subscriber(email="imported@example.com", status=Status.PENDING,
+                               created_at=utcnow(), updated_at=utcnow(),
+                               consent_source="import:list.csv", consent_at=utcnow()))
+    with runtime.sessions() as session:
+        sid = store.find_by_email(session, "imported@example.com")
+        assert sid is not None
+        assert emails.owed_confirmation_ids(session, utcnow() + timedelta(hours=1)) == []
+    assert not emails.send_confirmation(runtime, sid.id, utcnow())
