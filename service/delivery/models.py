@@ -54,6 +54,11 @@ class Delivery(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # After this instant a deferred row fails instead of being retried again.
+    give_up_at: Mapped[datetime | None]
+    # How many times this row's outcome was unknown (worker died or the connection
+    # dropped after "."): every possible duplicate at the reader is counted here.
+    uncertain_count: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class Bounce(Base):

@@ -19,8 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("give_up_at", service.db.UtcDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("uncertain_count", sa.Integer(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("uncertain_count")
+        batch_op.drop_column("give_up_at")
