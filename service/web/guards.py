@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.responses import PlainTextResponse
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.web.pages import error
 
 
 class BodyTooLarge(Exception):
@@ -11,7 +13,10 @@ class BodyTooLarge(Exception):
 
 
 class LimitBodySize:
-    """Refuse request bodies over `max_bytes` with 413, whether declared or streamed."""
+    """Refuse request bodies over `max_bytes` with 413, whether declared or streamed.
+
+    The refusal is the same Persian error page (or JSON error) as every other failure.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -22,10 +27,14 @@ class LimitBodySize:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+        if declared is not None and not declared.isdigit():
+            await self._refuse(scope, receive, send, 400)
+            return
+        if declared is not None and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send, 413)
             return
         seen = 0
+        started = False
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -36,11 +45,18 @@ class LimitBodySize:
                     raise BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            await self._refuse(scope, receive, send)
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = PlainTextResponse("درخواست بیش از اندازه بزرگ است.", status_code=413)
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except BodyTooLarge:
+            if started:  # too late for an error page; the connection just ends
+                raise
+            await self._refuse(scope, receive, send, 413)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status_code: int) -> None:
+        response = error(Request(scope), status_code)
         await response(scope, receive, send)

@@ -26,6 +26,13 @@ ERRORS: dict[int, tuple[str, str]] = {
     503: ("سرویس در دسترس نیست", "سرویس موقتاً در دسترس نیست. کمی بعد دوباره تلاش کنید."),
 }
 
+# Stable machine-readable codes for JSON clients; the Persian text is for people.
+CODES: dict[int, str] = {
+    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+    415: "unsupported_media_type", 422: "invalid", 429: "rate_limited", 500: "server_error",
+    503: "unavailable",
+}
+
 
 def page(request: Request, name: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
     rt = request.app.state.runtime
@@ -48,7 +55,8 @@ def error(request: Request, status_code: int, message: str | None = None,
     heading, default = ERRORS.get(status_code, ERRORS[400])
     text = message or default
     if wants_json(request):
-        return JSONResponse({"error": code or heading, "message": text}, status_code=status_code)
+        return JSONResponse({"error": code or CODES.get(status_code, "bad_request"), "message": text},
+                            status_code=status_code)
     rt = request.app.state.runtime
     return page(request, "error.html", status_code=status_code, heading=heading, message=text,
                 subscribe_url=rt.url("/"))

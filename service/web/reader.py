@@ -48,7 +48,8 @@ async def read_fields(request: Request) -> dict[str, str] | Response:
     if ctype == "application/json":
         try:
             data: Any = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: a few KB of "[[[[..." nests deeper than the decoder goes.
             return error(request, 400, "JSON نامعتبر است.", code="invalid_json")
         if not isinstance(data, dict):
             return error(request, 400, "JSON باید یک شیء باشد.", code="invalid_json")
@@ -166,6 +167,12 @@ def confirm(request: Request, token: str) -> Response:
         subscriber = store.confirm(session, subscriber_id, utcnow(), rt.settings.secret_key)
     if subscriber is None:
         return error(request, 404, "این عضویت دیگر وجود ندارد.", code="not_found")
+    if wants_json(request):
+        return JSONResponse({"ok": True, "status": subscriber.status.value})
+    if subscriber.status is not Status.CONFIRMED:
+        # An old link must not undo a later unsubscribe; say where things stand instead.
+        return preferences_view(request, subscriber,
+                                "این پیوند تأیید قدیمی است و وضعیت عضویت شما را تغییر نداد.")
     return page(request, "confirmed.html", **links(rt, subscriber_id))
 
 
@@ -273,4 +280,6 @@ async def erase(request: Request, token: str) -> Response:
             store.erase(session, subscriber_id, utcnow(), rt.settings.secret_key)
 
     await run_in_threadpool(work)
+    if wants_json(request):
+        return JSONResponse({"ok": True, "status": "erased"})
     return page(request, "erased.html", subscribe_url=rt.url("/"))
