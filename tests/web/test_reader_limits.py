@@ -1,0 +1,95 @@
+"""Rate limits shared through Redis, and a flood of requests for one address."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+
+from service.runtime import Runtime
+from service.subscribers.models import Status
+from service.subscribers.store import find_by_email
+from service.web.app import create_app
+from tests.conftest import make_settings, truncate_all
+from tests.subscribers.rings import rung
+from tests.support.smtp import SmtpRecorder
+
+
+@pytest.fixture
+def limited(database_url: str, redis_db: str, tmp_path: Path,
+            smtp_server: SmtpRecorder) -> Iterator[Runtime]:
+    """A Runtime whose rate limits live in this run's Redis database, emptied first."""
+    Redis.from_url(redis_db).flushdb()
+    rt = Runtime.from_settings(make_settings(
+        tmp_path, database_url=database_url, smtp_url=smtp_server.url, redis_url=redis_db,
+        subscribe_rate_per_client="3/minute", subscribe_rate_per_address="5/hour",
+    ))
+    truncate_all(rt)
+    yield rt
+    truncate_all(rt)
+    rt.close()
+
+
+def test_one_client_is_limited_across_web_processes(limited: Runtime) -> None:
+    # Two apps stand for two web processes: the count is shared through Redis.
+    first = TestClient(create_app(limited), raise_server_exceptions=False)
+    second = TestClient(create_app(limited), raise_server_exceptions=False)
+    statuses = [
+        first.post("/subscribe", data={"email": "a@example.com"}).status_code,
+        second.post("/subscribe", data={"email": "b@example.com"}).status_code,
+        first.post("/subscribe", data={"email": "c@example.com"}).status_code,
+    ]
+    assert statuses == [200, 200, 200]
+    refused = second.post("/subscribe", data={"email": "d@example.com"})
+    assert refused.status_code == 429
+    assert "درخواست‌های بیش از اندازه" in refused.text and 'dir="rtl"' in refused.text
+    api = first.post("/subscribe", json={"email": "d@example.com"})
+    assert api.status_code == 429 and api.json()["error"] == "rate_limited"
+    assert len(rung(limited.settings)) == 3
+    keys = Redis.from_url(limited.settings.redis_url).keys("*chapar-subscribe-client*")
+    assert keys, "the per-client limit should be counted in Redis"
+
+
+def test_a_flood_for_one_address_yields_one_confirmation(database_url: str, redis_db: str,
+                                                         tmp_path: Path) -> None:
+    """Many browsers at once (and many clients) asking for one stranger's address."""
+    Redis.from_url(redis_db).flushdb()
+    rt = Runtime.from_settings(make_settings(
+        tmp_path, database_url=database_url, redis_url=redis_db,
+        subscribe_rate_per_client="1000/minute", subscribe_rate_per_address="1000/hour",
+    ))
+    truncate_all(rt)
+    app = create_app(rt)
+    answers: list[tuple[int, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(24)
+
+    def flood(index: int) -> None:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            start.wait()
+            for _ in range(3):
+                email = "Victim@Example.com" if index % 2 else "victim@example.COM"
+                response = client.post("/subscribe", data={"email": email})
+                with lock:
+                    answers.append((response.status_code, response.text))
+
+    threads = [threading.Thread(target=flood, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    try:
+        assert len(answers) == 72
+        assert {status for status, _ in answers} == {200}
+        assert len({text for _, text in answers}) == 1
+        with rt.sessions() as session:
+            victim = find_by_email(session, "victim@example.com")
+            assert victim is not None and victim.status is Status.PENDING
+        assert rung(rt.settings) == [[victim.id]]
+    finally:
+        truncate_all(rt)
+        rt.close()
