@@ -63,6 +63,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep-confirmations": {
             "task": "chapar.sweep_confirmations", "schedule": timedelta(minutes=1),
         },
+        "sweep-deliveries": {
+            "task": "chapar.sweep_deliveries", "schedule": timedelta(minutes=1),
+        },
+        "schedule-tick": {
+            "task": "chapar.schedule_tick", "schedule": timedelta(minutes=1),
+        },
     }
 
 

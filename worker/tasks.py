@@ -36,3 +36,24 @@ def send_confirmation(self: Task[Any, Any], subscriber_id: int) -> None:
 @shared_task(bind=True, name="chapar.sweep_confirmations")
 def sweep_confirmations(self: Task[Any, Any]) -> None:
     sweep_owed_confirmations(runtime(self), utcnow())
+
+
+@shared_task(bind=True, name="chapar.send_batch")
+def send_batch(self: Task[Any, Any], issue_id: int) -> None:
+    from service.delivery.sender import send_batches
+
+    send_batches(runtime(self), issue_id)
+
+
+@shared_task(bind=True, name="chapar.sweep_deliveries")
+def sweep_deliveries(self: Task[Any, Any]) -> None:
+    from service.delivery.sweeper import sweep
+
+    sweep(runtime(self), utcnow())
+
+
+@shared_task(bind=True, name="chapar.schedule_tick")
+def schedule_tick(self: Task[Any, Any]) -> None:
+    from service.digests.schedule import run_tick
+
+    run_tick(runtime(self), utcnow())

@@ -1,0 +1,74 @@
+"""DKIM signatures (RFC 6376, rsa-sha256, relaxed/relaxed) through OpenSSL.
+
+dkimpy signs with pure-Python RSA (about 11 ms a message); one RSA-2048
+signature through the `cryptography` package costs under 1 ms, which is what a
+send of a thousand messages a second can afford. Its default header list also
+omits List-Unsubscribe-Post and Feedback-ID, which bulk senders must sign.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+SIGNED_HEADERS = (
+    "From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+    "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Feedback-ID",
+)
+
+_WSP = re.compile(rb"[ \t]+")
+
+
+def relaxed_header(name: bytes, value: bytes) -> bytes:
+    """RFC 6376 3.4.2: lower-case name, unfolded value, runs of blanks as one space."""
+    unfolded = value.replace(b"\r\n", b"")
+    return name.strip().lower() + b":" + _WSP.sub(b" ", unfolded).strip() + b"\r\n"
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.4 for bodies that are already CRLF lines without trailing blanks."""
+    body = body.rstrip(b"\r\n")
+    return body + b"\r\n" if body else b""
+
+
+class DkimSigner:
+    """Signs one message's headers and body; keeps the parsed key for the whole send."""
+
+    def __init__(self, private_key_pem: bytes, domain: str, selector: str,
+                 headers: Sequence[str] = SIGNED_HEADERS) -> None:
+        key = serialization.load_pem_private_key(private_key_pem, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("DKIM key must be an RSA private key")
+        self.key = key
+        self.domain = domain
+        self.selector = selector
+        self.headers = tuple(headers)
+
+    @classmethod
+    def from_file(cls, path: Path, domain: str, selector: str) -> DkimSigner:
+        return cls(path.read_bytes(), domain, selector)
+
+    def signature_header(self, headers: Sequence[tuple[bytes, bytes]], body: bytes,
+                         timestamp: int) -> bytes:
+        """The complete `DKIM-Signature: ...\\r\\n` line(s) to put first in the message.
+
+        `headers` are (name, raw value) pairs as written; only those named in the
+        signed list that are present are signed, in the list's order.
+        """
+        present = {name.lower(): value for name, value in headers}
+        names = [h for h in self.headers if h.lower().encode() in present]
+        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest()).decode()
+        tags = (f"v=1; a=rsa-sha256; c=relaxed/relaxed; d={self.domain}; s={self.selector};\r\n"
+                f"\tt={timestamp}; h={':'.join(names)};\r\n\tbh={body_hash};\r\n\tb=")
+        canonical = b"".join(relaxed_header(n.encode(), present[n.lower().encode()]) for n in names)
+        canonical += relaxed_header(b"DKIM-Signature", tags.encode())[:-2]
+        signature = self.key.sign(canonical, padding.PKCS1v15(), hashes.SHA256())
+        b64 = base64.b64encode(signature).decode()
+        folded = "\r\n\t".join(b64[i:i + 72] for i in range(0, len(b64), 72))
+        return f"DKIM-Signature: {tags}{folded}\r\n".encode()

@@ -1,0 +1,326 @@
+"""The deliveries ledger: fan-out, atomic claims and recorded outcomes.
+
+The SQL database is the truth about who got what; the broker only rings the bell.
+Every function here takes a Session and never commits: the task or command that
+calls it owns the transaction, and enqueues work only after its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Integer, String, and_, case, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.db import UtcDateTime, is_sqlite
+from service.delivery.models import PENDING, Delivery, DeliveryStatus
+from service.digests.models import Issue, IssueStatus
+from service.subscribers.models import Status, Subscriber, SubscriberEvent
+
+CLAIMABLE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+MAX_BACKOFF = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One claimed row: everything the sender needs, nothing more."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the SMTP server said about one row."""
+
+    delivery_id: int
+    status: DeliveryStatus  # sent | deferred | failed | uncertain | queued (not tried)
+    code: int | None = None
+    error: str | None = None
+    suppress: bool = False  # the mailbox does not exist: mark the subscriber bounced
+    retry_at: datetime | None = None  # for deferrals that must wait longer (domain paused)
+
+
+def start_send(session: Session, issue_id: int, now: datetime, retry_for: timedelta) -> int | None:
+    """Move a draft issue to sending and write one ledger row per confirmed subscriber.
+
+    One INSERT ... SELECT, so a million rows take seconds, not a Python loop. Returns
+    the number of rows written, or None when the issue was not a draft (already
+    started: calling this twice sends nothing twice).
+    """
+    started = session.execute(
+        update(Issue)
+        .where(Issue.id == issue_id, Issue.status == IssueStatus.DRAFT)
+        .values(status=IssueStatus.SENDING, send_started_at=now, finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if not started.rowcount:  # type: ignore[attr-defined]
+        return None
+    email = Subscriber.email
+    if is_sqlite(session):
+        domain = func.lower(func.substr(email, func.instr(email, "@") + 1))
+        insert_fn = sqlite.insert
+    else:
+        domain = func.lower(func.split_part(email, "@", 2))
+        insert_fn = postgresql.insert  # type: ignore[assignment]
+    rows = select(
+        literal(issue_id, Integer()), Subscriber.id, domain,
+        literal(DeliveryStatus.QUEUED.value, String()), literal(0, Integer()),
+        literal(0, Integer()), literal(now, UtcDateTime()), literal(now, UtcDateTime()),
+        literal(now + retry_for, UtcDateTime()),
+    ).where(Subscriber.status == Status.CONFIRMED)
+    statement = insert_fn(Delivery).from_select(
+        ["issue_id", "subscriber_id", "domain", "status", "attempts", "uncertain_count",
+         "created_at", "updated_at", "give_up_at"],
+        rows,
+    ).on_conflict_do_nothing()
+    session.execute(statement)
+    session.expire_all()
+    # rowcount of INSERT ... SELECT is not reported by every driver: count the rows.
+    return int(session.scalar(select(func.count()).where(Delivery.issue_id == issue_id)) or 0)
+
+
+def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, size: int,
+                lease: timedelta) -> list[Recipient]:
+    """Take up to `size` due rows of a sending issue for `worker`, atomically.
+
+    FOR UPDATE SKIP LOCKED on PostgreSQL lets concurrent workers take disjoint
+    batches without waiting; on SQLite the transaction began with BEGIN IMMEDIATE,
+    so the select-then-update cannot interleave with another writer. A claim is a
+    lease: rows whose lease ran out can be claimed again.
+    """
+    status = session.scalar(select(Issue.status).where(Issue.id == issue_id))
+    if status is not IssueStatus.SENDING:
+        return []
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.issue_id == issue_id,
+            Delivery.status.in_(CLAIMABLE),
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        )
+        .order_by(Delivery.id)
+        .limit(size)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(session.scalars(due))
+    if not ids:
+        return []
+    session.execute(
+        update(Delivery).where(Delivery.id.in_(ids))
+        .values(lease_until=now + lease, worker=worker, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    found = session.execute(
+        select(Delivery.id, Delivery.subscriber_id, Subscriber.email, Delivery.domain,
+               Subscriber.status)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id, isouter=True)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    recipients = []
+    gone = []
+    for delivery_id, subscriber_id, email, domain, subscriber_status in found:
+        # Unsubscribed, bounced or erased since the fan-out: never mail them now.
+        if subscriber_id is None or subscriber_status is not Status.CONFIRMED:
+            gone.append(delivery_id)
+        else:
+            recipients.append(Recipient(delivery_id, subscriber_id, email, domain))
+    if gone:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(gone))
+            .values(status=DeliveryStatus.CANCELLED, lease_until=None, updated_at=now,
+                    last_error="subscriber no longer confirmed")
+            .execution_options(synchronize_session=False)
+        )
+    return recipients
+
+
+def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetime,
+                 lease: timedelta) -> set[int]:
+    """Mark claimed rows `sending` just before their DATA; returns the ids still ours.
+
+    Only rows this worker still holds (nobody re-claimed them after a lease ran out)
+    change, so two workers never send the same row.
+    """
+    if not ids:
+        return set()
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.status.in_(CLAIMABLE))
+        .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1,
+                lease_until=now + lease, updated_at=now)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(result.scalars())
+
+
+def release(session: Session, ids: Iterable[int], worker: str, now: datetime) -> None:
+    """Give back claimed rows that were not attempted (paused, stopped, connection down)."""
+    ids = list(ids)
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.status.in_(CLAIMABLE))
+            .values(lease_until=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def backoff(attempts: int, base_seconds: float) -> timedelta:
+    """The wait before the next attempt: base, doubled per attempt, at most an hour."""
+    return min(timedelta(seconds=base_seconds * 2 ** max(0, attempts - 1)), MAX_BACKOFF)
+
+
+def record_outcomes(session: Session, outcomes: Sequence[Outcome], now: datetime,
+                    retry_base_seconds: float, resend_uncertain: bool) -> None:
+    """Write what happened to each row; sent rows in one statement.
+
+    A deferral past the row's give-up time fails it. An uncertain row (the server
+    may have delivered it) counts one more possible duplicate and, under the
+    at-least-once policy, is retried; otherwise it stays `uncertain` for ops.
+    """
+    sent = [o.delivery_id for o in outcomes if o.status is DeliveryStatus.SENT]
+    if sent:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(sent))
+            .values(status=DeliveryStatus.SENT, sent_at=now, lease_until=None, updated_at=now,
+                    last_code=250, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+    for outcome in outcomes:
+        if outcome.status is DeliveryStatus.SENT:
+            continue
+        table = Delivery.__table__
+        row = table.c
+        values: dict[str, object] = {
+            "lease_until": None, "updated_at": now, "last_code": outcome.code,
+            "last_error": (outcome.error or "")[:1000] or None,
+        }
+        if outcome.status is DeliveryStatus.QUEUED:  # never tried: as if never claimed
+            values.update(status=DeliveryStatus.QUEUED, attempts=row.attempts - 1, last_code=None,
+                          last_error=None)
+        elif outcome.status is DeliveryStatus.FAILED:
+            values["status"] = DeliveryStatus.FAILED
+        elif outcome.status is DeliveryStatus.UNCERTAIN and not resend_uncertain:
+            values["status"] = DeliveryStatus.UNCERTAIN
+            values["uncertain_count"] = row.uncertain_count + 1
+        else:
+            retry_at = outcome.retry_at or now + _backoff_sql(session, outcome.delivery_id,
+                                                              retry_base_seconds)
+            values["status"] = case(
+                (row.give_up_at < now, DeliveryStatus.FAILED.value),
+                else_=DeliveryStatus.DEFERRED.value,
+            )
+            values["next_attempt_at"] = retry_at
+            if outcome.status is DeliveryStatus.UNCERTAIN:
+                values["uncertain_count"] = row.uncertain_count + 1
+        session.execute(
+            update(table).where(row.id == outcome.delivery_id).values(**values)  # type: ignore[arg-type]
+        )
+        if outcome.suppress:
+            suppress_subscriber(session, outcome.delivery_id, now, outcome.error or "")
+
+
+def _backoff_sql(session: Session, delivery_id: int, base_seconds: float) -> timedelta:
+    attempts = session.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 1
+    return backoff(attempts, base_seconds)
+
+
+def suppress_subscriber(session: Session, delivery_id: int, now: datetime, reply: str) -> None:
+    """The receiving server said the mailbox does not exist: stop mailing it."""
+    subscriber_id = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == delivery_id))
+    if subscriber_id is None:
+        return
+    changed = session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.status == Status.CONFIRMED)
+        .values(status=Status.BOUNCED, bounced_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if changed.rowcount:  # type: ignore[attr-defined]
+        session.add(SubscriberEvent(subscriber_id=subscriber_id, at=now, kind="bounce",
+                                    source=f"smtp:delivery:{delivery_id}", detail=reply[:500]))
+
+
+def finish_if_done(session: Session, issue_id: int, now: datetime) -> bool:
+    """Mark a sending issue finished when no row is pending; True if it is finished now."""
+    pending = select(Delivery.id).where(
+        Delivery.issue_id == issue_id, Delivery.status.in_(PENDING)
+    ).exists()
+    result = session.execute(
+        update(Issue)
+        .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING, ~pending)
+        .values(status=IssueStatus.SENT, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def has_due_rows(session: Session, issue_id: int, now: datetime) -> bool:
+    """Whether a worker would find something to claim right now."""
+    return bool(session.scalar(
+        select(
+            select(Delivery.id).where(
+                Delivery.issue_id == issue_id,
+                Delivery.status.in_(CLAIMABLE),
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            ).exists()
+        )
+    ))
+
+
+def expire_leases(session: Session, now: datetime, resend_uncertain: bool) -> int:
+    """Rows left `sending` by a worker that died: their outcome is unknown.
+
+    Each becomes one more recorded possible duplicate; under the at-least-once
+    policy it is retried at once, otherwise it stays `uncertain`.
+    """
+    stale = and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now)
+    values: dict[str, object] = {
+        "uncertain_count": Delivery.uncertain_count + 1, "lease_until": None, "updated_at": now,
+        "last_error": "worker stopped during the send; outcome unknown",
+    }
+    if resend_uncertain:
+        values.update(status=DeliveryStatus.DEFERRED, next_attempt_at=now)
+    else:
+        values.update(status=DeliveryStatus.UNCERTAIN)
+    result = session.execute(
+        update(Delivery).where(stale).values(**values).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fail_expired(session: Session, now: datetime) -> int:
+    """Deferred rows past their give-up time fail; nobody retries them any more."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.DEFERRED, Delivery.give_up_at < now,
+               or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+        .values(status=DeliveryStatus.FAILED, updated_at=now, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def counts(session: Session, issue_id: int) -> dict[str, int]:
+    """Rows per status for one issue, plus `possible_duplicates` (uncertain outcomes)."""
+    found = {status.value: 0 for status in DeliveryStatus}
+    for status, number in session.execute(
+        select(Delivery.status, func.count()).where(Delivery.issue_id == issue_id)
+        .group_by(Delivery.status)
+    ):
+        found[DeliveryStatus(status).value] = number
+    found["possible_duplicates"] = int(session.scalar(
+        select(func.coalesce(func.sum(Delivery.uncertain_count), 0))
+        .where(Delivery.issue_id == issue_id)
+    ) or 0)
+    return found

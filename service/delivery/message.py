@@ -1,0 +1,158 @@
+"""An issue's message built once; per-recipient bytes joined in at send time.
+
+Building an `EmailMessage` per recipient costs 5-6 ms; this costs tens of
+microseconds: the headers that never change are encoded once, each body is split at
+its per-recipient markers once (Personalizer), and the part of each body before
+its first marker is base64-encoded once, cut at a whole base64 line, so only the
+tail that holds the links is encoded per recipient.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import Header
+from email.headerregistry import Address
+from email.policy import SMTP
+from email.utils import format_datetime
+
+from service.delivery.dkim import DkimSigner
+from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
+from service.persian import single_line
+from service.tokens import Purpose, TokenError, Tokens
+
+LINE_BYTES = 57  # raw bytes per 76-character base64 line
+
+
+def verp_address(tokens: Tokens, delivery_id: int, domain: str) -> str:
+    """`bounces+<token>@domain`: a bounce to this address names its ledger row."""
+    return f"bounces+{tokens.lasting(Purpose.BOUNCE, delivery_id)}@{domain}"
+
+
+def read_verp(tokens: Tokens, address: str) -> int | None:
+    """The delivery id a VERP address stands for, or None if it is not ours."""
+    local = address.strip().strip("<>").rpartition("@")[0]
+    if not local.startswith("bounces+"):
+        return None
+    try:
+        return tokens.read_lasting(Purpose.BOUNCE, local.removeprefix("bounces+"))
+    except TokenError:
+        return None
+
+
+def message_id(issue_number: int, subscriber_id: int, secret: str, domain: str) -> str:
+    """Deterministic per (issue, subscriber): a resent copy carries the same id, so
+    clients and archives can fold duplicates; the hash keeps ids unguessable."""
+    digest = hashlib.sha256(f"{secret}:{issue_number}:{subscriber_id}".encode()).hexdigest()[:16]
+    return f"<chapar.{issue_number}.{subscriber_id}.{digest}@{domain}>"
+
+
+def _header(name: str, value: str | Address) -> bytes:
+    """One header line, RFC 2047-encoded and folded at 78 characters where needed."""
+    folded: str = SMTP.header_factory(name, value).fold(policy=SMTP)
+    return folded.encode("ascii")
+
+
+def _b64_lines(data: bytes) -> bytes:
+    """base64 in CRLF-terminated 76-character lines (data: whole 57-byte lines or the end)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"".join(encoded[i:i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+
+
+class _Body:
+    """One text part: personalised with one join, encoded mostly ahead of time."""
+
+    def __init__(self, template: str) -> None:
+        pieces = Personalizer(template).pieces
+        head = pieces[0].encode("utf-8")
+        cut = len(head) - len(head) % LINE_BYTES
+        self.encoded_head = _b64_lines(head[:cut])
+        self.head_rest = head[cut:]
+        self.tail = pieces[1:]  # marker, text, marker, text, ...
+
+    def encode(self, values: dict[str, str]) -> bytes:
+        tail = self.tail[:]
+        for i in range(0, len(tail), 2):
+            tail[i] = values[tail[i]]
+        return self.encoded_head + _b64_lines(self.head_rest + "".join(tail).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+
+
+class IssueMessage:
+    """Everything about one issue's message that is the same for all recipients."""
+
+    def __init__(self, *, issue_number: int, subject: str, html: str, text: str,
+                 from_name: str, from_address: str, list_name: str, list_id: str,
+                 public_url: str, verp_domain: str, tokens: Tokens, secret: str,
+                 dkim: DkimSigner | None = None) -> None:
+        self.issue_number = issue_number
+        self.tokens = tokens
+        self.secret = secret
+        self.public_url = public_url.rstrip("/")
+        self.verp_domain = verp_domain
+        self.from_domain = from_address.rpartition("@")[2]
+        self.dkim = dkim
+        local, _, domain = from_address.rpartition("@")
+        sender = Address(display_name=single_line(from_name), username=local, domain=domain)
+        self.fixed_headers: list[tuple[bytes, bytes]] = [
+            (b"From", _value(_header("From", sender))),
+            (b"Subject", _value(_header("Subject", single_line(subject)))),
+            (b"MIME-Version", b"1.0"),
+            (b"List-Id", f"{Header(single_line(list_name), 'utf-8').encode()} <{list_id}>".encode()),
+            (b"List-Unsubscribe-Post", b"List-Unsubscribe=One-Click"),
+            (b"Feedback-ID", f"{issue_number}:digest:{list_id}".encode("ascii")),
+        ]
+        self.boundary = f"=_chapar_{issue_number}_{hashlib.sha256(html.encode()).hexdigest()[:20]}"
+        self.fixed_headers.append(
+            (b"Content-Type", f'multipart/alternative;\r\n boundary="{self.boundary}"'.encode())
+        )
+        self.text = _Body(text)
+        self.html = _Body(html)
+        b = self.boundary.encode()
+        self.text_open = (b"--" + b + b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+                          b"Content-Transfer-Encoding: base64\r\n\r\n")
+        self.html_open = (b"--" + b + b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+                          b"Content-Transfer-Encoding: base64\r\n\r\n")
+        self.close = b"--" + b + b"--\r\n"
+
+    def links(self, subscriber_id: int) -> dict[str, str]:
+        unsubscribe = self.tokens.lasting(Purpose.UNSUBSCRIBE, subscriber_id)
+        preferences = self.tokens.lasting(Purpose.PREFERENCES, subscriber_id)
+        return {
+            UNSUBSCRIBE_URL: f"{self.public_url}/unsubscribe/{unsubscribe}",
+            PREFERENCES_URL: f"{self.public_url}/preferences/{preferences}",
+        }
+
+    def envelope_sender(self, delivery_id: int) -> str:
+        return verp_address(self.tokens, delivery_id, self.verp_domain)
+
+    def render(self, recipient: Recipient, now: datetime) -> bytes:
+        """The complete message bytes for one recipient, CRLF line ends."""
+        values = self.links(recipient.subscriber_id)
+        body = (self.text_open + self.text.encode(values) + self.html_open
+                + self.html.encode(values) + self.close)
+        headers = [
+            (b"Date", format_datetime(now).encode("ascii")),
+            (b"Message-ID", message_id(self.issue_number, recipient.subscriber_id, self.secret,
+                                       self.from_domain).encode("ascii")),
+            (b"To", recipient.email.encode("utf-8")),
+            *self.fixed_headers,
+            (b"List-Unsubscribe", f"<{values[UNSUBSCRIBE_URL]}>".encode("ascii")),
+        ]
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        if self.dkim is not None:
+            head = self.dkim.signature_header(headers, body, int(now.timestamp())) + head
+        return head + b"\r\n" + body
+
+
+def _value(line: bytes) -> bytes:
+    """The value part of a folded `Name: value\\r\\n` line."""
+    return line.split(b":", 1)[1].strip(b" ").removesuffix(b"\r\n")

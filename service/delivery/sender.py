@@ -1,0 +1,222 @@
+"""The worker side of a send: claim a batch, send it in chunks, record every outcome.
+
+Per chunk of recipients: the rows are marked `sending` (one UPDATE, committed), the
+messages go out over the process's persistent connection, and the outcomes are
+written (one UPDATE for all that were sent, committed). A worker killed in between
+leaves at most one chunk `sending`; the sweeper turns those into recorded
+uncertain rows. Everything else a crash leaves behind is merely claimed and is
+claimed again when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from service.db import unit_of_work
+from service.delivery import ledger
+from service.delivery.dkim import DkimSigner
+from service.delivery.ledger import Outcome
+from service.delivery.message import IssueMessage, Recipient
+from service.delivery.models import DeliveryStatus
+from service.delivery.throttle import Throttle
+from service.delivery.transport import Envelope, Result, SmtpConnection, SmtpError
+from service.digests.models import Issue, IssueStatus
+from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+CHUNK = 50  # rows marked `sending` at once: the most a killed worker can leave uncertain
+IDLE_CHECK_SECONDS = 20.0
+TASK_BUDGET_SECONDS = 120.0  # then the task rings again and returns, so no task runs for hours
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    finished: bool = False
+    more: bool = False  # stopped early with work left: ring again
+
+
+class DeliveryAgent:
+    """One per worker process: its SMTP connection, its throttle, its built messages."""
+
+    def __init__(self, rt: Runtime, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.rt = rt
+        self.clock = clock
+        self.connection = SmtpConnection(rt.settings.smtp, helo=rt.settings.from_domain or "localhost")
+        self.throttle = Throttle(rt.settings)
+        self.messages: dict[int, IssueMessage] = {}
+        self.dkim = _signer(rt)
+        self.connect_error = ""
+
+    def name(self) -> str:
+        """A fresh claimant name per batch: a lease is never confused across tasks."""
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def message_for(self, issue_id: int) -> IssueMessage | None:
+        if issue_id not in self.messages:
+            with self.rt.sessions() as session:
+                issue = session.get(Issue, issue_id)
+                if issue is None:
+                    return None
+                s = self.rt.settings
+                self.messages = {issue_id: IssueMessage(
+                    issue_number=issue.number, subject=issue.subject, html=issue.html,
+                    text=issue.text, from_name=s.from_name, from_address=s.from_address,
+                    list_name=s.list_name, list_id=s.list_id, public_url=s.public_url,
+                    verp_domain=s.verp_domain, tokens=self.rt.tokens, secret=s.secret_key,
+                    dkim=self.dkim,
+                )}
+        return self.messages[issue_id]
+
+    def deliver(self, issue_id: int, *, budget: float = TASK_BUDGET_SECONDS) -> BatchReport:
+        """Send due rows of one issue until none is left or the time budget is spent."""
+        report = BatchReport()
+        message = self.message_for(issue_id)
+        if message is None:
+            return report
+        s = self.rt.settings
+        lease = timedelta(seconds=s.lease_seconds)
+        started = time.monotonic()
+        while True:
+            worker = self.name()
+            with unit_of_work(self.rt.sessions) as session:
+                batch = ledger.claim_batch(session, issue_id, worker, self.clock(),
+                                           s.send_batch_size, lease)
+            if not batch:
+                with unit_of_work(self.rt.sessions) as session:
+                    report.finished = ledger.finish_if_done(session, issue_id, self.clock())
+                return report
+            report.claimed += len(batch)
+            if not self._send_batch(issue_id, message, batch, worker, lease, report):
+                return report
+            if time.monotonic() - started > budget:
+                report.more = True
+                return report
+
+    def _send_batch(self, issue_id: int, message: IssueMessage, batch: Sequence[ledger.Recipient],
+                    worker: str, lease: timedelta, report: BatchReport) -> bool:
+        """Send one claimed batch; False when the send must stop (paused, server down)."""
+        s = self.rt.settings
+        size = self.throttle.largest_chunk(CHUNK)
+        for start in range(0, len(batch), size):
+            chunk = list(batch[start:start + size])
+            rest = [r.delivery_id for r in batch[start:]]
+            if not self._still_sending(issue_id):
+                self._release(rest, worker)
+                return False
+            chunk = self._skip_paused_domains(chunk)
+            if not chunk:
+                continue
+            self.throttle.acquire(Counter(r.domain for r in chunk))
+            if not self._connected():
+                self._defer_all(chunk, worker, lease, "cannot connect to the SMTP server")
+                self._release(rest[len(chunk):], worker)
+                report.outcomes["deferred"] += len(chunk)
+                return False
+            now = self.clock()
+            envelopes = [Envelope(message.envelope_sender(r.delivery_id), r.email,
+                                  message.render(Recipient(r.delivery_id, r.subscriber_id, r.email), now))
+                         for r in chunk]
+            with unit_of_work(self.rt.sessions) as session:
+                ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
+                                          self.clock(), lease)
+            mine = [(r, e) for r, e in zip(chunk, envelopes, strict=True) if r.delivery_id in ours]
+            results = self.connection.send_many([e for _, e in mine])
+            outcomes = [self._outcome(r, result) for (r, _), result in zip(mine, results, strict=True)]
+            with unit_of_work(self.rt.sessions) as session:
+                ledger.record_outcomes(session, outcomes, self.clock(), s.retry_base_seconds,
+                                       s.resend_uncertain)
+            report.outcomes.update(o.status.value for o in outcomes)
+        return True
+
+    def _outcome(self, recipient: ledger.Recipient, result: Result) -> Outcome:
+        if result.slows_domain:
+            self.throttle.pause_domain(recipient.domain)
+        return Outcome(recipient.delivery_id, DeliveryStatus(result.kind), result.code,
+                       result.text, suppress=result.mailbox_gone)
+
+    def _connected(self) -> bool:
+        c = self.connection
+        if c.is_open() and time.monotonic() - c.last_used > IDLE_CHECK_SECONDS and not c.alive():
+            c.close()
+        if c.is_open():
+            return True
+        try:
+            c.open()
+        except SmtpError as exc:
+            log.warning("SMTP connection failed: %s", exc)
+            self.connect_error = str(exc)
+            return False
+        return True
+
+    def _still_sending(self, issue_id: int) -> bool:
+        with self.rt.sessions() as session:
+            return session.scalar(select(Issue.status).where(Issue.id == issue_id)) is IssueStatus.SENDING
+
+    def _skip_paused_domains(self, chunk: list[ledger.Recipient]) -> list[ledger.Recipient]:
+        paused = self.throttle.paused_until({r.domain for r in chunk})
+        if not paused:
+            return chunk
+        outcomes = [Outcome(r.delivery_id, DeliveryStatus.DEFERRED, 421,
+                            f"domain {r.domain} paused after a 421",
+                            retry_at=datetime.fromtimestamp(paused[r.domain], UTC))
+                    for r in chunk if r.domain in paused]
+        with unit_of_work(self.rt.sessions) as session:
+            ledger.record_outcomes(session, outcomes, self.clock(), self.rt.settings.retry_base_seconds,
+                                   self.rt.settings.resend_uncertain)
+        return [r for r in chunk if r.domain not in paused]
+
+    def _defer_all(self, chunk: Sequence[ledger.Recipient], worker: str, lease: timedelta,
+                   reason: str) -> None:
+        """The server refused the connection: nothing was sent; retry these with back-off."""
+        detail = self.connect_error or reason
+        with unit_of_work(self.rt.sessions) as session:
+            ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
+                                       self.clock(), lease)
+            outcomes = [Outcome(i, DeliveryStatus.DEFERRED, None, detail) for i in sorted(ours)]
+            ledger.record_outcomes(session, outcomes, self.clock(), self.rt.settings.retry_base_seconds,
+                                   self.rt.settings.resend_uncertain)
+
+    def _release(self, ids: Sequence[int], worker: str) -> None:
+        if ids:
+            with unit_of_work(self.rt.sessions) as session:
+                ledger.release(session, ids, worker, self.clock())
+
+
+def _signer(rt: Runtime) -> DkimSigner | None:
+    s = rt.settings
+    if not (s.dkim_selector and s.dkim_private_key_path):
+        return None
+    return DkimSigner.from_file(s.dkim_private_key_path, s.from_domain, s.dkim_selector)
+
+
+# Keyed by the runtime's identity (Runtime is not hashable); a worker process has one.
+_agents: dict[int, tuple[weakref.ref[Runtime], DeliveryAgent]] = {}
+
+
+def agent_for(rt: Runtime) -> DeliveryAgent:
+    """The process's agent for this runtime: its SMTP connection outlives each task."""
+    found = _agents.get(id(rt))
+    if found is None or found[0]() is not rt:
+        found = _agents[id(rt)] = (weakref.ref(rt), DeliveryAgent(rt))
+    return found[1]
+
+
+def send_batches(rt: Runtime, issue_id: int) -> BatchReport:
+    """The `chapar.send_batch` task: send what is due; ring again if time ran out."""
+    report = agent_for(rt).deliver(issue_id)
+    if report.more:
+        rt.ring("chapar.send_batch", issue_id)
+    return report

@@ -1,0 +1,127 @@
+"""Sending speed limits shared by every worker: global, per receiving domain, and 421 pauses.
+
+The counters live in Redis (the `limits` library's fixed windows), so two worker
+processes on two machines share one budget. Without Redis (the embedded default
+runs a single worker) the counters are per process. A 421 from a receiving domain
+pauses that domain for everybody for `domain_slowdown_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerSecond
+from limits.storage import Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+log = logging.getLogger(__name__)
+PAUSE_KEY = "chapar:domain-pause:"
+
+
+def per_second(rate: float) -> RateLimitItem | None:
+    """A fixed window for `rate` messages a second; fractions become longer windows."""
+    if rate <= 0:
+        return None
+    if rate >= 1:
+        return RateLimitItemPerSecond(int(rate), namespace="CHAPAR")
+    return RateLimitItemPerSecond(1, max(1, round(1 / rate)), namespace="CHAPAR")
+
+
+class Throttle:
+    """Blocks until a chunk of messages may go; knows which domains are paused."""
+
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        redis_url = settings.effective_redis_url
+        storage = storage_from_string(redis_url or "memory://")
+        assert isinstance(storage, Storage)
+        self.storage = storage
+        self.limiter = FixedWindowRateLimiter(self.storage)
+        self.global_limits = [item for item in (
+            per_second(settings.send_rate_per_second),
+            RateLimitItemPerHour(settings.send_rate_per_hour, namespace="CHAPAR")
+            if settings.send_rate_per_hour > 0 else None,
+        ) if item is not None]
+        self.domain_limit = per_second(settings.domain_rate_per_second)
+        self.slowdown = settings.domain_slowdown_seconds
+        self.redis_url = redis_url
+        self._local_pauses: dict[str, float] = {}
+        self._sleep = sleep
+        self._redis: Redis | None = None
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.global_limits or self.domain_limit)
+
+    def largest_chunk(self, wanted: int) -> int:
+        """A chunk no window could ever refuse as a whole."""
+        sizes = [wanted] + [item.amount for item in self.global_limits]
+        if self.domain_limit is not None:
+            sizes.append(self.domain_limit.amount)
+        return max(1, min(sizes))
+
+    def acquire(self, domains: Counter[str]) -> None:
+        """Wait until these messages (count per receiving domain) fit every limit."""
+        if not self.limited:
+            return
+        total = sum(domains.values())
+        for item in self.global_limits:
+            self._wait_for(item, total, "global")
+        if self.domain_limit is not None:
+            for domain, count in domains.items():
+                self._wait_for(self.domain_limit, min(count, self.domain_limit.amount), domain)
+
+    def _wait_for(self, item: RateLimitItem, cost: int, key: str) -> None:
+        while True:
+            try:
+                if self.limiter.hit(item, key, cost=cost):
+                    return
+                reset = self.limiter.get_window_stats(item, key).reset_time
+            except Exception as exc:
+                log.warning("rate limit store unavailable (%s); waiting one window", exc)
+                reset = time.time() + item.get_expiry()
+            self._sleep(min(max(0.01, reset - time.time()), float(item.get_expiry())))
+
+    # -- domain pauses after a 421 -------------------------------------------------------
+    def pause_domain(self, domain: str) -> None:
+        until = time.time() + self.slowdown
+        self._local_pauses[domain] = until
+        client = self._client()
+        if client is not None:
+            try:
+                client.set(PAUSE_KEY + domain, str(until), px=int(self.slowdown * 1000))
+            except Exception as exc:
+                log.warning("could not share the pause of %s: %s", domain, exc)
+
+    def paused_until(self, domains: set[str]) -> dict[str, float]:
+        """The domains paused now, with the epoch second their pause ends."""
+        now = time.time()
+        paused = {d: t for d, t in self._local_pauses.items() if t > now and d in domains}
+        client = self._client()
+        if client is not None and domains:
+            names = sorted(domains)
+            try:
+                values = client.mget([PAUSE_KEY + d for d in names])
+            except Exception:
+                values = [None] * len(names)
+            for domain, value in zip(names, values, strict=True):
+                if value is not None and float(value) > now:
+                    paused[domain] = max(paused.get(domain, 0.0), float(value))
+        return paused
+
+    def _client(self) -> Redis | None:
+        if self.redis_url is None:
+            return None
+        if self._redis is None:
+            from redis import Redis
+
+            self._redis = Redis.from_url(self.redis_url, socket_timeout=2)
+        return self._redis

@@ -1,0 +1,104 @@
+"""The weekly schedule: one issue per slot, however many beats tick at once.
+
+A slot is an instant (default Friday 08:00 Asia/Tehran). Beat ticks every minute;
+the tick that first inserts the slot's row in `schedule_slots` (unique `slot_at`)
+builds the issue in the same transaction; every other tick, in this process or
+another beat on another machine, hits the unique constraint and does nothing. The
+database enforces it, not the hope that only one beat runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db import unit_of_work
+from service.digests.models import Issue, ScheduleSlot
+from service.persian import jalali_datetime
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+# A slot missed by more than this (beat was down all day) is not sent late.
+GRACE = timedelta(hours=6)
+
+
+class BuildResult(Protocol):
+    issue: Issue | None
+    reason: str | None
+
+
+Builder = Callable[..., Any]
+
+
+def slot_before(settings: Settings, now: datetime) -> datetime:
+    """The latest slot at or before `now`, as an aware UTC instant."""
+    local = now.astimezone(settings.tz)
+    days_back = (local.weekday() - settings.digest_weekday) % 7
+    day = (local - timedelta(days=days_back)).date()
+    slot = datetime(day.year, day.month, day.day, settings.digest_hour, settings.digest_minute,
+                    tzinfo=settings.tz)
+    if slot > local:
+        slot -= timedelta(days=7)
+    return slot.astimezone(now.tzinfo)
+
+
+def next_slot(settings: Settings, now: datetime) -> datetime:
+    """The first slot after `now`."""
+    return slot_before(settings, now) + timedelta(days=7)
+
+
+def describe(settings: Settings, slot: datetime) -> str:
+    """A slot as people read it: the Jalali calendar in the configured zone."""
+    return jalali_datetime(slot, settings.tz)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    slot_at: datetime | None
+    issue_id: int | None = None
+    send: bool = False  # the caller starts the send after its commit
+
+
+def tick(session: Session, settings: Settings, now: datetime, build: Builder | None = None) -> TickResult:
+    """Claim the due slot, if nobody has, and build its issue in this transaction."""
+    slot_at = slot_before(settings, now)
+    if now - slot_at > GRACE:
+        return TickResult(None)
+    slot = ScheduleSlot(slot_at=slot_at, outcome="building", decided_at=now)
+    try:
+        with session.begin_nested():
+            session.add(slot)
+            session.flush()
+    except IntegrityError:
+        return TickResult(None)  # another tick has this slot
+    if build is None:
+        from service.digests import build as builder  # type: ignore[attr-defined,unused-ignore]
+
+        build = builder.build_issue
+    result: BuildResult = build(session, settings, now, slot_at=slot_at)
+    if result.issue is None:
+        slot.outcome, slot.reason = "skipped", result.reason
+        log.info("slot %s skipped: %s", slot_at.isoformat(), result.reason)
+        return TickResult(slot_at)
+    slot.issue_id = result.issue.id
+    slot.outcome = "sent" if settings.digest_auto_send else "built"
+    log.info("slot %s: issue %s built", slot_at.isoformat(), result.issue.number)
+    return TickResult(slot_at, result.issue.id, send=settings.digest_auto_send)
+
+
+def run_tick(rt: Runtime, now: datetime, build: Builder | None = None) -> TickResult:
+    """The `chapar.schedule_tick` task: tick, commit, then start the send if automatic."""
+    with unit_of_work(rt.sessions) as session:
+        result = tick(session, rt.settings, now, build)
+    if result.send and result.issue_id is not None:
+        from service.delivery.control import start_and_ring
+
+        start_and_ring(rt, result.issue_id, now)
+    return result

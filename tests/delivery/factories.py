@@ -1,0 +1,49 @@
+"""Test data for the delivery area: issues with per-recipient markers, many subscribers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from service.digests.models import Issue, IssueStatus
+from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
+from service.subscribers.models import Status, Subscriber
+
+NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+
+def issue_html(number: int) -> str:
+    body = "<p>گزارش‌های هفته درباره‌ی برنامه‌ی هسته‌ای</p>" * 200
+    return (f'<html lang="fa" dir="rtl"><body dir="rtl"><div dir="rtl">'
+            f"<h1>شماره {number}</h1>{body}"
+            f'<a href="{PREFERENCES_URL}">تنظیمات</a> <a href="{UNSUBSCRIBE_URL}">لغو اشتراک</a>'
+            f"</div></body></html>")
+
+
+def make_issue(session: Session, number: int = 1, status: IssueStatus = IssueStatus.DRAFT) -> Issue:
+    issue = Issue(
+        number=number, subject=f"خبرنامه هفتگی، شماره {number}", preheader="خبرهای هفته",
+        window_start=NOW - timedelta(days=7), window_end=NOW, status=status,
+        html=issue_html(number),
+        text=f"خبرهای هفته\nتنظیمات: {PREFERENCES_URL}\nلغو اشتراک: {UNSUBSCRIBE_URL}\n",
+        created_at=NOW,
+    )
+    session.add(issue)
+    session.flush()
+    return issue
+
+
+def add_subscribers(session: Session, count: int, *, domain: str = "example.test",
+                    prefix: str = "reader", status: Status = Status.CONFIRMED) -> list[str]:
+    """Insert `count` subscribers in one statement; returns their addresses."""
+    emails = [f"{prefix}{i}@{domain}" for i in range(count)]
+    if emails:
+        session.execute(insert(Subscriber), [
+            {"email": e, "status": status, "created_at": NOW, "updated_at": NOW,
+             "confirmed_at": NOW if status is Status.CONFIRMED else None,
+             "consent_source": "test", "consent_at": NOW, "soft_bounces": 0}
+            for e in emails
+        ])
+    return emails

@@ -1,0 +1,203 @@
+"""The sender against the recording SMTP server: headers, outcomes of every fault, the ledger."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from service.clock import utcnow
+from service.db import unit_of_work
+from service.delivery import ledger
+from service.delivery.message import message_id, read_verp
+from service.delivery.models import Delivery, DeliveryStatus
+from service.delivery.sender import DeliveryAgent
+from service.digests.models import Issue, IssueStatus
+from service.runtime import Runtime
+from service.subscribers.models import Status, Subscriber
+from tests.delivery.factories import add_subscribers, make_issue
+from tests.support.smtp import SmtpRecorder
+
+
+def with_settings(rt: Runtime, **overrides: Any) -> Runtime:
+    return Runtime(settings=rt.settings.model_copy(update=overrides), engine=rt.engine,
+                   sessions=rt.sessions, tokens=rt.tokens)
+
+
+def start(rt: Runtime, subscribers: int, **kwargs: Any) -> tuple[int, list[str]]:
+    with unit_of_work(rt.sessions) as session:
+        emails = add_subscribers(session, subscribers, **kwargs)
+        issue_id = make_issue(session).id
+    with unit_of_work(rt.sessions) as session:
+        assert ledger.start_send(session, issue_id, utcnow(), timedelta(hours=1)) == subscribers
+    return issue_id, emails
+
+
+def rows(rt: Runtime, issue_id: int) -> dict[str, Delivery]:
+    with rt.sessions() as session:
+        found = session.execute(
+            select(Subscriber.email, Delivery).join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .where(Delivery.issue_id == issue_id)
+        ).all()
+        return {email: row for email, row in found}
+
+
+def issue_status(rt: Runtime, issue_id: int) -> IssueStatus:
+    with rt.sessions() as session:
+        status = session.scalar(select(Issue.status).where(Issue.id == issue_id))
+        assert status is not None
+        return status
+
+
+def make_due(rt: Runtime, issue_id: int) -> None:
+    with unit_of_work(rt.sessions) as session:
+        session.execute(update(Delivery).where(Delivery.issue_id == issue_id)
+                        .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_every_confirmed_subscriber_gets_one_message_with_the_list_headers(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 120)
+    with unit_of_work(runtime.sessions) as session:
+        add_subscribers(session, 3, prefix="pending", status=Status.PENDING)
+    report = DeliveryAgent(with_settings(runtime, send_batch_size=50)).deliver(issue_id)
+
+    assert report.finished and report.outcomes == Counter(sent=120)
+    assert smtp.counts() == Counter({e: 1 for e in emails})
+    assert {r.status for r in rows(runtime, issue_id).values()} == {DeliveryStatus.SENT}
+    assert issue_status(runtime, issue_id) is IssueStatus.SENT
+
+    received = smtp.to(emails[7])[0]
+    message = received.message
+    delivery = rows(runtime, issue_id)[emails[7]]
+    assert read_verp(runtime.tokens, received.mail_from) == delivery.id
+    assert received.mail_from.startswith("bounces+") and received.mail_from.endswith("@chapar.test")
+    assert message["Message-ID"] == message_id(1, delivery.subscriber_id or 0,
+                                               runtime.settings.secret_key, "chapar.test")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = message["List-Unsubscribe"].strip("<>")
+    assert unsubscribe.startswith("http://chapar.test/unsubscribe/")
+    assert message["List-Id"].endswith("<weekly.chapar.localhost>")
+    assert message["Feedback-ID"] and message["Date"]
+    text, html = (part.get_content() for part in message.iter_parts())
+    assert unsubscribe in html and unsubscribe in text
+    assert "گزارش‌های هفته" in html and "%%CHAPAR" not in html + text
+    # Each reader gets their own links.
+    other = smtp.to(emails[8])[0].message["List-Unsubscribe"]
+    assert other != message["List-Unsubscribe"]
+
+
+def test_unsubscribed_after_fan_out_is_not_mailed(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 5)
+    with unit_of_work(runtime.sessions) as session:
+        session.execute(update(Subscriber).where(Subscriber.email == emails[0])
+                        .values(status=Status.UNSUBSCRIBED))
+    DeliveryAgent(runtime).deliver(issue_id)
+    assert emails[0] not in smtp.counts() and len(smtp.counts()) == 4
+    assert rows(runtime, issue_id)[emails[0]].status is DeliveryStatus.CANCELLED
+
+
+def test_temporary_refusals_are_deferred_then_sent(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 6)
+    smtp.faults.once = True
+    smtp.faults.rcpt = {emails[1]: "451 4.3.0 try later", emails[2]: "452 4.2.2 mailbox full"}
+    agent = DeliveryAgent(runtime)
+    agent.deliver(issue_id)
+    ledger_rows = rows(runtime, issue_id)
+    for email, code in ((emails[1], 451), (emails[2], 452)):
+        assert ledger_rows[email].status is DeliveryStatus.DEFERRED
+        assert ledger_rows[email].last_code == code and ledger_rows[email].next_attempt_at
+    assert issue_status(runtime, issue_id) is IssueStatus.SENDING  # not finished: rows pending
+
+    make_due(runtime, issue_id)
+    agent.deliver(issue_id)
+    assert smtp.counts() == Counter({e: 1 for e in emails})
+    assert rows(runtime, issue_id)[emails[1]].attempts == 2
+    assert issue_status(runtime, issue_id) is IssueStatus.SENT
+
+
+def test_permanent_refusals_fail_and_a_missing_mailbox_is_suppressed(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 5)
+    smtp.faults.rcpt = {emails[0]: "550 5.1.1 No such user", emails[1]: "553 5.1.3 Bad address"}
+    smtp.faults.after_data = {emails[2]: "554 5.7.1 Message rejected"}
+    DeliveryAgent(runtime).deliver(issue_id)
+    r = rows(runtime, issue_id)
+    assert [r[e].status for e in emails] == [DeliveryStatus.FAILED] * 3 + [DeliveryStatus.SENT] * 2
+    assert [r[e].last_code for e in emails[:3]] == [550, 553, 554]
+    with runtime.sessions() as session:
+        statuses = {e: s for e, s in session.execute(select(Subscriber.email, Subscriber.status))}
+    assert statuses[emails[0]] is Status.BOUNCED
+    assert statuses[emails[1]] is Status.BOUNCED  # 5.1.3: the address itself is bad
+    assert statuses[emails[2]] is Status.CONFIRMED  # a rejected message says nothing of the address
+    assert issue_status(runtime, issue_id) is IssueStatus.SENT
+    assert smtp.counts() == Counter({emails[3]: 1, emails[4]: 1})
+
+
+def test_greeting_421_defers_the_chunk_and_the_retry_sends_it(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 4)
+    smtp.faults.greeting_421 = 1
+    agent = DeliveryAgent(runtime)
+    agent.deliver(issue_id)
+    assert {r.status for r in rows(runtime, issue_id).values()} == {DeliveryStatus.DEFERRED}
+    assert not smtp.counts()
+    make_due(runtime, issue_id)
+    agent.deliver(issue_id)
+    assert smtp.counts() == Counter({e: 1 for e in emails})
+
+
+def test_rcpt_421_pauses_the_whole_domain(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, slow = start(runtime, 3, domain="slow.test", prefix="s")
+    with unit_of_work(runtime.sessions) as session:
+        fast = add_subscribers(session, 3, domain="fast.test", prefix="f")
+        session.execute(update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.DRAFT))
+        session.execute(Delivery.__table__.delete())
+    with unit_of_work(runtime.sessions) as session:
+        ledger.start_send(session, issue_id, utcnow(), timedelta(hours=1))
+    smtp.faults.rcpt = {slow[0]: "421 4.7.0 too many messages, slow down"}
+    agent = DeliveryAgent(with_settings(runtime, domain_slowdown_seconds=600))
+    agent.deliver(issue_id)
+    r = rows(runtime, issue_id)
+    assert all(r[e].status is DeliveryStatus.SENT for e in fast)
+    assert all(r[e].status is DeliveryStatus.DEFERRED for e in slow)
+    # The other slow.test rows were never tried: the domain is paused for everybody.
+    assert not any(e in smtp.counts() for e in slow)
+    assert all(r[e].next_attempt_at and r[e].next_attempt_at > utcnow() + timedelta(seconds=500)
+               for e in slow[1:])
+
+
+def test_connection_dropped_after_the_final_dot_is_uncertain_and_on_record(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 4)
+    smtp.faults.once = True
+    smtp.faults.drop_after_dot = {emails[1]}
+    smtp.faults.drop_mid_data = {emails[2]}
+    DeliveryAgent(with_settings(runtime, resend_uncertain=False)).deliver(issue_id)
+    r = rows(runtime, issue_id)
+    assert r[emails[1]].status is DeliveryStatus.UNCERTAIN and r[emails[1]].uncertain_count == 1
+    # The server read the whole DATA before dropping: from the client this is the same
+    # unanswered "." and must be counted as a possible delivery, not retried blindly.
+    assert r[emails[2]].status is DeliveryStatus.UNCERTAIN
+    assert r[emails[0]].status is DeliveryStatus.SENT and r[emails[3]].status is DeliveryStatus.SENT
+    assert smtp.counts()[emails[1]] == 1 and smtp.counts()[emails[2]] == 0
+    assert issue_status(runtime, issue_id) is IssueStatus.SENT
+
+
+def test_at_least_once_policy_resends_uncertain_rows_and_counts_the_duplicates(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 3)
+    smtp.faults.once = True
+    smtp.faults.drop_after_dot = {emails[0]}
+    agent = DeliveryAgent(runtime)  # resend_uncertain defaults to True
+    agent.deliver(issue_id)
+    make_due(runtime, issue_id)
+    agent.deliver(issue_id)
+    r = rows(runtime, issue_id)
+    assert r[emails[0]].status is DeliveryStatus.SENT and r[emails[0]].uncertain_count == 1
+    counts = smtp.counts()
+    for email in emails:
+        assert counts[email] - 1 <= r[email].uncertain_count
+    assert counts[emails[0]] == 2
