@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     dkim_private_key_path: Path | None = None
     bounce_domain: str = ""  # VERP domain; default: the From domain
     bounce_mailbox_url: str = ""  # imaps://user:pass@host/INBOX or pop3s://...
+    bounce_poll_seconds: float = Field(default=300.0, ge=10)
+    soft_bounce_limit: int = Field(default=3, ge=1)  # soft bounces (distinct issues) that mark bounced
+    soft_bounce_window_days: float = Field(default=30.0, gt=0)
     retry_base_seconds: float = 60.0  # first back-off after a 4xx; doubles per attempt, max 1 h
     domain_slowdown_seconds: float = 60.0  # a 421 pauses its receiving domain this long
     resend_uncertain: bool = True  # at-least-once: resend rows whose outcome is unknown

@@ -69,6 +69,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "schedule-tick": {
             "task": "chapar.schedule_tick", "schedule": timedelta(minutes=1),
         },
+    } | bounce_polling(settings)
+
+
+def bounce_polling(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Poll the bounce mailbox only when one is configured."""
+    if not settings.bounce_mailbox_url:
+        return {}
+    return {
+        "poll-bounces": {
+            "task": "chapar.poll_bounces",
+            "schedule": timedelta(seconds=settings.bounce_poll_seconds),
+        },
     }
 
 

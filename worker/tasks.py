@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from service.bounces.inbox import poll_bounce_mailbox
 from service.clock import utcnow
 from service.runtime import Runtime
 from service.subscribers.emails import send_confirmation as send_confirmation_email
@@ -57,3 +58,8 @@ def schedule_tick(self: Task[Any, Any]) -> None:
     from service.digests.schedule import run_tick
 
     run_tick(runtime(self), utcnow())
+
+
+@shared_task(bind=True, name="chapar.poll_bounces")
+def poll_bounces(self: Task[Any, Any]) -> None:
+    poll_bounce_mailbox(runtime(self), utcnow)

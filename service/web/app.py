@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.runtime import Runtime
-from service.web import health, reader
+from service.web import bounces_api, health, reader
 from service.web.guards import LimitBodySize
 from service.web.limits import SubscribeLimits
 from service.web.pages import error
@@ -24,6 +24,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.limits = SubscribeLimits(rt.settings)
     app.include_router(reader.router)
     app.include_router(health.router)
+    app.include_router(bounces_api.router)
     app.add_middleware(LimitBodySize, max_bytes=rt.settings.max_request_bytes)
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,0 +1,1 @@
+"""Bounces that arrive after the send: VERP matching, report parsing, intake, the mailbox poller."""

@@ -1,0 +1,59 @@
+"""POST /api/v1/bounces: an MTA or a mail-hook service hands us one raw report.
+
+The body is the report exactly as received (message/rfc822). The caller proves
+itself with the API key, as `Authorization: Bearer <key>` or `X-API-Key`, compared
+in constant time. The body size is capped by the app's request limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.bounces.inbox import receive_report
+from service.clock import utcnow
+from service.runtime import Runtime
+
+router = APIRouter()
+
+
+def presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get("x-api-key")
+
+
+def authorized(request: Request, api_key: str) -> bool:
+    presented = presented_key(request)
+    if not api_key or presented is None:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8"), api_key.encode("utf-8"))
+
+
+@router.post("/api/v1/bounces")
+async def post_bounce(request: Request) -> JSONResponse:
+    rt: Runtime = request.app.state.runtime
+    if not rt.settings.api_key:  # the endpoint is off until a key is configured
+        return JSONResponse({"error": "not_found"}, status_code=404)
+    if not authorized(request, rt.settings.api_key):
+        return JSONResponse({"error": "unauthorized"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+    raw = await request.body()
+    if not raw.strip():
+        return JSONResponse({"error": "empty_body"}, status_code=400)
+    intake = await run_in_threadpool(receive_report, rt, raw, utcnow(), "api")
+    return JSONResponse(
+        {
+            "outcome": intake.outcome,
+            "delivery_id": intake.delivery_id,
+            "subscriber_id": intake.subscriber_id,
+            "subscriber_status": intake.subscriber_status,
+            "stored": intake.stored,
+        },
+        status_code=202,
+    )
