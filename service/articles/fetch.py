@@ -1,0 +1,186 @@
+"""Fetch a feed over HTTP without letting a feed URL reach into our own network.
+
+Redirects are followed here, one hop at a time, and at every hop the host is
+resolved, every address it resolves to is checked, and the connection goes to the
+vetted address itself (so a second DNS answer cannot swap in 127.0.0.1). The
+response is read with a deadline and a size cap; a conditional GET uses the
+ETag/Last-Modified of the previous fetch.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+USER_AGENT = "Chapar feed reader (+https://github.com/chapar)"
+MAX_REDIRECTS = 5
+CHUNK = 64 * 1024
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FetchRefused(Exception):
+    """The URL or one of its redirects points somewhere Chapar must not go."""
+
+
+class FetchFailed(Exception):
+    """The server did not give us a usable feed (status, size, time)."""
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses a fetch may connect to.
+
+    The default allows only globally routable addresses. `allowed_origins` lists
+    (ip, port) pairs let through anyway: tests serve feeds from 127.0.0.1 and name
+    exactly that origin, so every other local address stays refused.
+    """
+
+    allowed_origins: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+
+    def check(self, address: IPAddress, port: int) -> None:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if (str(address), port) in self.allowed_origins:
+            return
+        if (address.is_loopback or address.is_private or address.is_link_local
+                or address.is_reserved or address.is_multicast or address.is_unspecified
+                or not address.is_global):
+            raise FetchRefused(f"refusing to connect to {address} (not a public address)")
+
+
+DEFAULT_POLICY = AddressPolicy()
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str  # after redirects
+    status: int  # 200, or 304 when nothing changed
+    content: bytes
+    etag: str | None
+    last_modified: str | None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+def resolve(host: str, port: int, policy: AddressPolicy) -> str:
+    """The first address of `host`, after checking every address it resolves to."""
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        policy.check(literal, port)
+        return str(literal)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise FetchFailed(f"cannot resolve {host}: {exc}") from exc
+    if not infos:
+        raise FetchFailed(f"{host} has no address")
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    for address in addresses:
+        policy.check(address, port)
+    return str(addresses[0])
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to a vetted address, sending the original Host header."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection to a vetted address; the certificate is checked for the host name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def fetch(
+    url: str,
+    *,
+    timeout: float,
+    max_bytes: int,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    policy: AddressPolicy = DEFAULT_POLICY,
+) -> FetchResult:
+    """GET a feed, following at most five redirects, each one vetted; raise if refused."""
+    deadline = time.monotonic() + timeout
+    for _hop in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise FetchRefused(f"only http and https feeds are fetched, not {url[:100]!r}")
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError as exc:
+            raise FetchRefused(f"bad port in {url[:100]!r}") from exc
+        address = resolve(parts.hostname, port, policy)
+        remaining = max(0.1, deadline - time.monotonic())
+        connection_type = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+        connection = connection_type(parts.hostname, port, address, remaining)
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                   "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                if not location:
+                    raise FetchFailed(f"redirect without Location from {url[:100]}")
+                url = urljoin(url, location)
+                continue
+            if response.status == 304:
+                return FetchResult(url, 304, b"", etag, last_modified)
+            if response.status != 200:
+                raise FetchFailed(f"HTTP {response.status} from {url[:100]}")
+            declared = response.getheader("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise FetchFailed(f"feed is {declared} bytes, more than the {max_bytes} allowed")
+            content = _read_limited(response, max_bytes, deadline)
+            return FetchResult(url, 200, content, response.getheader("ETag"),
+                               response.getheader("Last-Modified"))
+        except (OSError, http.client.HTTPException) as exc:
+            raise FetchFailed(f"{type(exc).__name__} fetching {url[:100]}: {exc}") from exc
+        finally:
+            connection.close()
+    raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _read_limited(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := response.read1(CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchFailed(f"feed is larger than the {max_bytes} bytes allowed")
+        if time.monotonic() > deadline:
+            raise FetchFailed("feed took longer than the time allowed")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,94 @@
+"""Build the next digest issue: choose, snapshot, render once, store as a draft.
+
+The caller owns the transaction: the weekly schedule records its slot in the same
+one, and `chapar digest build` commits it by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.digests.choose import choose_articles
+from service.digests.models import Issue, IssueArticle, IssueStatus
+from service.digests.render import digest_context, issue_preheader, issue_subject, render_digest
+from service.persian import normalize_text
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    issue: Issue | None
+    reason: str | None  # why nothing was built
+
+
+def next_issue_number(session: Session) -> int:
+    return int(session.scalar(select(func.coalesce(func.max(Issue.number), 0))) or 0) + 1
+
+
+def build_issue(
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    *,
+    slot_at: datetime | None = None,
+    intro: str | None = None,
+) -> BuildResult:
+    """Build the next issue as a draft from the window ending at `slot_at` (default `now`).
+
+    Returns BuildResult(None, reason) when there is nothing new to send; no row is
+    written then. Rendering and CSS inlining happen here, once for all recipients.
+    """
+    window_end = slot_at or now
+    choice = choose_articles(session, window_end, max_articles=settings.digest_max_articles,
+                             max_per_section=settings.digest_max_per_section)
+    if not choice.articles:
+        return BuildResult(None, choice.reason)
+    number = next_issue_number(session)
+    titles = [a.title for a in choice.articles]
+    issue = Issue(
+        number=number,
+        subject=issue_subject(settings, number, titles[0]),
+        preheader=issue_preheader(titles),
+        intro=normalize_text(intro).strip() or None if intro else None,
+        window_start=choice.window_start,
+        window_end=choice.window_end,
+        status=IssueStatus.DRAFT,
+        html="",
+        text="",
+        created_at=now,
+    )
+    session.add(issue)
+    session.flush()
+    items = [
+        IssueArticle(
+            issue_id=issue.id, article_id=a.id, position=position, title=a.title,
+            summary_html=a.summary_html, url=a.url, image_url=a.image_url, section=a.section,
+            author=a.author, published_at=a.published_at,
+        )
+        for position, a in enumerate(choice.articles, start=1)
+    ]
+    session.add_all(items)
+    session.flush()
+    rendered = render_digest(digest_context(issue, items, settings, issue_date=window_end), settings)
+    issue.html = rendered.html
+    issue.text = rendered.text
+    session.flush()
+    return BuildResult(issue, None)
+
+
+def rerender_issue(session: Session, issue: Issue, settings: Settings) -> None:
+    """Render a draft again from its snapshot (after a template or intro change)."""
+    if issue.status is not IssueStatus.DRAFT:
+        raise ValueError(f"issue {issue.number} is {issue.status.value}; only drafts are re-rendered")
+    items = list(session.scalars(
+        select(IssueArticle).where(IssueArticle.issue_id == issue.id).order_by(IssueArticle.position)
+    ))
+    rendered = render_digest(digest_context(issue, items, settings, issue_date=issue.window_end),
+                             settings)
+    issue.html = rendered.html
+    issue.text = rendered.text
+    session.flush()

@@ -1,0 +1,152 @@
+"""Render an issue once: subject, preheader, HTML (CSS inlined) and text.
+
+Everything in the output is the same for every recipient except the two
+placeholders from service.mail.placeholders, which the sender fills per recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from html import escape
+
+from markupsafe import Markup
+
+from service.articles.clean import cut_at_word, plain_text, sanitize_html
+from service.digests.models import Issue, IssueArticle
+from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
+from service.mail.render import EmailTemplates, RenderedEmail
+from service.persian import jalali_date, persian_digits, single_line
+from service.settings import Settings
+
+TEMPLATE = "weekly-digest"
+PREHEADER_MAX = 140
+# Marks the footer part that belongs to one subscriber; the archive cuts it out.
+PERSONAL_START = "<!--chapar:personal-->"
+PERSONAL_END = "<!--/chapar:personal-->"
+
+# A Latin run: words of Latin letters (digits allowed inside), joined by the
+# punctuation that occurs in brand names, versions and addresses.
+# The lookbehind keeps character references (&amp; &#8204;) whole.
+_LATIN_RUN = re.compile(r"(?<![&#A-Za-z0-9])[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*(?:[ .\-_/:@&+'][A-Za-z0-9]+)*")
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+def isolate_latin(text: str) -> Markup:
+    """Escape plain text and wrap each Latin run in <span dir="ltr">."""
+    out: list[str] = []
+    last = 0
+    for match in _LATIN_RUN.finditer(text):
+        out.append(escape(text[last:match.start()], quote=False))
+        out.append(f'<span dir="ltr">{escape(match.group(0), quote=False)}</span>')
+        last = match.end()
+    out.append(escape(text[last:], quote=False))
+    return Markup("".join(out))  # noqa: S704 - every piece is escaped above
+
+
+def isolate_latin_html(fragment: str) -> Markup:
+    """The same for a summary: sanitised again, then only text between tags is touched."""
+    parts = _TAG.split(sanitize_html(fragment))
+    for i in range(0, len(parts), 2):
+        # Text between tags comes escaped from the sanitiser; wrap runs as they are.
+        parts[i] = _LATIN_RUN.sub(lambda m: f'<span dir="ltr">{m.group(0)}</span>', parts[i])
+    return Markup("".join(parts))  # noqa: S704 - nh3 output plus our own spans
+
+
+@dataclass(frozen=True)
+class DigestArticle:
+    title: str
+    summary_html: str
+    summary_text: str
+    url: str
+    image_url: str | None
+    image_alt: str
+    section: str | None
+    author: str | None
+    date: str  # Jalali, Persian digits, Tehran time
+
+
+@dataclass(frozen=True)
+class DigestContext:
+    """Everything the weekly-digest templates see; JSON-safe."""
+
+    list_name: str
+    subject: str
+    preheader: str
+    number: int
+    date: str
+    intro: str | None
+    articles: list[DigestArticle]
+    archive_url: str
+    archive_index_url: str
+    unsubscribe_url: str
+    preferences_url: str
+    sender_name: str
+    sender_address: str
+
+
+def issue_subject(settings: Settings, number: int, lead_title: str) -> str:
+    """«خبرنامه هفتگی، شمارهٔ ۱۲: <the first title>», on one line."""
+    head = f"{settings.list_name}، شمارهٔ {persian_digits(number)}"
+    return single_line(f"{head}: {cut_at_word(lead_title, 90)}")
+
+
+def issue_preheader(titles: Sequence[str]) -> str:
+    """A short truthful preview line: how many articles, and the first titles."""
+    count = persian_digits(len(titles))
+    text = f"{count} خبر این هفته: " + "، ".join(titles[:3])
+    return cut_at_word(single_line(text), PREHEADER_MAX)
+
+
+def digest_article(item: IssueArticle, settings: Settings) -> DigestArticle:
+    return DigestArticle(
+        title=item.title,
+        summary_html=item.summary_html,
+        summary_text=plain_text(item.summary_html),
+        url=item.url,
+        image_url=item.image_url,
+        image_alt=f"تصویر خبر: {cut_at_word(item.title, 80)}",
+        section=item.section,
+        author=item.author,
+        date=jalali_date(item.published_at, settings.tz),
+    )
+
+
+def digest_context(issue: Issue, items: Sequence[IssueArticle], settings: Settings,
+                   *, issue_date: datetime) -> DigestContext:
+    base = settings.public_url.rstrip("/")
+    return DigestContext(
+        list_name=settings.list_name,
+        subject=issue.subject,
+        preheader=issue.preheader,
+        number=issue.number,
+        date=jalali_date(issue_date, settings.tz),
+        intro=issue.intro,
+        articles=[digest_article(item, settings) for item in items],
+        archive_url=f"{base}/archive/{issue.number}",
+        archive_index_url=f"{base}/archive",
+        unsubscribe_url=UNSUBSCRIBE_URL,
+        preferences_url=PREFERENCES_URL,
+        sender_name=settings.from_name,
+        sender_address=settings.from_address,
+    )
+
+
+def digest_templates(settings: Settings) -> EmailTemplates:
+    templates = EmailTemplates(settings.templates_dir)
+    templates.env.filters["ltr"] = isolate_latin
+    templates.env.filters["ltr_html"] = isolate_latin_html
+    return templates
+
+
+def render_digest(context: DigestContext, settings: Settings, *, inline: bool = True) -> RenderedEmail:
+    """Render the three parts once; CSS is inlined here, once per issue."""
+    return digest_templates(settings).render(TEMPLATE, asdict(context), inline=inline)
+
+
+def without_personal_links(html: str, replacement: str) -> str:
+    """The issue HTML with the per-recipient footer replaced, for the public archive."""
+    pattern = re.compile(re.escape(PERSONAL_START) + ".*?" + re.escape(PERSONAL_END), re.DOTALL)
+    return pattern.sub(lambda _m: replacement, html)
