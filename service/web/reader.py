@@ -96,8 +96,10 @@ async def subscribe(request: Request) -> Response:
         if wants_json(request):
             return JSONResponse({"error": exc.code, "message": exc.message, "field": "email"},
                                 status_code=422)
+        # Give back what was typed (escaped, one line) so a typo is fixed, not retyped.
+        typed = single_line(fields.get("email", ""))[:254]
         return page(request, "subscribe.html", status_code=422, action=rt.url("/subscribe"),
-                    source=source, email="", error=exc.message)
+                    source=source, email=typed, error=exc.message)
     if not limits.allow_address(address):
         return subscribed(request)  # same answer: the limit must not reveal anything
     consent = store.Consent(

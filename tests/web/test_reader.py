@@ -140,10 +140,18 @@ def test_malformed_and_hostile_addresses_get_a_clear_error(runtime: Runtime, cli
                                                            raw: str) -> None:
     page = client.post("/subscribe", data={"email": raw})
     assert page.status_code == 422
-    assert re.search(r'class="error" role="alert">[^<]*[\u0600-\u06ff]', page.text)
+    assert re.search(r'class="error" id="email-error" role="alert">[^<]*[\u0600-\u06ff]', page.text)
     api = client.post("/subscribe", json={"email": raw})
     assert api.status_code == 422 and api.json()["field"] == "email"
     assert subscriber_count(runtime) == 0 and rung(runtime.settings) == []
+
+
+def test_the_typed_address_comes_back_escaped_on_one_line(client: TestClient) -> None:
+    page = client.post("/subscribe", data={"email": '"><script>alert(1)</script>\r\nx'})
+    assert page.status_code == 422
+    assert "<script>alert(1)" not in page.text
+    assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt; x"' in page.text
+    assert 'aria-invalid="true"' in page.text
 
 
 def test_an_internationalised_domain_is_stored_once_in_ascii(runtime: Runtime,
