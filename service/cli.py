@@ -209,6 +209,10 @@ def show_config() -> None:
 
 def register_area_commands() -> None:
     """Each area of the domain keeps its own commands next to its code."""
+    from service.articles.commands import articles
+    main.add_command(articles)
+    from service.digests.commands import digest
+    main.add_command(digest)
 
 
 register_area_commands()

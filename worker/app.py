@@ -70,7 +70,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "schedule-tick": {
             "task": "chapar.schedule_tick", "schedule": timedelta(minutes=1),
         },
-    } | bounce_polling(settings)
+    } | bounce_polling(settings) | feed_refresh(settings)
 
 
 def bounce_polling(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -81,6 +81,18 @@ def bounce_polling(settings: Settings) -> dict[str, dict[str, Any]]:
         "poll-bounces": {
             "task": "chapar.poll_bounces",
             "schedule": timedelta(seconds=settings.bounce_poll_seconds),
+        },
+    }
+
+
+def feed_refresh(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Refresh the site's feed on a schedule only when one is configured."""
+    if not settings.feed_url:
+        return {}
+    return {
+        "refresh-feeds": {
+            "task": "chapar.refresh_feeds",
+            "schedule": timedelta(minutes=settings.feed_refresh_minutes),
         },
     }
 

@@ -63,3 +63,10 @@ def schedule_tick(self: Task[Any, Any]) -> None:
 @shared_task(bind=True, name="chapar.poll_bounces")
 def poll_bounces(self: Task[Any, Any]) -> None:
     poll_bounce_mailbox(runtime(self), utcnow)
+
+
+@shared_task(bind=True, name="chapar.refresh_feeds")
+def refresh_feeds(self: Task[Any, Any]) -> None:
+    from service.articles.refresh import refresh_configured_feed
+
+    refresh_configured_feed(runtime(self), utcnow())

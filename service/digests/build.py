@@ -19,7 +19,7 @@ from service.persian import normalize_text
 from service.settings import Settings
 
 
-@dataclass(frozen=True)
+@dataclass
 class BuildResult:
     issue: Issue | None
     reason: str | None  # why nothing was built
@@ -65,13 +65,13 @@ def build_issue(
     session.flush()
     items = [
         IssueArticle(
-            issue_id=issue.id, article_id=a.id, position=position, title=a.title,
+            article_id=a.id, position=position, title=a.title,
             summary_html=a.summary_html, url=a.url, image_url=a.image_url, section=a.section,
             author=a.author, published_at=a.published_at,
         )
         for position, a in enumerate(choice.articles, start=1)
     ]
-    session.add_all(items)
+    issue.articles = items
     session.flush()
     rendered = render_digest(digest_context(issue, items, settings, issue_date=window_end), settings)
     issue.html = rendered.html

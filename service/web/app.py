@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.runtime import Runtime
-from service.web import bounces_api, health, reader
+from service.web import archive, articles_api, bounces_api, health, reader
 from service.web.guards import LimitBodySize
 from service.web.limits import SubscribeLimits
 from service.web.pages import error
@@ -25,6 +25,8 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(reader.router)
     app.include_router(health.router)
     app.include_router(bounces_api.router)
+    app.include_router(articles_api.router)
+    app.include_router(archive.router)
     app.add_middleware(LimitBodySize, max_bytes=rt.settings.max_request_bytes)
 
     @app.exception_handler(StarletteHTTPException)

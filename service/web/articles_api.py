@@ -1,0 +1,101 @@
+"""POST /api/v1/articles: the site's CMS pushes a batch of articles.
+
+Each article is upserted by GUID or canonical URL, cleaned exactly like a feed
+entry. The caller proves itself with the API key (`Authorization: Bearer <key>`
+or `X-API-Key`), compared in constant time. Validation errors come back as 422
+with the location of the field at fault, e.g. ["articles", 2, "published_at"].
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service.articles.ingest import ArticleIn, IngestReport, make_article, upsert_articles
+from service.clock import utcnow
+from service.db import unit_of_work
+from service.runtime import Runtime
+
+router = APIRouter()
+SOURCE = "api"
+
+
+class ArticlePayload(BaseModel):
+    """One article as the CMS sends it; text is cleaned after validation."""
+
+    guid: str | None = Field(default=None, max_length=1000)
+    url: str = Field(min_length=1, max_length=2000)
+    title: str = Field(min_length=1, max_length=1000)
+    summary: str = Field(default="", max_length=20_000)
+    image_url: str | None = Field(default=None, max_length=2000)
+    section: str | None = Field(default=None, max_length=500)
+    author: str | None = Field(default=None, max_length=500)
+    published_at: AwareDatetime | None = None
+
+
+class ArticleBatch(BaseModel):
+    articles: list[ArticlePayload] = Field(min_length=1, max_length=500)
+
+
+def _key_matches(request: Request, api_key: str) -> bool:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    presented = credentials.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key")
+    if not api_key or not presented:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8"), api_key.encode("utf-8"))
+
+
+def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"error": "invalid", "errors": errors}, status_code=422)
+
+
+def to_articles(batch: ArticleBatch) -> tuple[list[ArticleIn], list[dict[str, Any]]]:
+    """Clean every article; the errors name the field at fault."""
+    cleaned: list[ArticleIn] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(batch.articles):
+        published: datetime | None = item.published_at
+        try:
+            cleaned.append(make_article(
+                url=item.url, title=item.title, guid=item.guid, summary=item.summary,
+                image_url=item.image_url, section=item.section, author=item.author,
+                published_at=published, source=SOURCE,
+            ))
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            errors.append({"loc": ["articles", index, field], "msg": message or str(exc)})
+    return cleaned, errors
+
+
+def store(rt: Runtime, articles: list[ArticleIn]) -> IngestReport:
+    with unit_of_work(rt.sessions) as session:
+        return upsert_articles(session, articles, utcnow())
+
+
+@router.post("/api/v1/articles")
+async def post_articles(request: Request) -> JSONResponse:
+    rt: Runtime = request.app.state.runtime
+    if not rt.settings.api_key:  # off until a key is configured
+        return JSONResponse({"error": "not_found"}, status_code=404)
+    if not _key_matches(request, rt.settings.api_key):
+        return JSONResponse({"error": "unauthorized"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+    raw = await request.body()
+    try:
+        batch = ArticleBatch.model_validate_json(raw)
+    except ValidationError as exc:
+        return _invalid([{"loc": list(e["loc"]), "msg": e["msg"]}
+                         for e in exc.errors(include_url=False, include_input=False)])
+    articles, errors = to_articles(batch)
+    if errors:
+        return _invalid(errors)
+    report = await run_in_threadpool(store, rt, articles)
+    return JSONResponse({"added": report.added, "updated": report.updated,
+                         "unchanged": report.unchanged})
