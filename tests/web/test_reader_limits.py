@@ -93,3 +93,22 @@ def test_a_flood_for_one_address_yields_one_confirmation(database_url: str, redi
     finally:
         truncate_all(rt)
         rt.close()
+
+
+def test_with_redis_unreachable_readers_still_subscribe_and_get_one_email(
+    database_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
+                                             redis_url="redis://127.0.0.1:1/0"))
+    truncate_all(rt)
+    try:
+        client = TestClient(create_app(rt), raise_server_exceptions=False)
+        for _ in range(3):
+            assert client.post("/subscribe", data={"email": "calm@example.com"}).status_code == 200
+        with rt.sessions() as session:
+            calm = find_by_email(session, "calm@example.com")
+            assert calm is not None
+        assert rung(rt.settings) == [[calm.id]]  # the database still says: one a day
+    finally:
+        truncate_all(rt)
+        rt.close()
