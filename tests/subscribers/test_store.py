@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy.orm import Session
 
 from service.subscribers import store
+from service.subscribers.addresses import normalize_address
 from service.subscribers.models import Status, Subscriber
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -64,3 +67,105 @@ def test_erase_removes_the_row_and_keeps_only_a_hash(session: Session) -> None:
     assert session.get(Subscriber, outcome.subscriber_id) is None
     assert store.is_erased(session, "gone@example.com", SECRET)
     assert not store.is_erased(session, "other@example.com", SECRET)
+
+
+def test_one_row_per_address_whatever_its_case(session: Session) -> None:
+    first = store.subscribe(session, normalize_address("Reader@Example.COM"), CONSENT, NOW)
+    second = store.subscribe(session, normalize_address("reader@example.com"), CONSENT, NOW)
+    assert first.subscriber_id == second.subscriber_id
+
+
+def test_every_change_has_its_timestamp_and_event(session: Session) -> None:
+    sid = store.subscribe(session, "t@example.com", CONSENT, NOW).subscriber_id
+    store.confirm(session, sid, NOW + timedelta(minutes=5), SECRET)
+    store.unsubscribe(session, sid, NOW + timedelta(days=3), "unsubscribe link")
+    subscriber = session.get(Subscriber, sid)
+    assert subscriber is not None
+    assert subscriber.created_at == NOW and subscriber.consent_at == NOW
+    assert subscriber.confirmed_at == NOW + timedelta(minutes=5)
+    assert subscriber.unsubscribed_at == NOW + timedelta(days=3)
+    assert subscriber.updated_at == NOW + timedelta(days=3)
+    assert [(e.kind, e.source) for e in subscriber.events] == [
+        ("subscribe", "web:test"), ("confirm", "confirmation link"),
+        ("unsubscribe", "unsubscribe link"),
+    ]
+    assert all(e.at.tzinfo is not None for e in subscriber.events)  # UTC on SQLite too
+
+
+def test_unsubscribing_twice_is_a_no_op(session: Session) -> None:
+    sid = store.subscribe(session, "twice@example.com", CONSENT, NOW).subscriber_id
+    store.unsubscribe(session, sid, NOW, "a")
+    store.unsubscribe(session, sid, NOW + timedelta(hours=1), "b")
+    subscriber = session.get(Subscriber, sid)
+    assert subscriber is not None and subscriber.unsubscribed_at == NOW
+    assert [e.kind for e in subscriber.events] == ["subscribe", "unsubscribe"]
+    assert store.unsubscribe(session, 424242, NOW, "a") is None
+
+
+def test_resubscribe_from_a_signed_link_only_undoes_an_unsubscribe(session: Session) -> None:
+    sid = store.subscribe(session, "r@example.com", CONSENT, NOW).subscriber_id
+    store.resubscribe(session, sid, NOW, "preferences page")
+    subscriber = session.get(Subscriber, sid)
+    assert subscriber is not None and subscriber.status is Status.PENDING
+    store.confirm(session, sid, NOW, SECRET)
+    store.unsubscribe(session, sid, NOW, "test")
+    store.resubscribe(session, sid, NOW + timedelta(days=1), "preferences page")
+    assert subscriber.status is Status.CONFIRMED and subscriber.unsubscribed_at is None
+    assert subscriber.consent_source == "preferences page"
+
+
+def test_a_bounced_address_is_not_resubscribed_by_its_link(session: Session) -> None:
+    sid = store.subscribe(session, "b@example.com", CONSENT, NOW).subscriber_id
+    store.confirm(session, sid, NOW, SECRET)
+    store.mark_bounced(session, sid, NOW, "550 5.1.1 no such user")
+    store.unsubscribe(session, sid, NOW, "test")
+    store.resubscribe(session, sid, NOW, "preferences page")
+    subscriber = session.get(Subscriber, sid)
+    assert subscriber is not None and subscriber.status is Status.BOUNCED
+    assert subscriber.suppressed and subscriber.bounced_at == NOW
+
+
+@pytest.mark.parametrize("suppress", ["unsubscribe", "bounce"])
+def test_a_stranger_resubscribing_a_suppressed_address_cannot_confirm_it(
+    session: Session, suppress: str
+) -> None:
+    sid = store.subscribe(session, "s@example.com", CONSENT, NOW).subscriber_id
+    store.confirm(session, sid, NOW, SECRET)
+    if suppress == "bounce":
+        store.mark_bounced(session, sid, NOW, "550")
+    else:
+        store.unsubscribe(session, sid, NOW, "test")
+    stranger = store.Consent("web:subscribe-page", ip="198.51.100.7")
+    outcome = store.subscribe(session, "s@example.com", stranger, NOW + timedelta(days=2))
+    subscriber = session.get(Subscriber, sid)
+    assert subscriber is not None
+    # Pending is not confirmed: no newsletter goes out until the mailbox owner confirms.
+    assert subscriber.status is Status.PENDING and subscriber.status is not Status.CONFIRMED
+    assert outcome.send_confirmation  # only the confirmation, at most once a day
+    assert subscriber.consent_ip == "198.51.100.7"
+
+
+def test_an_erased_address_comes_back_only_by_confirming(session: Session) -> None:
+    sid = store.subscribe(session, "e@example.com", CONSENT, NOW).subscriber_id
+    store.erase(session, sid, NOW, SECRET)
+    assert store.erase(session, sid, NOW, SECRET) is False
+    again = store.subscribe(session, "e@example.com", CONSENT, NOW + timedelta(days=1))
+    assert store.is_erased(session, "e@example.com", SECRET)  # still, until confirmed
+    store.confirm(session, again.subscriber_id, NOW + timedelta(days=1), SECRET)
+    assert not store.is_erased(session, "e@example.com", SECRET)
+    assert again.subscriber_id != sid  # ids in old links are never reused
+
+
+def test_export_holds_everything_about_one_subscriber(session: Session) -> None:
+    sid = store.subscribe(session, "x@example.com", CONSENT, NOW).subscriber_id
+    store.confirm(session, sid, NOW + timedelta(minutes=3), SECRET)
+    subscriber = session.get(Subscriber, sid)
+    assert subscriber is not None
+    data = store.export(subscriber, "Asia/Tehran")
+    assert data["email"] == "x@example.com" and data["status"] == "confirmed"
+    assert data["consent"] == {
+        "source": "web:test", "at": NOW.isoformat(), "ip": "203.0.113.9",
+        "user_agent": "pytest", "confirmed_at": (NOW + timedelta(minutes=3)).isoformat(),
+    }
+    assert [h["event"] for h in data["history"]] == ["subscribe", "confirm"]
+    json.dumps(data)  # JSON-safe as it is
