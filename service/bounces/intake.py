@@ -48,10 +48,11 @@ def take_report(session: Session, raw: bytes, signer: VerpSigner, now: datetime,
         return Intake("not_a_report")
     delivery = _matched_delivery(session, report, signer)
     if delivery is None or delivery.subscriber_id is None:
+        delivery_id = delivery.id if delivery else None
         for failure in report.failures:
-            session.add(_bounce(failure, now, None, None, f"unmatched ({source})", report))
+            session.add(_bounce(failure, now, delivery_id, None, f"unmatched ({source})", report))
         session.flush()
-        return Intake("unmatched", delivery.id if delivery else None, stored=len(report.failures))
+        return Intake("unmatched", delivery_id, stored=len(report.failures))
     failure = _worst(report.failures)
     subscriber_id = delivery.subscriber_id
     repeated_soft = failure.kind is Kind.SOFT and _soft_bounce_known(session, delivery.id)

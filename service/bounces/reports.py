@@ -14,6 +14,7 @@ import enum
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
@@ -60,7 +61,7 @@ _STATUS = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
 def parse_report(raw: bytes) -> Report:
     """Read one raw message (bytes as received) into a Report; never raises on garbage."""
     message = email.message_from_bytes(raw)
-    subject = _text(message.get("subject", ""))[:300]
+    subject = _decoded(message.get("subject", ""))[:300]
     verp = tuple(dict.fromkeys(_verp_addresses(message)))
     complaint = _complaint(message)
     if complaint is not None:
@@ -73,6 +74,14 @@ def parse_report(raw: bytes) -> Report:
 
 def _text(value: object) -> str:
     return " ".join(str(value).split())
+
+
+def _decoded(value: object) -> str:
+    """A header as text, RFC 2047 words decoded; undecodable input kept as it is."""
+    try:
+        return _text(make_header(decode_header(str(value))))
+    except (ValueError, LookupError, UnicodeError):
+        return _text(value)
 
 
 def _parts(message: Message) -> Iterator[Message]:
