@@ -213,6 +213,9 @@ def register_area_commands() -> None:
     main.add_command(articles)
     from service.digests.commands import digest
     main.add_command(digest)
+    import service.delivery.commands  # noqa: F401 - adds send/pause/resume/cancel/retry-failed to `digest`
+    from service.ops.status import status
+    main.add_command(status)
 
 
 register_area_commands()

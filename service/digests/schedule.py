@@ -79,9 +79,9 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
     except IntegrityError:
         return TickResult(None)  # another tick has this slot
     if build is None:
-        from service.digests import build as builder  # type: ignore[attr-defined,unused-ignore]
+        from service.digests.build import build_issue
 
-        build = builder.build_issue
+        build = build_issue
     result: BuildResult = build(session, settings, now, slot_at=slot_at)
     if result.issue is None:
         slot.outcome, slot.reason = "skipped", result.reason

@@ -29,7 +29,7 @@ from service.subscribers.models import Subscriber
 from tests.conftest import make_settings, truncate_all
 from tests.delivery.conftest import PrivateRedis
 from tests.delivery.factories import add_subscribers, make_issue
-from tests.support.processes import ChaparProcess, start_worker
+from tests.support.processes import start_worker
 from tests.support.smtp import SmtpRecorder
 
 pytestmark = pytest.mark.chaos

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from service.clock import utcnow
 from service.db import unit_of_work
@@ -154,7 +154,7 @@ def test_rcpt_421_pauses_the_whole_domain(runtime: Runtime, smtp: SmtpRecorder) 
     with unit_of_work(runtime.sessions) as session:
         fast = add_subscribers(session, 3, domain="fast.test", prefix="f")
         session.execute(update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.DRAFT))
-        session.execute(Delivery.__table__.delete())
+        session.execute(delete(Delivery))
     with unit_of_work(runtime.sessions) as session:
         ledger.start_send(session, issue_id, utcnow(), timedelta(hours=1))
     smtp.faults.rcpt = {slow[0]: "421 4.7.0 too many messages, slow down"}
@@ -165,8 +165,8 @@ def test_rcpt_421_pauses_the_whole_domain(runtime: Runtime, smtp: SmtpRecorder) 
     assert all(r[e].status is DeliveryStatus.DEFERRED for e in slow)
     # The other slow.test rows were never tried: the domain is paused for everybody.
     assert not any(e in smtp.counts() for e in slow)
-    assert all(r[e].next_attempt_at and r[e].next_attempt_at > utcnow() + timedelta(seconds=500)
-               for e in slow[1:])
+    later = utcnow() + timedelta(seconds=500)
+    assert all((r[e].next_attempt_at or utcnow()) > later for e in slow[1:])
 
 
 def test_connection_dropped_after_the_final_dot_is_uncertain_and_on_record(

@@ -1,0 +1,98 @@
+"""`chapar digest send|pause|resume|cancel|retry-failed N`: an issue's send by hand.
+
+N is the issue number people see. Each command commits its change, then rings the
+workers; it never sends mail itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.clock import utcnow
+from service.db import unit_of_work
+from service.delivery import control, ledger
+from service.digests.commands import digest
+from service.digests.models import Issue
+from service.runtime import Runtime
+from service.settings import Settings
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    rt = Runtime.from_settings(Settings())
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def issue_id_for(session: Session, number: int) -> int:
+    issue_id = session.scalar(select(Issue.id).where(Issue.number == number))
+    if issue_id is None:
+        raise click.ClickException(f"no issue number {number}")
+    return issue_id
+
+
+def _change(number: int, change: Callable[[Session, int], object], then_ring: bool) -> None:
+    with _runtime() as rt:
+        try:
+            with unit_of_work(rt.sessions) as session:
+                issue_id = issue_id_for(session, number)
+                result = change(session, issue_id)
+        except control.ControlError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if then_ring:
+            control.ring(rt, issue_id)
+        with rt.sessions() as session:
+            counts = ledger.counts(session, issue_id)
+        click.echo(f"issue {number}: {result if result is not None else 'done'}; "
+                   + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+
+
+@digest.command("send")
+@click.argument("number", type=int)
+def send(number: int) -> None:
+    """Send issue NUMBER to every confirmed subscriber (a second call sends nothing twice)."""
+    with _runtime() as rt:
+        with rt.sessions() as session:
+            issue_id = issue_id_for(session, number)
+        rows = control.start_and_ring(rt, issue_id, utcnow())
+        if rows is None:
+            raise click.ClickException(f"issue {number} is not a draft: see `chapar status`")
+        click.echo(f"issue {number}: {rows} deliveries queued; the workers are sending")
+
+
+@digest.command("pause")
+@click.argument("number", type=int)
+def pause(number: int) -> None:
+    """Pause issue NUMBER's send; messages already on the wire finish."""
+    _change(number, control.pause, then_ring=False)
+
+
+@digest.command("resume")
+@click.argument("number", type=int)
+def resume(number: int) -> None:
+    """Resume a paused send where it stopped."""
+    _change(number, control.resume, then_ring=True)
+
+
+@digest.command("cancel")
+@click.argument("number", type=int)
+def cancel(number: int) -> None:
+    """Cancel the rows of issue NUMBER not yet sent."""
+    _change(number, lambda s, i: f"{control.cancel(s, i, utcnow())} rows cancelled", then_ring=False)
+
+
+@digest.command("retry-failed")
+@click.argument("number", type=int)
+def retry_failed(number: int) -> None:
+    """Send issue NUMBER again to its failed rows only (still-confirmed subscribers)."""
+    retry_for = timedelta(hours=Settings().retry_for_hours)
+    _change(number, lambda s, i: f"{control.retry_failed(s, i, utcnow(), retry_for)} rows queued again",
+            then_ring=True)
