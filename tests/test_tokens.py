@@ -1,4 +1,8 @@
-"""Signed tokens: any mutation, truncation, extension or swap of purpose is rejected."""
+"""Signed tokens: any mutation, truncation, extension or swap of purpose is rejected.
+
+Hypothesis draws the inputs; a failure prints the falsifying example and the blob to
+replay it with @reproduce_failure.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ def make(purpose: Purpose, subscriber_id: int) -> str:
     return TOKENS.lasting(purpose, subscriber_id)
 
 
+@settings(print_blob=True)
 @given(subscriber_id=ids, purpose=st.sampled_from(list(Purpose)))
 def test_a_token_reads_back_for_its_own_purpose_only(subscriber_id: int, purpose: Purpose) -> None:
     token = make(purpose, subscriber_id)
@@ -38,7 +43,7 @@ def test_a_token_reads_back_for_its_own_purpose_only(subscriber_id: int, purpose
                 read(other, token)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, print_blob=True)
 @given(subscriber_id=ids, purpose=st.sampled_from(list(Purpose)), data=st.data())
 def test_any_changed_character_is_rejected(subscriber_id: int, purpose: Purpose,
                                            data: st.DataObject) -> None:
@@ -57,7 +62,7 @@ def test_any_changed_character_is_rejected(subscriber_id: int, purpose: Purpose,
         assert value == subscriber_id and position == len(token) - 1
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, print_blob=True)
 @given(subscriber_id=ids, purpose=st.sampled_from(list(Purpose)), data=st.data())
 def test_truncated_or_extended_tokens_are_rejected(subscriber_id: int, purpose: Purpose,
                                                    data: st.DataObject) -> None:
@@ -70,6 +75,7 @@ def test_truncated_or_extended_tokens_are_rejected(subscriber_id: int, purpose: 
         read(purpose, token + "." + tail)
 
 
+@settings(print_blob=True)
 @given(subscriber_id=ids, purpose=st.sampled_from(list(Purpose)))
 def test_a_token_signed_with_another_key_is_rejected(subscriber_id: int, purpose: Purpose) -> None:
     token = (OTHER_KEY.confirm(subscriber_id) if purpose is Purpose.CONFIRM
@@ -78,6 +84,7 @@ def test_a_token_signed_with_another_key_is_rejected(subscriber_id: int, purpose
         read(purpose, token)
 
 
+@settings(print_blob=True)
 @given(garbage=st.text(max_size=300))
 def test_arbitrary_text_is_rejected_never_crashes(garbage: str) -> None:
     for purpose in Purpose:

@@ -134,3 +134,29 @@ def test_imported_pending_readers_are_not_mailed_unasked(runtime: Runtime, smtp:
         assert sid is not None
         assert emails.owed_confirmation_ids(session, utcnow() + timedelta(hours=1)) == []
     assert not emails.send_confirmation(runtime, sid.id, utcnow())
+
+
+def test_the_confirmation_follows_the_rtl_email_rules(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    sid = subscribe(runtime, "rules@example.com")
+    assert emails.send_confirmation(runtime, sid, utcnow())
+    [received] = smtp.to("rules@example.com")
+    message = received.message
+    raw = received.data.decode("ascii")  # every header and part is 7-bit on the wire
+    headers = raw.split("\r\n\r\n", 1)[0]
+    assert all(len(line) <= 78 for line in headers.split("\r\n"))
+    assert "=?utf-8?" in headers.lower()  # the Persian subject and name as encoded-words
+    assert message["Message-ID"].endswith("@chapar.test>") and message["Date"]
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p["Content-Transfer-Encoding"] == "base64" for p in parts)
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    html = parts[1].get_content()
+    assert '<body dir="rtl"' in html and 'role="article"' in html and "<!--[if mso]>" in html
+    assert "@media" in html and "!important" in html  # responsive and dark rules survive
+    assert not any(ch in html + parts[0].get_content() for ch in "\u064a\u0643")
+    for href in re.findall(r'href="([^"]+)"', html):
+        assert not re.search("[\u06f0-\u06f9]", href)  # Persian digits only in text
+    template = (runtime.settings.templates_dir / "email/confirm/body.html").read_text()
+    assert html.count("\u200c") >= template.count("\u200c") > 0  # half-spaces kept
+    assert len(html.encode()) < 100_000
