@@ -1,0 +1,136 @@
+"""Fetching feeds: limits, conditional GET, and no way into our own network."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+
+from service.articles.fetch import (
+    DEFAULT_POLICY,
+    AddressPolicy,
+    FetchFailed,
+    FetchRefused,
+    fetch,
+)
+from tests.articles.feeds import RSS
+from tests.articles.feedserver import FeedServer, Route, feed_server
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with feed_server() as s:
+        yield s
+
+
+def only(server: FeedServer) -> AddressPolicy:
+    """Loopback allowed for this test server's origin, and nothing else local."""
+    return AddressPolicy(allowed_origins=frozenset({server.origin}))
+
+
+def test_fetches_a_feed_and_remembers_its_validators(server: FeedServer) -> None:
+    server.routes["/feed"] = Route(body=RSS.encode(), etag='"v1"',
+                                   headers={"Last-Modified": "Thu, 26 Nov 2026 16:00:00 GMT"})
+    result = fetch(server.url("/feed"), timeout=5, max_bytes=1_000_000, policy=only(server))
+    assert result.status == 200 and result.content == RSS.encode()
+    assert result.etag == '"v1"' and result.last_modified == "Thu, 26 Nov 2026 16:00:00 GMT"
+
+
+def test_conditional_get_sends_validators_and_accepts_304(server: FeedServer) -> None:
+    server.routes["/feed"] = Route(body=RSS.encode(), etag='"v1"')
+    result = fetch(server.url("/feed"), timeout=5, max_bytes=1_000_000, etag='"v1"',
+                   last_modified="Thu, 26 Nov 2026 16:00:00 GMT", policy=only(server))
+    assert result.not_modified and result.content == b""
+    _path, headers = server.requests[-1]
+    assert headers["If-None-Match"] == '"v1"'
+    assert headers["If-Modified-Since"] == "Thu, 26 Nov 2026 16:00:00 GMT"
+
+
+def test_oversized_feed_is_refused_by_its_declared_length(server: FeedServer) -> None:
+    server.routes["/big"] = Route(body=b"x" * 200_000)
+    with pytest.raises(FetchFailed, match="more than"):
+        fetch(server.url("/big"), timeout=5, max_bytes=100_000, policy=only(server))
+
+
+def test_oversized_feed_without_a_length_is_cut_off_while_reading(server: FeedServer) -> None:
+    server.routes["/stream"] = Route(body=b"x" * 500_000, chunked=True)
+    with pytest.raises(FetchFailed, match="larger than"):
+        fetch(server.url("/stream"), timeout=5, max_bytes=100_000, policy=only(server))
+
+
+def test_slow_feed_is_given_up_on(server: FeedServer) -> None:
+    server.routes["/slow"] = Route(body=b"x" * 64 * 1024, chunked=True, delay=0.5)
+    with pytest.raises(FetchFailed):
+        fetch(server.url("/slow"), timeout=0.6, max_bytes=1_000_000, policy=only(server))
+
+
+def test_http_errors_are_failures(server: FeedServer) -> None:
+    with pytest.raises(FetchFailed, match="HTTP 404"):
+        fetch(server.url("/missing"), timeout=5, max_bytes=1000, policy=only(server))
+
+
+def test_redirects_are_followed_within_the_allowed_origin(server: FeedServer) -> None:
+    server.routes["/old"] = Route(301, headers={"Location": "/feed"})
+    server.routes["/feed"] = Route(body=b"<rss/>")
+    result = fetch(server.url("/old"), timeout=5, max_bytes=1000, policy=only(server))
+    assert result.content == b"<rss/>" and result.url == server.url("/feed")
+
+
+def test_redirect_to_another_loopback_port_is_refused(server: FeedServer) -> None:
+    with feed_server() as other:
+        other.routes["/feed"] = Route(body=b"<rss/>")
+        server.routes["/go"] = Route(302, headers={"Location": other.url("/feed")})
+        with pytest.raises(FetchRefused):
+            fetch(server.url("/go"), timeout=5, max_bytes=1000, policy=only(server))
+        assert other.requests == []  # never connected
+
+
+def test_redirect_to_a_non_http_scheme_is_refused(server: FeedServer) -> None:
+    server.routes["/go"] = Route(302, headers={"Location": "file:///etc/passwd"})
+    with pytest.raises(FetchRefused):
+        fetch(server.url("/go"), timeout=5, max_bytes=1000, policy=only(server))
+
+
+def test_endless_redirects_stop(server: FeedServer) -> None:
+    server.routes["/loop"] = Route(302, headers={"Location": "/loop"})
+    with pytest.raises(FetchFailed, match="redirects"):
+        fetch(server.url("/loop"), timeout=5, max_bytes=1000, policy=only(server))
+
+
+def test_default_policy_refuses_the_test_server_itself(server: FeedServer) -> None:
+    server.routes["/feed"] = Route(body=b"<rss/>")
+    with pytest.raises(FetchRefused):
+        fetch(server.url("/feed"), timeout=5, max_bytes=1000)
+    assert server.requests == []
+
+
+def test_default_policy_refuses_a_redirect_to_loopback() -> None:
+    """Origin allowed (as a public host would be), its redirect target is not."""
+    with feed_server() as origin:
+        origin.routes["/go"] = Route(302, headers={"Location": "http://127.0.0.1:9/feed"})
+        with pytest.raises(FetchRefused, match=r"127\.0\.0\.1"):
+            fetch(origin.url("/go"), timeout=5, max_bytes=1000, policy=only(origin))
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/feed", "http://127.1.2.3/feed", "http://10.1.2.3/feed",
+    "http://192.168.1.1/feed", "http://172.16.0.1/feed", "http://169.254.169.254/latest/meta-data",
+    "http://[::1]/feed", "http://[fe80::1]/feed", "http://[::ffff:127.0.0.1]/feed",
+    "http://0.0.0.0/feed", "http://localhost/feed", "http://100.64.0.1/feed",
+])
+def test_default_policy_refuses_local_and_private_addresses(url: str) -> None:
+    with pytest.raises(FetchRefused):
+        fetch(url, timeout=2, max_bytes=1000)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/feed", "file:///etc/passwd",
+                                 "gopher://example.com/", "javascript:alert(1)"])
+def test_only_http_and_https_are_fetched(url: str) -> None:
+    with pytest.raises(FetchRefused):
+        fetch(url, timeout=2, max_bytes=1000)
+
+
+def test_public_addresses_pass_the_default_policy() -> None:
+    DEFAULT_POLICY.check(ipaddress.ip_address("93.184.216.34"), 443)
+    DEFAULT_POLICY.check(ipaddress.ip_address("2606:2800:220:1:248:1893:25c8:1946"), 443)
