@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -160,3 +161,24 @@ def test_the_confirmation_follows_the_rtl_email_rules(runtime: Runtime, smtp: Sm
     template = (runtime.settings.templates_dir / "email/confirm/body.html").read_text()
     assert html.count("\u200c") >= template.count("\u200c") > 0  # half-spaces kept
     assert len(html.encode()) < 100_000
+
+
+def test_two_deliveries_of_the_same_task_at_once_mail_once(runtime: Runtime, smtp: SmtpRecorder,
+                                                           backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one embedded worker; the row lock is PostgreSQL's")
+    sid = subscribe(runtime, "race@example.com")
+    results: list[bool] = []
+    start = threading.Barrier(6)
+
+    def deliver() -> None:
+        start.wait()
+        results.append(emails.send_confirmation(runtime, sid, utcnow()))
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == [False] * 5 + [True]
+    assert smtp.counts()["race@example.com"] == 1
