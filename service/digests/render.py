@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from html import escape
+from html import escape, unescape
 
 from markupsafe import Markup
 
@@ -29,8 +29,7 @@ PERSONAL_END = "<!--/chapar:personal-->"
 
 # A Latin run: words of Latin letters (digits allowed inside), joined by the
 # punctuation that occurs in brand names, versions and addresses.
-# The lookbehind keeps character references (&amp; &#8204;) whole.
-_LATIN_RUN = re.compile(r"(?<![&#A-Za-z0-9])[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*(?:[ .\-_/:@&+'][A-Za-z0-9]+)*")
+_LATIN_RUN = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*(?:[ .\-_/:@&+'][A-Za-z0-9]+)*")
 _TAG = re.compile(r"(<[^>]*>)")
 
 
@@ -50,9 +49,9 @@ def isolate_latin_html(fragment: str) -> Markup:
     """The same for a summary: sanitised again, then only text between tags is touched."""
     parts = _TAG.split(sanitize_html(fragment))
     for i in range(0, len(parts), 2):
-        # Text between tags comes escaped from the sanitiser; wrap runs as they are.
-        parts[i] = _LATIN_RUN.sub(lambda m: f'<span dir="ltr">{m.group(0)}</span>', parts[i])
-    return Markup("".join(parts))  # noqa: S704 - nh3 output plus our own spans
+        # Decode the sanitiser's escaping so "AT&amp;T" is one run, then escape again.
+        parts[i] = str(isolate_latin(unescape(parts[i])))
+    return Markup("".join(parts))  # noqa: S704 - nh3 tags plus text escaped by isolate_latin
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,225 @@
+"""The rendered issue against every item of RTL-EMAIL.md that concerns it."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+from lxml import html as lxml_html
+from sqlalchemy.orm import Session
+
+import service.mail.render
+from service.articles.ingest import make_article, upsert_articles
+from service.digests.build import build_issue
+from service.digests.models import Issue
+from service.digests.render import isolate_latin, isolate_latin_html
+from service.mail.compose import build_message
+from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
+from service.mail.render import RenderedEmail
+from service.settings import Settings
+from tests.digests.factories import LONG_SUMMARY
+
+NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)  # Friday 08:00 in Tehran
+ZWNJ = "\u200c"
+ARABIC = set("\u064a\u0643") | {chr(0x0660 + i) for i in range(10)}
+PERSIAN_DIGITS = set("۰۱۲۳۴۵۶۷۸۹")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(environment="test", public_url="https://chapar.example.com",
+                    from_address="news@chapar.example.com", from_name="خبرنامه هفتگی نمونه")
+
+
+def ten_long_articles(session: Session) -> None:
+    """Ten articles as a CMS writes them: Arabic ي/ك, Arabic-Indic digits, Latin runs."""
+    items = []
+    for i in range(10):
+        items.append(make_article(
+            url=f"https://news.example.com/2026/11/{1000 + i}?utm_source=rss",
+            title=f"گزارش{ZWNJ}ها: نشست COP31 در Baku و برنامه هسته{ZWNJ}ای كره ({i} ٢٠٢٦)",
+            summary=f"<p>{LONG_SUMMARY} ويژه {i} <b>iPhone 17</b> و ٣ نكته ديگر</p>",
+            image_url=f"https://news.example.com/images/{i}.jpg" if i % 2 == 0 else None,
+            section="بین‌الملل", author="مريم احمدی",
+            published_at=NOW - timedelta(hours=i + 1), source="test",
+        ))
+    upsert_articles(session, items, NOW)
+
+
+@pytest.fixture
+def issue(session: Session, settings: Settings) -> Issue:
+    ten_long_articles(session)
+    built = build_issue(session, settings, NOW, intro="سلام! این هفته با OpenAI و ١٠ خبر دیگر.")
+    assert built.issue is not None
+    return built.issue
+
+
+def tree(issue: Issue) -> lxml_html.HtmlElement:
+    return lxml_html.document_fromstring(issue.html)
+
+
+def mime(issue: Issue, settings: Settings) -> EmailMessage:
+    values = {UNSUBSCRIBE_URL: "https://chapar.example.com/u/tok", PREFERENCES_URL: "https://chapar.example.com/p/tok"}
+    rendered = RenderedEmail(issue.subject, Personalizer(issue.text).fill(values),
+                             Personalizer(issue.html).fill(values))
+    message = build_message(rendered, from_name=settings.from_name, from_address=settings.from_address,
+                            to="reader@example.org", now=NOW)
+    parsed = message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def test_direction_on_html_body_wrapper_and_every_table_and_cell(issue: Issue) -> None:
+    doc = tree(issue)
+    assert doc.get("lang") == "fa" and doc.get("dir") == "rtl"
+    body = doc.find("body")
+    assert body is not None and body.get("dir") == "rtl" and "direction:rtl" in body.get("style", "")
+    wrapper = doc.xpath('//div[@role="article"]')[0]
+    assert wrapper.get("dir") == "rtl" and wrapper.get("lang") == "fa"
+    for element in doc.xpath("//table | //td"):
+        assert element.get("dir") == "rtl", lxml_html.tostring(element)[:200]
+        assert "text-align:right" in element.get("style", "").replace(" ", "")
+    for cell in doc.xpath('//td[contains(@class, "content")]'):
+        assert cell.get("align") == "right"
+    assert "direction:ltr" not in issue.html.replace(" ", "")
+
+
+def test_latin_runs_are_isolated_inside_links_never_dir_on_a_link(issue: Issue) -> None:
+    doc = tree(issue)
+    headings = doc.xpath("//h2/a")
+    assert len(headings) == 10
+    for link in headings:
+        spans = link.xpath('./span[@dir="ltr"]')
+        assert [s.text for s in spans][:2] == ["COP31", "Baku"]
+    assert not doc.xpath("//a[@dir]")
+    assert doc.xpath('//a[starts-with(@href, "mailto:")]/span[@dir="ltr"]')
+    assert '<span dir="ltr">iPhone 17</span>' in issue.html
+    assert '<span dir="ltr">OpenAI</span>' in issue.html
+
+
+def test_isolating_latin_escapes_and_keeps_entities_whole() -> None:
+    assert str(isolate_latin("<b>x</b> & سلام")) == (
+        '&lt;<span dir="ltr">b</span>&gt;<span dir="ltr">x</span>&lt;/<span dir="ltr">b</span>&gt; &amp; سلام'
+    )
+    assert str(isolate_latin_html("AT&amp;T &#8204; <b>Go</b> &lt;i&gt;")) == (
+        '<span dir="ltr">AT&amp;T</span> \u200c <b><span dir="ltr">Go</span></b> '
+        '&lt;<span dir="ltr">i</span>&gt;'
+    )
+
+
+def test_font_stack_and_outlook_fallback(issue: Issue) -> None:
+    assert "<!--[if mso]>" in issue.html
+    mso = issue.html[issue.html.index("<!--[if mso]>"):]
+    assert "Tahoma" in mso[: mso.index("<![endif]-->")]
+    for cell in tree(issue).xpath('//td[contains(@class, "content")]'):
+        assert "Vazirmatn, Tahoma" in cell.get("style", "")
+
+
+def test_container_images_and_preheader(issue: Issue) -> None:
+    doc = tree(issue)
+    container = doc.xpath('//table[contains(@class, "container")]')[0]
+    assert container.get("width") == "600" and "max-width:600px" in container.get("style", "")
+    images = doc.xpath("//img")
+    assert len(images) == 5
+    for image in images:
+        assert image.get("width") == "536" and "max-width:100%" in image.get("style", "")
+        alt = image.get("alt", "")
+        assert alt.startswith("تصویر خبر") and not set(alt) & ARABIC
+    preheader = doc.xpath('//div[contains(@class, "preheader")]')[0]
+    first_in_body = doc.find("body")[0]  # type: ignore[index]
+    assert preheader is first_in_body
+    assert preheader.text is not None and preheader.text.startswith("۱۰ خبر این هفته: ")
+    assert issue.articles[0].title[:20] in preheader.text
+    assert len(issue.preheader) <= 140
+
+
+def test_media_queries_survive_inlining_and_the_style_block_is_small(issue: Issue) -> None:
+    styles = re.findall(r"<style[^>]*>(.*?)</style>", issue.html, re.DOTALL)
+    joined = "".join(styles)
+    assert "@media only screen and (max-width: 620px)" in joined
+    assert "@media (prefers-color-scheme: dark)" in joined
+    assert "width: 100% !important" in joined and "#111827 !important" in joined
+    assert all(len(s.encode()) < 16 * 1024 for s in styles)
+
+
+def test_ten_long_articles_stay_under_gmail_clipping(issue: Issue, settings: Settings) -> None:
+    assert len(issue.articles) == 10
+    assert len(issue.html.encode("utf-8")) < 100 * 1024
+    html_part = mime(issue, settings).get_body(("html",))
+    assert html_part is not None and html_part["Content-Transfer-Encoding"] == "base64"
+    assert len(html_part.get_content().encode("utf-8")) < 100 * 1024
+
+
+def test_zwnj_count_is_the_same_from_source_to_decoded_mime(session: Session, settings: Settings) -> None:
+    ten_long_articles(session)
+    source = build_issue(session, settings, NOW).issue
+    assert source is not None
+    from service.digests.render import digest_context, render_digest
+
+    raw = render_digest(digest_context(source, source.articles, settings, issue_date=NOW), settings,
+                        inline=False)
+    decoded = mime(source, settings)
+    html_part, text_part = decoded.get_body(("html",)), decoded.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    # The preheader pads with &#8204; entities, which the inliner writes as characters.
+    source_count = html.unescape(raw.html).count(ZWNJ)
+    assert source_count == source.html.count(ZWNJ) == html_part.get_content().count(ZWNJ)
+    assert source.text.count(ZWNJ) == text_part.get_content().count(ZWNJ)
+    # and the stored articles' half-spaces all made it into the text part
+    snapshot = "".join(a.title for a in source.articles)
+    assert snapshot.count(ZWNJ) == 20
+    assert all(a.title in text_part.get_content() for a in source.articles)
+    assert "گزارش\u200cها" in text_part.get_content() and "هسته\u200cای" in html_part.get_content()
+
+
+def test_no_arabic_letters_or_digits_left_and_urls_untouched(issue: Issue) -> None:
+    doc = tree(issue)
+    text = doc.text_content() + issue.text + issue.subject + issue.preheader
+    assert not set(text) & ARABIC
+    assert "ویژه" in text and "کره" in text and "۲۰۲۶" in text
+    for attribute in doc.xpath("//@href | //@src"):
+        assert not set(attribute) & PERSIAN_DIGITS, attribute
+    assert 'href="https://news.example.com/2026/11/1000"' in issue.html
+    assert "https://news.example.com/2026/11/1000" in issue.text
+
+
+def test_jalali_date_in_tehran_with_persian_digits(issue: Issue) -> None:
+    assert "شمارهٔ ۱ · جمعه ۶ آذر ۱۴۰۵" in issue.html
+    assert "جمعه ۶ آذر ۱۴۰۵" in issue.text
+
+
+def test_per_recipient_parts_are_markers_and_nothing_else_differs(issue: Issue) -> None:
+    for part in (issue.html, issue.text):
+        assert part.count(UNSUBSCRIBE_URL) == 1 and part.count(PREFERENCES_URL) == 1
+    doc = tree(issue)
+    unsubscribe = doc.xpath(f'//a[@href="{UNSUBSCRIBE_URL}"]')[0]
+    assert unsubscribe.text == "لغو عضویت"
+    assert doc.xpath('//a[@href="https://chapar.example.com/archive/1"]')  # view in browser
+    assert "خبرنامه هفتگی نمونه" in doc.text_content()
+    assert "news@chapar.example.com" in doc.text_content()
+    filled = Personalizer(issue.html).fill({UNSUBSCRIBE_URL: "U", PREFERENCES_URL: "P"})
+    assert "%%CHAPAR" not in filled and 'href="U"' in filled
+
+
+def test_css_is_inlined_once_per_issue(session: Session, settings: Settings,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = service.mail.render.inline_css
+
+    def counting(html: str) -> str:
+        calls.append(len(html))
+        return real(html)
+
+    monkeypatch.setattr(service.mail.render, "inline_css", counting)
+    ten_long_articles(session)
+    assert build_issue(session, settings, NOW).issue is not None
+    assert len(calls) == 1
+
+
+def test_subject_is_one_persian_line(issue: Issue) -> None:
+    assert issue.subject.startswith("خبرنامه هفتگی، شمارهٔ ۱: ")
+    assert "\n" not in issue.subject and not set(issue.subject) & ARABIC
