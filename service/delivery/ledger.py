@@ -147,13 +147,17 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
     """Mark claimed rows `sending` just before their DATA; returns the ids still ours.
 
     Only rows this worker still holds (nobody re-claimed them after a lease ran out)
-    change, so two workers never send the same row.
+    of an issue still sending (not paused or cancelled meanwhile) change, so two
+    workers never send the same row and a pause stops the next chunk.
     """
     if not ids:
         return set()
+    sending = select(Issue.id).where(Issue.id == Delivery.issue_id,
+                                     Issue.status == IssueStatus.SENDING).exists()
     result = session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.status.in_(CLAIMABLE))
+        .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.status.in_(CLAIMABLE),
+               sending)
         .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1,
                 lease_until=now + lease, updated_at=now)
         .returning(Delivery.id)

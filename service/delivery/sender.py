@@ -113,9 +113,6 @@ class DeliveryAgent:
         for start in range(0, len(batch), size):
             chunk = list(batch[start:start + size])
             rest = [r.delivery_id for r in batch[start:]]
-            if not self._still_sending(issue_id):
-                self._release(rest, worker)
-                return False
             chunk = self._skip_paused_domains(chunk)
             if not chunk:
                 continue
@@ -132,6 +129,9 @@ class DeliveryAgent:
             with unit_of_work(self.rt.sessions) as session:
                 ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
                                           self.clock(), lease)
+            if not ours and not self._still_sending(issue_id):  # paused or cancelled
+                self._release(rest, worker)
+                return False
             mine = [(r, e) for r, e in zip(chunk, envelopes, strict=True) if r.delivery_id in ours]
             results = self.connection.send_many([e for _, e in mine])
             outcomes = [self._outcome(r, result) for (r, _), result in zip(mine, results, strict=True)]

@@ -284,16 +284,20 @@ class SmtpConnection:
             data = (b"." + data if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n..")
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
+        # One write for the content, its "." and the next message's commands: two
+        # writes would cost the server a second wake-up per message. Bytes are
+        # counted, so a failure still tells whether the "." reached the kernel.
+        payload = memoryview(data + b".\r\n" + then)
+        dot_end = len(data) + 3
+        sent = 0
         try:
-            self.sock.sendall(data + b".\r\n")
+            while sent < len(payload):
+                sent += self.sock.send(payload[sent:])
         except OSError as exc:
-            # The "." never fully reached the kernel: the server cannot have accepted it.
-            results[i] = Result("deferred", None, f"connection lost during DATA: {exc}")
-            raise _Lost(str(exc)) from exc
-        if then:
-            # If this write fails, the final reply below tells what happened to message i.
-            with contextlib.suppress(OSError):
-                self.sock.sendall(then)
+            if sent < dot_end:  # the server cannot have accepted message i
+                results[i] = Result("deferred", None, f"connection lost during DATA: {exc}")
+                raise _Lost(str(exc)) from exc
+            # Otherwise only `then` was cut short; the final reply tells about message i.
         try:
             code, text = self._reply()
         except _Lost as exc:
