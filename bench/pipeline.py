@@ -1,0 +1,174 @@
+"""The pieces of a benchmark run: a throwaway database and Redis DB, bulk subscribers,
+the sample issue, worker processes and their memory."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from service.migrations import upgrade
+from service.settings import REPO_ROOT, Settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CHAPAR_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CHAPAR_BENCH_REDIS", "redis://127.0.0.1:6379")
+DOMAINS = 20  # readers spread over this many receiving domains
+COPY_ROWS = 50_000
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    """CREATE DATABASE chapar_bench_<hex>, migrated to head; dropped afterwards."""
+    name = f"chapar_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def own_redis_db() -> Iterator[str]:
+    """An empty Redis database number for this run; only that one is flushed, after."""
+    numbers = list(range(1, 16))
+    random.shuffle(numbers)
+    for number in numbers:
+        client = Redis.from_url(f"{REDIS_URL}/{number}")
+        if client.dbsize() == 0:
+            try:
+                yield f"{REDIS_URL}/{number}"
+            finally:
+                client.flushdb()
+                client.close()
+            return
+        client.close()
+    raise RuntimeError("no empty Redis database number left for the benchmark")
+
+
+def address(n: int) -> str:
+    return f"reader{n}@news{n % DOMAINS}.example.test"
+
+
+def load_subscribers(database_url: str, count: int, now: datetime) -> None:
+    """`count` confirmed subscribers through COPY, in chunks of text rows."""
+    engine = create_engine(database_url)
+    stamp = now.isoformat()
+    try:
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            with cursor.copy(
+                "COPY subscribers (email, status, created_at, updated_at, confirmed_at, "
+                "consent_source, consent_at, soft_bounces) FROM STDIN"
+            ) as copy:
+                for start in range(0, count, COPY_ROWS):
+                    chunk = io.StringIO()
+                    for n in range(start, min(count, start + COPY_ROWS)):
+                        chunk.write(f"{address(n)}\tconfirmed\t{stamp}\t{stamp}\t{stamp}\t"
+                                    f"bench\t{stamp}\t0\n")
+                    copy.write(chunk.getvalue())
+            raw.commit()
+        finally:
+            raw.close()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE subscribers"))
+    finally:
+        engine.dispose()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a `chapar` child process load exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAPAR_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"CHAPAR_{name.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Worker:
+    """A `chapar worker` process group, started and waited for until Celery says ready."""
+
+    def __init__(self, settings: Settings, name: str, concurrency: int) -> None:
+        self.name = name
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--concurrency", str(concurrency),
+             "--queues", "send,mail,default", f"--hostname={name}-{os.getpid()}@%h",
+             "--without-gossip", "--without-mingle"],
+            env=settings_env(settings), cwd=REPO_ROOT, text=True, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if " ready." in line:
+                self._ready.set()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"{self.name} not ready:\n" + "".join(self.output[-40:]))
+
+    def pids(self) -> list[int]:
+        """The worker's main process and its pool children."""
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's high-water resident set (VmHWM), in MiB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
