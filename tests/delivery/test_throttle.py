@@ -1,0 +1,59 @@
+"""Throttles shared through Redis: two workers share one budget and one domain pause."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from service.delivery.throttle import Throttle, per_second
+from tests.conftest import make_settings
+
+
+class Waited(Exception):
+    """Raised by the fake sleep: the throttle decided to wait."""
+
+
+def refuse_to_sleep(seconds: float) -> None:
+    raise Waited(seconds)
+
+
+def test_two_workers_share_the_hourly_budget_through_redis(redis_db: str, tmp_path: Path) -> None:
+    Redis.from_url(redis_db).flushdb()
+    settings = make_settings(tmp_path, redis_url=redis_db, send_rate_per_hour=5)
+    first = Throttle(settings, sleep=refuse_to_sleep)
+    second = Throttle(settings, sleep=refuse_to_sleep)
+    first.acquire(Counter({"a.test": 3}))
+    second.acquire(Counter({"b.test": 2}))
+    with pytest.raises(Waited):
+        first.acquire(Counter({"a.test": 1}))
+    with pytest.raises(Waited):
+        second.acquire(Counter({"c.test": 1}))
+
+
+def test_per_domain_limit_holds_one_domain_only(redis_db: str, tmp_path: Path) -> None:
+    Redis.from_url(redis_db).flushdb()
+    settings = make_settings(tmp_path, redis_url=redis_db, domain_rate_per_second=0.001)
+    throttle = Throttle(settings, sleep=refuse_to_sleep)
+    assert throttle.largest_chunk(50) == 1
+    throttle.acquire(Counter({"slow.test": 1}))
+    throttle.acquire(Counter({"other.test": 1}))
+    with pytest.raises(Waited):
+        throttle.acquire(Counter({"slow.test": 1}))
+
+
+def test_a_421_pause_is_seen_by_every_worker(redis_db: str, tmp_path: Path) -> None:
+    Redis.from_url(redis_db).flushdb()
+    settings = make_settings(tmp_path, redis_url=redis_db, domain_slowdown_seconds=30)
+    Throttle(settings).pause_domain("gmail.test")
+    paused = Throttle(settings).paused_until({"gmail.test", "yahoo.test"})
+    assert set(paused) == {"gmail.test"}
+
+
+def test_without_limits_nothing_waits(tmp_path: Path) -> None:
+    throttle = Throttle(make_settings(tmp_path), sleep=refuse_to_sleep)
+    assert not throttle.limited
+    throttle.acquire(Counter({"a.test": 10_000}))
+    assert per_second(0) is None and per_second(0.5) is not None
