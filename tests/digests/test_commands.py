@@ -1,0 +1,52 @@
+"""The first-run commands on the embedded SQLite default, as a newcomer runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = "service/articles/sample/feed.xml"
+
+
+def chapar(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAPAR_")}
+    env["CHAPAR_DATA_DIR"] = str(data_dir)  # only so the test keeps its files to itself
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_sample_feed_then_a_draft_issue_then_its_preview(tmp_path: Path) -> None:
+    assert chapar(tmp_path, "db", "upgrade").returncode == 0
+    fetched = chapar(tmp_path, "articles", "fetch", SAMPLE)
+    assert fetched.returncode == 0, fetched.stderr
+    assert "added 13" in fetched.stdout
+    again = chapar(tmp_path, "articles", "fetch", SAMPLE)
+    assert "added 0" in again.stdout and "unchanged 13" in again.stdout
+
+    built = chapar(tmp_path, "digest", "build")
+    assert built.returncode == 0, built.stderr
+    assert "built draft issue 1 with 10 articles" in built.stdout
+    preview = tmp_path / "previews" / "issue-1.html"
+    assert preview.as_uri() in built.stdout
+    assert 'dir="rtl"' in preview.read_text(encoding="utf-8")
+
+    nothing = chapar(tmp_path, "digest", "build")
+    assert nothing.returncode == 0 and "no issue built" in nothing.stdout
+
+    out = tmp_path / "out"
+    shown = chapar(tmp_path, "digest", "preview", "1", "--output", str(out))
+    assert shown.returncode == 0, shown.stderr
+    text = (out / "issue-1.txt").read_text(encoding="utf-8")
+    assert "%%CHAPAR_UNSUBSCRIBE_URL%%" in text and "خبرنامه" in text
+    assert chapar(tmp_path, "digest", "preview", "7").returncode != 0
+
+
+def test_fetch_refuses_what_it_must(tmp_path: Path) -> None:
+    assert chapar(tmp_path, "db", "upgrade").returncode == 0
+    local = chapar(tmp_path, "articles", "fetch", "http://127.0.0.1:9/feed.xml")
+    assert local.returncode != 0 and "refusing" in local.stderr
+    scheme = chapar(tmp_path, "articles", "fetch", "file:///etc/passwd")
+    assert scheme.returncode != 0 and "only http and https" in scheme.stderr
