@@ -47,7 +47,9 @@ def create_app(rt: Runtime) -> FastAPI:
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.url.path != "/embed":
+        # Pages that set their own frame-ancestors (the embeddable form and its answers)
+        # may be framed by the news site; every other page may not.
+        if "frame-ancestors" not in response.headers.get("content-security-policy", ""):
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 

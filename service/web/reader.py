@@ -69,24 +69,37 @@ def subscribe_page(request: Request) -> Response:
                 source="subscribe-page", email="", error=None)
 
 
-@router.get("/embed")
-def embed_page(request: Request) -> Response:
-    response = page(request, "embed.html", subscribe_url=runtime(request).url("/subscribe"))
-    # The news site shows this form in an iframe on its own pages.
+EMBED_SOURCE = "embed"
+
+
+def framable(response: Response) -> Response:
+    """Let the news site show this page in an iframe on its own pages."""
     response.headers["Content-Security-Policy"] = "frame-ancestors *"
     return response
 
 
+@router.get("/embed")
+def embed_page(request: Request) -> Response:
+    return framable(page(request, "embed.html", subscribe_url=runtime(request).url("/subscribe")))
+
+
 @router.post("/subscribe")
 async def subscribe(request: Request) -> Response:
-    rt = runtime(request)
     fields = await read_fields(request)
     if isinstance(fields, Response):
         return fields
+    source = single_line(fields.get("source", ""))[:60] or "api"
+    response = await subscribe_fields(request, runtime(request), fields, source)
+    # The embedded form's answers show inside the news site's iframe.
+    return framable(response) if source == EMBED_SOURCE else response
+
+
+async def subscribe_fields(request: Request, rt: Runtime, fields: dict[str, str],
+                           source: str) -> Response:
+    """Answer a subscribe request whose body has been read; the same answer for everyone."""
     limits = request.app.state.limits
     if not limits.allow_client(client_address(request)):
         return error(request, 429, code="rate_limited")
-    source = single_line(fields.get("source", ""))[:60] or "api"
     if fields.get("website"):  # the honeypot: people never see it, bots fill it in
         log.info("honeypot filled from %s", client_address(request))
         return subscribed(request)
@@ -98,8 +111,10 @@ async def subscribe(request: Request) -> Response:
                                 status_code=422)
         # Give back what was typed (escaped, one line) so a typo is fixed, not retyped.
         typed = single_line(fields.get("email", ""))[:254]
-        return page(request, "subscribe.html", status_code=422, action=rt.url("/subscribe"),
-                    source=source, email=typed, error=exc.message)
+        template = "embed.html" if source == EMBED_SOURCE else "subscribe.html"
+        return page(request, template, status_code=422, action=rt.url("/subscribe"),
+                    subscribe_url=rt.url("/subscribe"), source=source, email=typed,
+                    error=exc.message)
     if not limits.allow_address(address):
         return subscribed(request)  # same answer: the limit must not reveal anything
     consent = store.Consent(

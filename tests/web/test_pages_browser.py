@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,51 @@ def test_confirm_preferences_and_embed_pages_are_rtl(site: tuple[str, Runtime], 
     page.goto(f"{base}/embed")
     assert direction(page, "body") == "rtl"
     shot(page, "embed")
+
+
+@contextmanager
+def news_site(html: str) -> Iterator[str]:
+    """The news site's article page on another 127.0.0.1 port (another origin)."""
+    body = html.encode()
+
+    class Article(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Article)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/news/article.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_embedded_form_works_inside_the_news_sites_page(site: tuple[str, Runtime], page: Page) -> None:
+    base, rt = site
+    article = (
+        '<!DOCTYPE html><html lang="fa" dir="rtl"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+        '<body style="margin:0;font-family:Tahoma"><article><h1>یک خبر</h1><p>متن خبر...</p>'
+        f'</article><iframe title="خبرنامه" src="{base}/embed" '
+        'style="width:100%;max-width:30rem;height:420px;border:0"></iframe></body></html>'
+    )
+    with news_site(article) as url:
+        page.goto(url)
+        frame = page.frame_locator("iframe")
+        assert frame.locator("body").evaluate("e => getComputedStyle(e).direction") == "rtl"
+        frame.locator("#email").fill("framed.reader@example.com")
+        frame.locator("button[type=submit]").click()
+        frame.locator("text=یک قدم مانده است").wait_for()
+        shot(page, "embed-in-article")
+    with rt.sessions() as session:
+        subscriber = store.find_by_email(session, "framed.reader@example.com")
+        assert subscriber is not None and subscriber.consent_source == "web:embed"

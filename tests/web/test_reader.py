@@ -68,6 +68,18 @@ def test_the_embeddable_form_may_be_framed_by_the_news_site(client: TestClient) 
     assert response.headers["content-security-policy"] == "frame-ancestors *"
 
 
+def test_the_embedded_forms_answers_may_show_in_the_news_sites_frame(client: TestClient) -> None:
+    framed = client.post("/subscribe", data={"email": "e@example.com", "source": "embed"})
+    assert framed.status_code == 200 and CHECK_INBOX in framed.text
+    assert "x-frame-options" not in framed.headers
+    assert framed.headers["content-security-policy"] == "frame-ancestors *"
+    typo = client.post("/subscribe", data={"email": "e@example", "source": "embed"})
+    assert typo.status_code == 422 and 'value="embed"' in typo.text
+    assert "x-frame-options" not in typo.headers
+    own_page = client.post("/subscribe", data={"email": "f@example.com", "source": "subscribe-page"})
+    assert own_page.headers["x-frame-options"] == "DENY"
+
+
 def test_form_subscribe_records_consent_and_rings_once(runtime: Runtime, client: TestClient) -> None:
     response = client.post("/subscribe", data={"email": "  Reader@Example.COM ",
                                                "source": "subscribe-page"},
