@@ -95,7 +95,7 @@ def issue_subject(settings: Settings, number: int, lead_title: str) -> str:
 def issue_preheader(titles: Sequence[str]) -> str:
     """A short truthful preview line: how many articles, and the first titles."""
     count = persian_digits(len(titles))
-    text = f"{count} خبر این هفته: " + "، ".join(titles[:3])
+    text = f"{count} خبر در این شماره: " + "، ".join(titles[:3])
     return cut_at_word(single_line(text), PREHEADER_MAX)
 
 

@@ -9,7 +9,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
-from lxml import html as lxml_html
+from lxml import html as lxml_html  # type: ignore[import-untyped]
 from sqlalchemy.orm import Session
 
 import service.mail.render
@@ -130,9 +130,9 @@ def test_container_images_and_preheader(issue: Issue) -> None:
         alt = image.get("alt", "")
         assert alt.startswith("تصویر خبر") and not set(alt) & ARABIC
     preheader = doc.xpath('//div[contains(@class, "preheader")]')[0]
-    first_in_body = doc.find("body")[0]  # type: ignore[index]
+    first_in_body = doc.find("body")[0]
     assert preheader is first_in_body
-    assert preheader.text is not None and preheader.text.startswith("۱۰ خبر این هفته: ")
+    assert preheader.text is not None and preheader.text.startswith("۱۰ خبر در این شماره: ")
     assert issue.articles[0].title[:20] in preheader.text
     assert len(issue.preheader) <= 140
 
