@@ -27,6 +27,8 @@ from service.articles.clean import (
 from service.articles.models import Article
 from service.persian import single_line
 
+URL_MAX = 2000  # the width of the url columns
+
 
 @dataclass(frozen=True)
 class ArticleIn:
@@ -73,6 +75,9 @@ def make_article(
     if link is None:
         raise ValueError("url: an http or https URL is required")
     canonical = canonical_url(link)
+    if len(canonical) > URL_MAX:
+        raise ValueError(f"url: longer than {URL_MAX} characters")
+    image = absolute_url(image_url, base_url or link)
     clean = clean_title(title)
     if not clean:
         raise ValueError("title: must not be empty")
@@ -83,7 +88,7 @@ def make_article(
         url=canonical,
         title=clean,
         summary_html=clean_summary(summary, base_url or link),
-        image_url=absolute_url(image_url, base_url or link),
+        image_url=image if image and len(image) <= URL_MAX else None,
         section=clean_label(section),
         author=clean_label(author),
         published_at=published_at.astimezone(UTC) if published_at else None,

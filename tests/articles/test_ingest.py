@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -78,3 +79,11 @@ def test_times_are_stored_zone_aware_in_utc(session: Session) -> None:
     for row in stored(session).values():
         assert row.published_at.tzinfo is not None
         assert row.published_at.utcoffset() == UTC.utcoffset(None)
+
+
+def test_overlong_urls_are_refused_or_dropped() -> None:
+    long_path = "https://news.example.com/" + "a" * 2100
+    with pytest.raises(ValueError, match=r"^url:"):
+        make_article(url=long_path, title="خبر", source="test")
+    item = make_article(url="https://news.example.com/x", title="خبر", source="test", image_url=long_path)
+    assert item.image_url is None

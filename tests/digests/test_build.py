@@ -1,0 +1,46 @@
+"""Building an issue: a snapshot of its articles, stored rendered, as a draft."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from service.digests.build import build_issue, rerender_issue
+from service.digests.models import IssueStatus
+from service.mail.placeholders import UNSUBSCRIBE_URL
+from service.settings import Settings
+from tests.digests.factories import article
+
+NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+
+
+def test_a_built_issue_is_a_rendered_draft_with_the_next_number(session: Session) -> None:
+    settings = Settings(environment="test", public_url="http://chapar.test")
+    article(session, NOW - timedelta(days=9))
+    first = build_issue(session, settings, NOW - timedelta(days=7)).issue
+    article(session, NOW - timedelta(hours=1), title="تازه")
+    slot = NOW - timedelta(minutes=5)
+    second = build_issue(session, settings, NOW, slot_at=slot, intro="سلام، يك هفته ديگر").issue
+    assert first is not None and second is not None
+    assert (first.number, second.number) == (1, 2)
+    assert second.status is IssueStatus.DRAFT and second.created_at == NOW
+    assert second.window_start == first.window_end and second.window_end == slot
+    assert second.intro == "سلام، یک هفته دیگر"
+    assert "سلام، یک هفته دیگر" in second.html and "سلام، یک هفته دیگر" in second.text
+    assert UNSUBSCRIBE_URL in second.html and "http://chapar.test/archive/2" in second.html
+
+
+def test_later_edits_to_an_article_do_not_change_the_issue(session: Session) -> None:
+    settings = Settings(environment="test")
+    source = article(session, NOW - timedelta(hours=1), title="عنوان نخست")
+    issue = build_issue(session, settings, NOW).issue
+    assert issue is not None
+    html = issue.html
+    source.title = "عنوان ویرایش‌شده"
+    source.summary_html = "متن تازه"
+    session.flush()
+    session.expire_all()
+    assert [a.title for a in issue.articles] == ["عنوان نخست"]
+    rerender_issue(session, issue, settings)
+    assert issue.html == html and "ویرایش‌شده" not in issue.html
