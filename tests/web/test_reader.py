@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,9 +15,11 @@ from service.clock import utcnow
 from service.db import unit_of_work
 from service.runtime import Runtime
 from service.subscribers import store
+from service.subscribers.emails import owed_confirmation_ids
 from service.subscribers.models import Status, Subscriber, SubscriberEvent
 from service.tokens import Purpose
 from service.web.app import create_app
+from tests.conftest import make_settings, truncate_all
 from tests.subscribers.rings import rung
 
 FORM = "application/x-www-form-urlencoded"
@@ -376,3 +380,24 @@ def test_an_expired_confirm_link_says_so(runtime: Runtime, client: TestClient) -
     assert api.json()["error"] == "token_expired"
     subscriber = find(runtime, "late@example.com")
     assert subscriber is not None and subscriber.status is Status.PENDING
+
+
+def test_a_broker_outage_still_answers_and_leaves_the_email_owed(database_url: str,
+                                                                 tmp_path: Path) -> None:
+    """Redis is down: the ring fails (and the rate limits, which live there too, let it by)."""
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
+                                             broker_url="redis://127.0.0.1:1/0",
+                                             subscribe_rate_per_client="100/minute"))
+    truncate_all(rt)
+    try:
+        client = TestClient(create_app(rt), raise_server_exceptions=False)
+        response = client.post("/subscribe", data={"email": "outage@example.com"})
+        assert response.status_code == 200 and CHECK_INBOX in response.text
+        subscriber = find(rt, "outage@example.com")
+        assert subscriber is not None and subscriber.confirmation_requested_at is not None
+        with rt.sessions() as session:
+            later = utcnow() + timedelta(minutes=10)
+            assert owed_confirmation_ids(session, later) == [subscriber.id]
+    finally:
+        truncate_all(rt)
+        rt.close()
