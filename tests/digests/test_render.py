@@ -223,3 +223,8 @@ def test_css_is_inlined_once_per_issue(session: Session, settings: Settings,
 def test_subject_is_one_persian_line(issue: Issue) -> None:
     assert issue.subject.startswith("خبرنامه هفتگی، شمارهٔ ۱: ")
     assert "\n" not in issue.subject and not set(issue.subject) & ARABIC
+
+
+def test_persian_stays_utf8_not_numeric_entities(issue: Issue) -> None:
+    assert not re.search(r"&#(x0*6[0-9a-f]{2}|0*1[5-7][0-9]{2});", issue.html, re.IGNORECASE)
+    assert "خبرنامه هفتگی" in issue.html
