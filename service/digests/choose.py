@@ -3,14 +3,16 @@
 The window runs from where the previous issue's window closed to now, half-open at
 the start: (previous end, now]. An article published exactly at a window's end is in
 that issue, and the next window starts just after it, so no instant is counted twice
-or skipped. The clock is a parameter.
+or skipped. An article that was published inside the previous window but reached us
+only after that issue was built (the feed is polled, the CMS may push late) is taken
+by the next issue, if it is less than a day late. The clock is a parameter.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
@@ -19,6 +21,8 @@ from service.articles.models import Article
 from service.digests.models import Issue, IssueArticle
 
 NOTHING_NEW = "no new articles were published since the previous issue"
+# How far back a late-fetched article may have been published and still be sent.
+LATE_ARRIVAL = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,11 @@ def choose_articles(
     already_sent = exists().where(IssueArticle.article_id == Article.id)
     in_window = Article.published_at <= now
     if start is not None:
-        in_window = in_window & (Article.published_at > start)
+        # A late arrival (published just before the previous issue was cut, but fetched
+        # after it) would fall between two windows forever; it goes out in this one.
+        late_arrival = ((Article.published_at > start - LATE_ARRIVAL)
+                        & (Article.created_at > start))
+        in_window = in_window & ((Article.published_at > start) | late_arrival)
     # An editor's pin reaches back past the window: a pinned article that missed its
     # week still goes out once.
     pinned_before_now = Article.pinned & (Article.published_at <= now)

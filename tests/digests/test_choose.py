@@ -99,3 +99,16 @@ def test_nowruz_boundary_in_tehran_time(session: Session) -> None:
     # Read as UTC it would still be 1403: the text must show the Tehran date.
     assert "۱ فروردین ۱۴۰۴" in built.text and "۳۰ اسفند ۱۴۰۳" in built.text
     assert "۱ فروردین ۱۴۰۴" in built.html
+
+
+def test_an_article_fetched_after_its_window_closed_goes_out_next_time(session: Session) -> None:
+    settings = Settings(environment="test")
+    article(session, FRIDAY - WEEK - timedelta(hours=1), title="in time")
+    assert build_issue(session, settings, FRIDAY - WEEK).issue is not None
+    late = article(session, FRIDAY - WEEK - timedelta(minutes=5), title="late")
+    late.created_at = FRIDAY - WEEK + timedelta(minutes=10)  # fetched after the cut
+    stale = article(session, FRIDAY - WEEK - timedelta(days=3), title="backfilled")
+    stale.created_at = FRIDAY - timedelta(days=1)  # far older than a late arrival
+    article(session, FRIDAY - timedelta(hours=1), title="new")
+    issue = build_issue(session, settings, FRIDAY).issue
+    assert issue is not None and [a.title for a in issue.articles] == ["new", "late"]
