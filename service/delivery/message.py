@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -18,12 +19,36 @@ from email.headerregistry import Address
 from email.policy import SMTP
 from email.utils import format_datetime
 
+from itsdangerous.encoding import base64_encode
+
 from service.delivery.dkim import DkimSigner
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
 from service.persian import single_line
 from service.tokens import Purpose, TokenError, Tokens
 
 LINE_BYTES = 57  # raw bytes per 76-character base64 line
+
+
+class LastingSigner:
+    """`Tokens.lasting(purpose, id)` for many ids, at a fifth of the cost.
+
+    itsdangerous derives its HMAC key and JSON-encodes and zlib-tries the payload on
+    every call (~80 us; three tokens a message add up at a thousand messages a
+    second). For an integer id the payload is just its base64url digits, so the
+    key is derived once and each token is one HMAC. The tests check the tokens are
+    identical to what `Tokens` makes and reads.
+    """
+
+    def __init__(self, tokens: Tokens, purpose: Purpose) -> None:
+        signer = tokens._plain(purpose).make_signer()
+        self._mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+        self._sep = signer.sep
+
+    def __call__(self, subscriber_or_delivery_id: int) -> str:
+        payload = base64_encode(str(int(subscriber_or_delivery_id)).encode())
+        mac = self._mac.copy()
+        mac.update(payload)
+        return (payload + self._sep + base64_encode(mac.digest())).decode("ascii")
 
 
 def verp_address(tokens: Tokens, delivery_id: int, domain: str) -> str:
@@ -100,6 +125,9 @@ class IssueMessage:
         self.verp_domain = verp_domain
         self.from_domain = from_address.rpartition("@")[2]
         self.dkim = dkim
+        self.unsubscribe_token = LastingSigner(tokens, Purpose.UNSUBSCRIBE)
+        self.preferences_token = LastingSigner(tokens, Purpose.PREFERENCES)
+        self.bounce_token = LastingSigner(tokens, Purpose.BOUNCE)
         local, _, domain = from_address.rpartition("@")
         sender = Address(display_name=single_line(from_name), username=local, domain=domain)
         self.fixed_headers: list[tuple[bytes, bytes]] = [
@@ -124,15 +152,15 @@ class IssueMessage:
         self.close = b"--" + b + b"--\r\n"
 
     def links(self, subscriber_id: int) -> dict[str, str]:
-        unsubscribe = self.tokens.lasting(Purpose.UNSUBSCRIBE, subscriber_id)
-        preferences = self.tokens.lasting(Purpose.PREFERENCES, subscriber_id)
+        unsubscribe = self.unsubscribe_token(subscriber_id)
+        preferences = self.preferences_token(subscriber_id)
         return {
             UNSUBSCRIBE_URL: f"{self.public_url}/unsubscribe/{unsubscribe}",
             PREFERENCES_URL: f"{self.public_url}/preferences/{preferences}",
         }
 
     def envelope_sender(self, delivery_id: int) -> str:
-        return verp_address(self.tokens, delivery_id, self.verp_domain)
+        return f"bounces+{self.bounce_token(delivery_id)}@{self.verp_domain}"
 
     def render(self, recipient: Recipient, now: datetime) -> bytes:
         """The complete message bytes for one recipient, CRLF line ends."""

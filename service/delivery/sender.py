@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
 from service.delivery import ledger
@@ -107,8 +108,22 @@ class DeliveryAgent:
 
     def _send_batch(self, issue_id: int, message: IssueMessage, batch: Sequence[ledger.Recipient],
                     worker: str, lease: timedelta, report: BatchReport) -> bool:
-        """Send one claimed batch; False when the send must stop (paused, server down)."""
-        s = self.rt.settings
+        """Send one claimed batch; False when the send must stop (paused, server down).
+
+        One transaction per chunk: it records the previous chunk's outcomes and marks
+        this chunk `sending`. Whatever stops the loop, the last outcomes are written.
+        """
+        unrecorded: list[Outcome] = []
+        try:
+            return self._send_chunks(issue_id, message, batch, worker, lease, report, unrecorded)
+        finally:
+            if unrecorded:
+                with unit_of_work(self.rt.sessions) as session:
+                    self._record(session, unrecorded)
+
+    def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[ledger.Recipient],
+                     worker: str, lease: timedelta, report: BatchReport,
+                     unrecorded: list[Outcome]) -> bool:
         size = self.throttle.largest_chunk(CHUNK)
         for start in range(0, len(batch), size):
             chunk = list(batch[start:start + size])
@@ -127,19 +142,25 @@ class DeliveryAgent:
                                   message.render(Recipient(r.delivery_id, r.subscriber_id, r.email), now))
                          for r in chunk]
             with unit_of_work(self.rt.sessions) as session:
+                self._record(session, unrecorded)
                 ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
                                           self.clock(), lease)
+            unrecorded.clear()
             if not ours and not self._still_sending(issue_id):  # paused or cancelled
                 self._release(rest, worker)
                 return False
             mine = [(r, e) for r, e in zip(chunk, envelopes, strict=True) if r.delivery_id in ours]
             results = self.connection.send_many([e for _, e in mine])
             outcomes = [self._outcome(r, result) for (r, _), result in zip(mine, results, strict=True)]
-            with unit_of_work(self.rt.sessions) as session:
-                ledger.record_outcomes(session, outcomes, self.clock(), s.retry_base_seconds,
-                                       s.resend_uncertain)
+            unrecorded.extend(outcomes)
             report.outcomes.update(o.status.value for o in outcomes)
         return True
+
+    def _record(self, session: Session, outcomes: Sequence[Outcome]) -> None:
+        if outcomes:
+            s = self.rt.settings
+            ledger.record_outcomes(session, outcomes, self.clock(), s.retry_base_seconds,
+                                   s.resend_uncertain)
 
     def _outcome(self, recipient: ledger.Recipient, result: Result) -> Outcome:
         if result.slows_domain:

@@ -1,0 +1,59 @@
+"""The pre-built message: per-recipient parts, fast tokens identical to the reader's links."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.delivery.message import IssueMessage, LastingSigner, Recipient, read_verp
+from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
+from service.tokens import Purpose, Tokens
+from tests.delivery.factories import issue_html
+
+TOKENS = Tokens("a-secret-that-is-long-enough-for-the-test-0123", 3600)
+
+
+@given(st.integers(min_value=1, max_value=2**53), st.sampled_from(list(Purpose)))
+def test_fast_tokens_are_the_tokens_the_reader_pages_accept(number: int, purpose: Purpose) -> None:
+    token = LastingSigner(TOKENS, purpose)(number)
+    assert token == TOKENS.lasting(purpose, number)
+    assert TOKENS.read_lasting(purpose, token) == number
+
+
+def test_each_reader_gets_a_valid_mime_message_with_their_own_links() -> None:
+    html = issue_html(5)
+    text = f"متن خبرنامه\nلغو: {UNSUBSCRIBE_URL}\n"
+    message = IssueMessage(
+        issue_number=5, subject="خبرنامه هفتگی، شماره ۵", html=html, text=text,
+        from_name="خبرنامه هفتگی", from_address="news@chapar.test", list_name="خبرنامه هفتگی",
+        list_id="weekly.chapar.test", public_url="http://chapar.test/", verp_domain="bounce.test",
+        tokens=TOKENS, secret="s" * 32,
+    )
+    now = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+    for subscriber_id in (1, 42, 100_000):
+        data = message.render(Recipient(9, subscriber_id, f"r{subscriber_id}@example.test"), now)
+        assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+        parsed = message_from_bytes(data, policy=policy.default)
+        unsubscribe = TOKENS.lasting(Purpose.UNSUBSCRIBE, subscriber_id)
+        preferences = TOKENS.lasting(Purpose.PREFERENCES, subscriber_id)
+        links = {
+            UNSUBSCRIBE_URL: f"http://chapar.test/unsubscribe/{unsubscribe}",
+            PREFERENCES_URL: f"http://chapar.test/preferences/{preferences}",
+        }
+        plain, rich = (part.get_content() for part in parsed.iter_parts())
+        expected_html = html.replace(UNSUBSCRIBE_URL, links[UNSUBSCRIBE_URL]).replace(
+            PREFERENCES_URL, links[PREFERENCES_URL])
+        assert rich == expected_html
+        assert plain == text.replace(UNSUBSCRIBE_URL, links[UNSUBSCRIBE_URL])
+        assert rich.count("\u200c") == html.count("\u200c")  # half-spaces survive
+        assert parsed["List-Unsubscribe"] == f"<{links[UNSUBSCRIBE_URL]}>"
+        assert parsed["To"] == f"r{subscriber_id}@example.test"
+        assert str(parsed["Subject"]) == "خبرنامه هفتگی، شماره ۵"
+        for part in parsed.iter_parts():
+            assert part["Content-Transfer-Encoding"] == "base64"
+    sender = message.envelope_sender(9)
+    assert sender.endswith("@bounce.test") and read_verp(TOKENS, sender) == 9
+    assert read_verp(TOKENS, sender.replace("bounces+", "bounces+x")) is None
