@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -22,9 +25,11 @@ from sqlalchemy import func, select
 
 from bench.pipeline import (
     Worker,
+    cpu_seconds,
     load_subscribers,
     own_redis_db,
     peak_rss_mib,
+    postgres_cpu_seconds,
     throwaway_database,
 )
 from bench.raw_sender import measure
@@ -69,6 +74,11 @@ def issue_state(rt: Runtime, issue_id: int) -> tuple[IssueStatus, dict[str, int]
         return issue.status, ledger.counts(session, issue_id)
 
 
+def issue_finished(rt: Runtime, issue_id: int) -> bool:
+    with rt.sessions() as session:
+        return session.scalar(select(Issue.status).where(Issue.id == issue_id)) is IssueStatus.SENT
+
+
 def sent_span(rt: Runtime, issue_id: int) -> float:
     """Seconds from the first to the last `sent` stamp in the ledger."""
     with rt.sessions() as session:
@@ -78,8 +88,18 @@ def sent_span(rt: Runtime, issue_id: int) -> float:
     return (last - first).total_seconds() if first and last else 0.0
 
 
+def start_profiler(pid: int, folder: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling one pool process into folder/worker-<pid>.txt (collapsed stacks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--rate", "200",
+                             "--format", "raw", "--nonblocking",
+                             "--output", str(folder / f"worker-{pid}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
-        batch_size: int) -> None:
+        batch_size: int, profile: Path | None = None) -> None:
     now = datetime.now(UTC)
     with throwaway_database() as database_url, own_redis_db() as redis_url, \
             SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
@@ -104,7 +124,12 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
                 worker.wait_ready()
             pids = {w.name: w.pids() for w in pool}
             baseline = {w.name: [peak_rss_mib(p) for p in pids[w.name]] for w in pool}
+            profilers = [start_profiler(pid, profile) for w in pool
+                         for pid in pids[w.name][1:]] if profile else []
 
+            cpu_before = {pid: cpu_seconds(pid) for w in pool for pid in pids[w.name]}
+            cpu_before[sink.pid] = cpu_seconds(sink.pid)
+            pg_before = postgres_cpu_seconds()
             t0 = time.perf_counter()
             rows = start_and_ring(rt, issue_id, datetime.now(UTC))
             t1 = time.perf_counter()
@@ -112,19 +137,24 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
 
             last_report = t1
             timeout = 120 + subscribers / 100
-            while True:
-                status, counts = issue_state(rt, issue_id)
-                if status is IssueStatus.SENT:
-                    break
+            # Watch the issue row only: counting the ledger often would cost the
+            # database as much CPU as a worker.
+            while not issue_finished(rt, issue_id):
                 if time.perf_counter() - t1 > timeout:
-                    raise RuntimeError(f"not finished after {timeout:.0f} s: {counts}")
-                if time.perf_counter() - last_report >= 10:
+                    raise RuntimeError(f"not finished after {timeout:.0f} s: "
+                                       f"{issue_state(rt, issue_id)[1]}")
+                if time.perf_counter() - last_report >= 15:
                     last_report = time.perf_counter()
-                    done = counts.get("sent", 0)
-                    print(f"  ... {done:,} sent, {done / (last_report - t1):,.0f}/s")
-                time.sleep(0.1)
+                    print(f"  ... {sink.received:,} received by the sink, "
+                          f"{sink.received / (last_report - t1):,.0f}/s")
+                time.sleep(0.2)
             t2 = time.perf_counter()
+            cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
+            pg_cpu = postgres_cpu_seconds() - pg_before
             peaks = {w.name: [peak_rss_mib(p) for p in pids[w.name]] for w in pool}
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
         finally:
             for worker in pool:
                 worker.stop()
@@ -153,6 +183,13 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         now_mib = ", ".join(f"{m:.0f}" for m in peaks[name])
         was_mib = ", ".join(f"{m:.0f}" for m in baseline[name])
         print(f"peak RSS {name:14s}{now_mib} MiB (main, pool children; {was_mib} when ready)")
+    wall = t2 - t0
+    for name in peaks:
+        shares = ", ".join(f"{cpu[p] / wall:.0%}" for p in pids[name])
+        print(f"CPU {name:19s}{shares} of one core (main, pool children)")
+    print(f"CPU smtp-sink          {cpu[sink.pid] / wall:.0%} of one core")
+    print(f"CPU PostgreSQL         {pg_cpu / wall:.0%} of one core (every backend on the machine)")
+    print(f"load average           {os.getloadavg()[0]:.1f} (2 cores, shared with other work)")
     print(f"raw pipelining sender  {raw.messages:,} in {raw.seconds:.2f} s = "
           f"{raw.per_second:,.0f} messages/s ({raw.processes} processes)")
     print(f"ours / raw             {end_to_end / raw.per_second:.0%} end to end, "
@@ -167,8 +204,11 @@ def main() -> None:
     parser.add_argument("--raw-messages", type=int, default=0,
                         help="messages for the raw sender (default: N, at most 100,000)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--profile", type=Path,
+                        help="sample each pool process with py-spy into this folder")
     args = parser.parse_args()
-    run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size)
+    run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
+        args.profile)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,11 @@ class SmtpSink:
         os.close(controller)
 
     @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
     def received(self) -> int:
         with self._lock:
             return self._received
