@@ -42,6 +42,8 @@ def fetch_articles(source: str | None) -> None:
                 raise click.ClickException(f"no such file: {path}")
             with unit_of_work(rt.sessions) as session:
                 report = load_feed_file(session, path, utcnow(), rt.settings.feed_max_bytes)
+        for reason in report.skipped:
+            click.echo(f"skipped {reason}", err=True)
         click.echo(f"{target}: {report}")
     finally:
         rt.close()

@@ -96,11 +96,12 @@ def make_article(
     )
 
 
-def parse_feed(content: bytes | str, feed_url: str, source: str | None = None) -> list[ArticleIn]:
+def parse_feed(content: bytes | str, feed_url: str, source: str | None = None,
+               skipped: list[str] | None = None) -> list[ArticleIn]:
     """Every usable entry of an RSS 2.0 or Atom document; unusable ones are left out.
 
     Relative links resolve against `feed_url` when it is a web address, else against
-    the site link the feed names.
+    the site link the feed names. Why an entry was left out is appended to `skipped`.
     """
     web = feed_url.startswith(("http://", "https://"))
     headers = {"content-location": feed_url} if web else {}
@@ -111,8 +112,9 @@ def parse_feed(content: bytes | str, feed_url: str, source: str | None = None) -
     for entry in parsed.entries:
         try:
             articles.append(_entry_article(entry, base_url, source or feed_url))
-        except ValueError:
-            continue
+        except ValueError as exc:
+            if skipped is not None:
+                skipped.append(f"{str(entry.get('id') or entry.get('link') or '?')[:200]}: {exc}")
     return articles
 
 

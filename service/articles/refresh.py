@@ -55,7 +55,9 @@ def refresh_feed(rt: Runtime, url: str, now: datetime,
     report = IngestReport()
     with unit_of_work(rt.sessions) as session:
         if not result.not_modified:
-            report = upsert_articles(session, parse_feed(result.content, result.url, url), now)
+            skipped: list[str] = []
+            report = upsert_articles(session, parse_feed(result.content, result.url, url, skipped), now)
+            report.skipped.extend(skipped)
         feed = feed_row(session, url)
         feed.etag = result.etag
         feed.last_modified = result.last_modified
@@ -79,4 +81,7 @@ def load_feed_file(session: Session, path: Path, now: datetime, max_bytes: int) 
     if len(content) > max_bytes:
         raise ValueError(f"{path} is larger than the {max_bytes} bytes allowed")
     source = f"file:{path.name}"
-    return upsert_articles(session, parse_feed(content, source, source), now)
+    skipped: list[str] = []
+    report = upsert_articles(session, parse_feed(content, source, source, skipped), now)
+    report.skipped.extend(skipped)
+    return report

@@ -33,6 +33,9 @@ def test_rss_entries_are_cleaned_and_links_resolved() -> None:
     assert 'href="https://news.example.com/more"' in first.summary_html
     assert articles["rss-3"].published_at is not None  # the later duplicate carries a date
     assert all(a.url.startswith("https://") for a in articles.values())  # javascript: link left out
+    skipped: list[str] = []
+    parse_feed(RSS, FEED_URL, skipped=skipped)
+    assert len(skipped) == 1 and "url:" in skipped[0]
 
 
 def test_atom_entries_are_cleaned() -> None:
