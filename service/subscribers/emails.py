@@ -9,6 +9,8 @@ mailed, so a lost broker message delays a confirmation but never loses it.
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +24,9 @@ from service.mail.smtp import connect
 from service.persian import single_line
 from service.runtime import Runtime
 from service.subscribers.models import Status, Subscriber
-from service.subscribers.store import CONFIRMATION_INTERVAL
+from service.subscribers.store import CONFIRMATION_INTERVAL, mark_bounced
+
+log = logging.getLogger(__name__)
 
 SEND_CONFIRMATION = "chapar.send_confirmation"
 # Long enough for a healthy worker (and its retries) to have mailed it; short enough
@@ -105,6 +109,34 @@ def mail(rt: Runtime, owed: OwedConfirmation, now: datetime) -> None:
             client.close()  # the message was accepted; a failed goodbye changes nothing
 
 
+def mailbox_refused(exc: smtplib.SMTPRecipientsRefused) -> str | None:
+    """The permanent (5xx) refusal of the recipient, or None if trying later may work."""
+    replies = list(exc.recipients.values())
+    if replies and all(500 <= code < 600 for code, _ in replies):
+        code, text = replies[0]
+        return f"{code} {text.decode('utf-8', 'replace')}"
+    return None
+
+
+def mail_or_bounce(rt: Runtime, session: Session, owed: OwedConfirmation, now: datetime) -> bool:
+    """Mail the email and record it; a permanent refusal of the mailbox marks it bounced.
+
+    A 4xx refusal or a lost connection raises OSError, so the task retries it later.
+    """
+    try:
+        mail(rt, owed, now)
+    except smtplib.SMTPRecipientsRefused as exc:
+        refusal = mailbox_refused(exc)
+        if refusal is None:
+            raise
+        # No retry and no sweep: asking again every minute for a day cannot help.
+        log.info("confirmation for subscriber %s refused: %s", owed.subscriber_id, refusal)
+        mark_bounced(session, owed.subscriber_id, now, f"confirmation refused: {refusal}")
+        return False
+    mark_confirmation_mailed(session, owed, now)
+    return True
+
+
 def send_confirmation(rt: Runtime, subscriber_id: int, now: datetime) -> bool:
     """Mail the confirmation a pending subscriber is owed; True if mailed, and never twice.
 
@@ -116,16 +148,13 @@ def send_confirmation(rt: Runtime, subscriber_id: int, now: datetime) -> bool:
         if owed is None:
             return False
         if hold_lock:
-            mail(rt, owed, now)
-            mark_confirmation_mailed(session, owed, now)
-            return True
+            return mail_or_bounce(rt, session, owed, now)
     # SQLite locks the whole database for a writing transaction; holding it across an
     # SMTP conversation would stall the web process, so there the check and the mark
     # are two short transactions (the embedded setup runs one worker).
-    mail(rt, owed, now)
     with unit_of_work(rt.sessions) as session:
-        mark_confirmation_mailed(session, owed, now)
-    return True
+        # The session only opens its transaction when mail_or_bounce writes, after SMTP.
+        return mail_or_bounce(rt, session, owed, now)
 
 
 def owed_confirmation_ids(session: Session, now: datetime, *, older_than: timedelta = SWEEP_AFTER,

@@ -10,7 +10,11 @@ from service.settings import Settings
 
 
 def rung(settings: Settings, task: str = "chapar.send_confirmation") -> list[list[object]]:
-    """The argument lists of every waiting message for `task`, oldest first."""
+    """The argument lists of every waiting message for `task`.
+
+    Roughly oldest first: kombu names the files by millisecond, so two rings within
+    one millisecond may come back in either order.
+    """
     folder = settings.broker_folder / "queue"
     if not folder.exists():
         return []
