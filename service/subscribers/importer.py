@@ -11,6 +11,7 @@ from typing import TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.persian import single_line
 from service.subscribers.addresses import AddressError, address_hash, normalize_address
 from service.subscribers.models import Status, Subscriber, Suppression
 from service.subscribers.store import record
@@ -69,6 +70,7 @@ def import_batch(
     allow_smtputf8: bool = False,
 ) -> None:
     """Import one batch of (line, raw address); the caller commits between batches."""
+    source = single_line(source)[:200]  # it is typed by an editor; the column holds 200
     valid: dict[str, int] = {}
     for line, raw in rows:
         try:

@@ -101,3 +101,10 @@ def test_a_file_without_an_email_column_is_refused() -> None:
     with pytest.raises(ValueError, match="no email column"):
         list(read_addresses(io.StringIO("name,phone\nSara,0912\n")))
     assert list(read_addresses(io.StringIO(""))) == []
+
+
+def test_an_overlong_or_multiline_source_is_kept_to_one_line(session: Session) -> None:
+    run(session, "email\nlong@example.com\n", source="import:" + "x" * 300 + "\r\nmore")
+    subscriber = store.find_by_email(session, "long@example.com")
+    assert subscriber is not None
+    assert len(subscriber.consent_source) == 200 and "\n" not in subscriber.consent_source
