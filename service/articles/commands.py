@@ -47,3 +47,57 @@ def fetch_articles(source: str | None) -> None:
         click.echo(f"{target}: {report}")
     finally:
         rt.close()
+
+
+@articles.command("list")
+@click.option("--limit", default=30, show_default=True, type=int)
+def list_articles(limit: int) -> None:
+    """The newest articles with their ids and flags."""
+    from service.articles.curation import recent_articles
+    from service.persian import jalali_datetime
+
+    rt = Runtime.from_settings(Settings())
+    try:
+        with rt.sessions() as session:
+            for a in recent_articles(session, limit):
+                flags = ("📌 " if a.pinned else "") + ("✗ " if a.excluded else "")
+                when = jalali_datetime(a.published_at, rt.settings.tz)
+                click.echo(f"{a.id:>6}  {flags}{when}  {a.title}")
+    finally:
+        rt.close()
+
+
+def _mark(article_id: int, **flags: bool) -> None:
+    from service.articles.curation import NoSuchArticle, mark
+
+    rt = Runtime.from_settings(Settings())
+    try:
+        with unit_of_work(rt.sessions) as session:
+            article = mark(session, article_id, **flags)
+            state = "pinned" if article.pinned else "excluded" if article.excluded else "normal"
+            click.echo(f"article {article.id} is {state}: {article.title}")
+    except NoSuchArticle as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        rt.close()
+
+
+@articles.command("pin")
+@click.argument("article_id", type=int)
+def pin(article_id: int) -> None:
+    """Put an article first in the next issue (even if it is older than the window)."""
+    _mark(article_id, pinned=True)
+
+
+@articles.command("exclude")
+@click.argument("article_id", type=int)
+def exclude(article_id: int) -> None:
+    """Keep an article out of every issue."""
+    _mark(article_id, excluded=True)
+
+
+@articles.command("reset")
+@click.argument("article_id", type=int)
+def reset(article_id: int) -> None:
+    """Neither pinned nor excluded."""
+    _mark(article_id, pinned=False, excluded=False)
