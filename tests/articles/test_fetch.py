@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from service.articles.fetch import (
     fetch,
 )
 from tests.articles.feeds import RSS
-from tests.articles.feedserver import FeedServer, Route, feed_server
+from tests.articles.feedserver import FeedServer, Route, feed_server, self_signed_context
 
 
 @pytest.fixture
@@ -134,3 +135,13 @@ def test_only_http_and_https_are_fetched(url: str) -> None:
 def test_public_addresses_pass_the_default_policy() -> None:
     DEFAULT_POLICY.check(ipaddress.ip_address("93.184.216.34"), 443)
     DEFAULT_POLICY.check(ipaddress.ip_address("2606:2800:220:1:248:1893:25c8:1946"), 443)
+
+
+def test_https_certificates_are_verified(tmp_path: Path) -> None:
+    """An https feed is fetched over TLS and its certificate checked: a self-signed one fails."""
+    with feed_server(tls=self_signed_context(tmp_path)) as server:
+        server.routes["/feed"] = Route(body=b"<rss/>")
+        url = server.url("/feed")
+        assert url.startswith("https://")
+        with pytest.raises(FetchFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            fetch(url, timeout=5, max_bytes=1000, policy=only(server))
