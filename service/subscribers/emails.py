@@ -33,6 +33,9 @@ SEND_CONFIRMATION = "chapar.send_confirmation"
 # that a reader waiting for the email is not left waiting long.
 SWEEP_AFTER = timedelta(minutes=5)
 SWEEP_BATCH = 1000
+# While SMTP is down, a rung task is still retrying with back-off; ringing again every
+# minute would only pile up copies of it. Where Redis is at hand, ring at most this often.
+RERING_AFTER = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -181,10 +184,22 @@ def owed_confirmation_ids(session: Session, now: datetime, *, older_than: timede
     return list(session.scalars(query))
 
 
+def recently_rung(rt: Runtime, subscriber_id: int) -> bool:
+    """Whether the sweeper rang for this subscriber within RERING_AFTER (Redis only)."""
+    if rt.redis is None:
+        return False  # the embedded setup: one worker, a few readers; ring every sweep
+    first = rt.redis.set(f"chapar:confirmation-rung:{subscriber_id}", "1", nx=True,
+                         ex=int(RERING_AFTER.total_seconds()))
+    return not first
+
+
 def sweep_confirmations(rt: Runtime, now: datetime) -> int:
     """Ring again for every confirmation that was owed but never mailed; how many rung."""
     with rt.sessions() as session:
         ids = owed_confirmation_ids(session, now)
+    rung = 0
     for subscriber_id in ids:
-        rt.ring(SEND_CONFIRMATION, subscriber_id)
-    return len(ids)
+        if not recently_rung(rt, subscriber_id):
+            rt.ring(SEND_CONFIRMATION, subscriber_id)
+            rung += 1
+    return rung

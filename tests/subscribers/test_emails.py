@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.runtime import Runtime
 from service.subscribers import emails, store
 from service.subscribers.models import Status, Subscriber
+from tests.conftest import make_settings, truncate_all
 from tests.subscribers.rings import rung
 from tests.support.smtp import SmtpRecorder
 
@@ -199,3 +202,32 @@ def test_a_mailbox_that_does_not_exist_is_marked_bounced_not_retried(
         assert "550" in (found.events[-1].detail or "")
         assert emails.owed_confirmation_ids(session, utcnow()) == []
     assert smtp.messages == []
+
+
+def test_while_smtp_is_down_the_sweeper_rings_each_request_once_a_quarter_hour(
+    database_url: str, redis_db: str, tmp_path: Path
+) -> None:
+    client = Redis.from_url(redis_db)
+    client.flushdb()
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
+                                             redis_url=redis_db))
+    truncate_all(rt)
+    try:
+        sid = subscribe(rt, "patient@example.com", minutes_ago=10)
+        assert emails.sweep_confirmations(rt, utcnow()) == 1
+        assert emails.sweep_confirmations(rt, utcnow()) == 0  # its task may still be retrying
+        assert rung(rt.settings) == [[sid]]
+        ttl = client.ttl(f"chapar:confirmation-rung:{sid}")
+        assert 0 < ttl <= emails.RERING_AFTER.total_seconds()
+        client.delete(f"chapar:confirmation-rung:{sid}")  # a quarter of an hour later
+        assert emails.sweep_confirmations(rt, utcnow()) == 1
+    finally:
+        truncate_all(rt)
+        rt.close()
+
+
+def test_without_redis_every_sweep_rings(runtime: Runtime) -> None:
+    subscribe(runtime, "embedded@example.com", minutes_ago=10)
+    assert emails.sweep_confirmations(runtime, utcnow()) == 1
+    assert emails.sweep_confirmations(runtime, utcnow()) == 1
+    assert len(rung(runtime.settings)) == 2
