@@ -36,7 +36,7 @@ from service.digests.models import Issue, IssueStatus
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
-CHUNK = 50  # rows marked `sending` at once: the most a killed worker can leave uncertain
+CHUNK = 100  # rows marked `sending` at once: the most a killed worker can leave uncertain
 IDLE_CHECK_SECONDS = 20.0
 TASK_BUDGET_SECONDS = 120.0  # then the task rings again and returns, so no task runs for hours
 
