@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TextIO
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.persian import single_line
@@ -89,18 +90,51 @@ def import_batch(
     erased = set(session.scalars(
         select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
     ))
+    fresh: list[str] = []
     for address in valid:
         if address in existing:
             report.already_present += 1
         elif address_hash(secret_key, address) in erased:
             report.suppressed += 1
         else:
-            subscriber = Subscriber(
-                email=address, status=status, created_at=now, updated_at=now,
-                confirmed_at=now if status is Status.CONFIRMED else None,
-                consent_source=source, consent_at=now,
-            )
-            session.add(subscriber)
-            record(session, subscriber, "import", source, now)
-            report.added += 1
-    session.flush()
+            fresh.append(address)
+    added = insert_new(session, fresh, source=source, status=status, now=now)
+    report.added += added
+    report.already_present += len(fresh) - added
+
+
+def insert_new(session: Session, addresses: list[str], *, source: str, status: Status,
+               now: datetime) -> int:
+    """Insert subscribers believed new; how many were. One that appeared meanwhile is left be.
+
+    A reader may subscribe on the web between our look-up and our insert: the whole
+    batch goes in at once, and only if that fails is it retried row by row.
+    """
+
+    def add(address: str) -> None:
+        subscriber = Subscriber(
+            email=address, status=status, created_at=now, updated_at=now,
+            confirmed_at=now if status is Status.CONFIRMED else None,
+            consent_source=source, consent_at=now,
+        )
+        session.add(subscriber)
+        record(session, subscriber, "import", source, now)
+
+    try:
+        with session.begin_nested():
+            for address in addresses:
+                add(address)
+            session.flush()
+        return len(addresses)
+    except IntegrityError:
+        pass
+    added = 0
+    for address in addresses:
+        try:
+            with session.begin_nested():
+                add(address)
+                session.flush()
+            added += 1
+        except IntegrityError:
+            continue  # it exists now; whoever added it recorded its own consent
+    return added

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.subscribers import store
-from service.subscribers.importer import ImportReport, import_batch, read_addresses
+from service.subscribers.importer import ImportReport, import_batch, insert_new, read_addresses
 from service.subscribers.models import Status, Subscriber
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -108,3 +108,17 @@ def test_an_overlong_or_multiline_source_is_kept_to_one_line(session: Session) -
     subscriber = store.find_by_email(session, "long@example.com")
     assert subscriber is not None
     assert len(subscriber.consent_source) == 200 and "\n" not in subscriber.consent_source
+
+
+def test_an_address_subscribed_on_the_web_meanwhile_is_left_as_it_is(session: Session) -> None:
+    # A reader subscribed between the importer's look-up and its insert.
+    web = store.subscribe(session, "race@example.com", store.Consent("web:subscribe-page"), NOW)
+    added = insert_new(session, ["first@example.com", "race@example.com", "last@example.com"],
+                       source="import:list.csv", status=Status.CONFIRMED, now=NOW)
+    assert added == 2
+    assert emails(session) == ["first@example.com", "last@example.com", "race@example.com"]
+    race = store.find_by_email(session, "race@example.com")
+    assert race is not None and race.id == web.subscriber_id
+    assert race.status is Status.PENDING and race.consent_source == "web:subscribe-page"
+    last = store.find_by_email(session, "last@example.com")
+    assert last is not None and [e.kind for e in last.events] == ["import"]
