@@ -14,6 +14,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.delivery.models import Bounce, Delivery
 from service.subscribers.addresses import address_hash
 from service.subscribers.models import (
     SUPPRESSED,
@@ -215,6 +216,17 @@ def erase(session: Session, subscriber_id: int, now: datetime, secret_key: str) 
     digest = address_hash(secret_key, subscriber.email)
     if session.get(Suppression, digest) is None:
         session.add(Suppression(email_hash=digest, reason="erased", at=now))
+    # The ledger keeps an anonymous line per message sent (the foreign keys turn to
+    # NULL); what could name the reader - the bounced address, the server's words
+    # about it - goes with them.
+    session.execute(
+        update(Bounce).where(Bounce.subscriber_id == subscriber_id)
+        .values(recipient=None, detail=None).execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Delivery).where(Delivery.subscriber_id == subscriber_id)
+        .values(last_error=None).execution_options(synchronize_session=False)
+    )
     session.delete(subscriber)
     session.flush()
     return True

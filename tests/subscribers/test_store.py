@@ -4,8 +4,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.delivery.models import Bounce
 from service.subscribers import store
 from service.subscribers.addresses import normalize_address
 from service.subscribers.models import Status, Subscriber
@@ -169,3 +171,19 @@ def test_export_holds_everything_about_one_subscriber(session: Session) -> None:
     }
     assert [h["event"] for h in data["history"]] == ["subscribe", "confirm"]
     json.dumps(data)  # JSON-safe as it is
+
+
+def test_erasing_forgets_the_address_in_bounce_reports_too(session: Session) -> None:
+    sid = store.subscribe(session, "bounced@example.com", CONSENT, NOW).subscriber_id
+    other = store.subscribe(session, "kept@example.com", CONSENT, NOW).subscriber_id
+    for owner, address in ((sid, "bounced@example.com"), (other, "kept@example.com")):
+        session.add(Bounce(received_at=NOW, subscriber_id=owner, kind="hard", recipient=address,
+                           detail=f"550 5.1.1 <{address}>: no such user"))
+    session.flush()
+    store.erase(session, sid, NOW, SECRET)
+    session.expire_all()
+    rows = session.scalars(select(Bounce).order_by(Bounce.id)).all()
+    assert [(b.subscriber_id, b.recipient, b.detail) for b in rows] == [
+        (None, None, None),  # an anonymous record that something bounced, nothing more
+        (other, "kept@example.com", "550 5.1.1 <kept@example.com>: no such user"),
+    ]
