@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
 from service.delivery import ledger
+from service.delivery.models import Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
 from service.runtime import Runtime
 
@@ -35,6 +36,14 @@ def sweep_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Swe
     report = SweepReport(
         uncertain=ledger.expire_leases(session, now, resend_uncertain),
         failed=ledger.fail_expired(session, now),
+    )
+    # A chunk on the wire when its issue was cancelled may come back deferred: settle it.
+    cancelled = select(Issue.id).where(Issue.status == IssueStatus.CANCELLED)
+    session.execute(
+        update(Delivery)
+        .where(Delivery.issue_id.in_(cancelled), Delivery.status.in_(ledger.CLAIMABLE))
+        .values(status=DeliveryStatus.CANCELLED, lease_until=None, updated_at=now)
+        .execution_options(synchronize_session=False)
     )
     sending = session.scalars(select(Issue.id).where(Issue.status == IssueStatus.SENDING)).all()
     for issue_id in sending:

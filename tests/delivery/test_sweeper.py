@@ -1,0 +1,81 @@
+"""The sweeper settles what crashes and lost doorbells leave behind."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.delivery import ledger
+from service.delivery.models import Delivery, DeliveryStatus
+from service.delivery.sweeper import sweep_ledger
+from service.digests.models import Issue, IssueStatus
+from tests.delivery.factories import NOW, add_subscribers, make_issue
+
+
+def started(session: Session, subscribers: int, number: int = 1) -> tuple[int, list[int]]:
+    add_subscribers(session, subscribers, prefix=f"i{number}-")
+    issue_id = make_issue(session, number).id
+    ledger.start_send(session, issue_id, NOW, timedelta(hours=48))
+    ids = list(session.scalars(select(Delivery.id).where(Delivery.issue_id == issue_id)
+                               .order_by(Delivery.id)))
+    return issue_id, ids
+
+
+def set_rows(session: Session, ids: list[int], **values: object) -> None:
+    session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(**values))
+
+
+def row(session: Session, delivery_id: int) -> Delivery:
+    found = session.get(Delivery, delivery_id, populate_existing=True)
+    assert found is not None
+    return found
+
+
+def test_rows_a_dead_worker_left_sending_become_recorded_uncertain_retries(session: Session) -> None:
+    issue_id, ids = started(session, 3)
+    set_rows(session, ids[:2], status=DeliveryStatus.SENDING, lease_until=NOW - timedelta(seconds=1))
+    set_rows(session, ids[2:], status=DeliveryStatus.SENDING, lease_until=NOW + timedelta(minutes=5))
+    report = sweep_ledger(session, NOW, resend_uncertain=True)
+    assert report.uncertain == 2 and report.rung == [issue_id]
+    assert [row(session, i).status for i in ids] == [DeliveryStatus.DEFERRED] * 2 + [DeliveryStatus.SENDING]
+    assert row(session, ids[0]).uncertain_count == 1
+    assert row(session, ids[2]).uncertain_count == 0  # its worker may still be alive
+
+
+def test_hold_policy_keeps_uncertain_rows_for_ops(session: Session) -> None:
+    _, ids = started(session, 1)
+    set_rows(session, ids, status=DeliveryStatus.SENDING, lease_until=NOW - timedelta(seconds=1))
+    sweep_ledger(session, NOW, resend_uncertain=False)
+    assert row(session, ids[0]).status is DeliveryStatus.UNCERTAIN
+
+
+def test_deferred_rows_past_their_give_up_time_fail_and_the_issue_finishes(session: Session) -> None:
+    issue_id, ids = started(session, 2)
+    set_rows(session, ids[:1], status=DeliveryStatus.SENT)
+    set_rows(session, ids[1:], status=DeliveryStatus.DEFERRED, next_attempt_at=NOW,
+             give_up_at=NOW - timedelta(minutes=1))
+    report = sweep_ledger(session, NOW, resend_uncertain=True)
+    assert report.failed == 1 and report.finished == [issue_id] and not report.rung
+    issue = session.get(Issue, issue_id, populate_existing=True)
+    assert issue is not None and issue.status is IssueStatus.SENT and issue.finished_at == NOW
+
+
+def test_only_due_rows_ring_and_paused_issues_stay_quiet(session: Session) -> None:
+    waiting, ids = started(session, 1, number=1)
+    set_rows(session, ids, status=DeliveryStatus.DEFERRED, next_attempt_at=NOW + timedelta(minutes=5))
+    paused, _ = started(session, 1, number=2)
+    session.execute(update(Issue).where(Issue.id == paused).values(status=IssueStatus.PAUSED))
+    report = sweep_ledger(session, NOW, resend_uncertain=True)
+    assert report.rung == [] and report.finished == []
+    assert sweep_ledger(session, NOW + timedelta(minutes=6), resend_uncertain=True).rung == [waiting]
+
+
+def test_rows_of_a_cancelled_issue_that_came_back_deferred_are_cancelled(session: Session) -> None:
+    issue_id, ids = started(session, 2)
+    session.execute(update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.CANCELLED))
+    set_rows(session, ids[:1], status=DeliveryStatus.DEFERRED)
+    set_rows(session, ids[1:], status=DeliveryStatus.SENT)
+    sweep_ledger(session, NOW, resend_uncertain=True)
+    assert [row(session, i).status for i in ids] == [DeliveryStatus.CANCELLED, DeliveryStatus.SENT]
