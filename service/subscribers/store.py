@@ -52,8 +52,11 @@ def record(session: Session, subscriber: Subscriber, kind: str, source: str, now
                                 detail=detail))
 
 
-def subscribe(session: Session, email: str, consent: Consent, now: datetime) -> SubscribeOutcome:
-    """Ask to subscribe `email` (already normalised); a confirmation is owed at most once a day.
+def subscribe(session: Session, email: str, consent: Consent, now: datetime, *,
+              interval: timedelta = CONFIRMATION_INTERVAL) -> SubscribeOutcome:
+    """Ask to subscribe `email` (normalised); a confirmation is owed at most once per `interval`.
+
+    The interval is a day unless the settings allow more confirmation emails a day.
 
     A confirmed address stays confirmed; a suppressed one (unsubscribed, bounced,
     complained) goes back to pending and is only mailed again once it confirms.
@@ -88,11 +91,13 @@ def subscribe(session: Session, email: str, consent: Consent, now: datetime) -> 
         subscriber.consent_user_agent = (consent.user_agent or "")[:300] or None
         subscriber.updated_at = now
         session.flush()
-    return SubscribeOutcome(subscriber.id, claim_confirmation(session, subscriber.id, now))
+    return SubscribeOutcome(subscriber.id,
+                            claim_confirmation(session, subscriber.id, now, interval=interval))
 
 
-def claim_confirmation(session: Session, subscriber_id: int, now: datetime) -> bool:
-    """Take the right to send a confirmation email; at most one per address per day.
+def claim_confirmation(session: Session, subscriber_id: int, now: datetime, *,
+                       interval: timedelta = CONFIRMATION_INTERVAL) -> bool:
+    """Take the right to send a confirmation email; at most one per address per interval.
 
     One conditional UPDATE, so concurrent requests for the same address (any number
     of web processes) let exactly one of them through.
@@ -103,7 +108,7 @@ def claim_confirmation(session: Session, subscriber_id: int, now: datetime) -> b
             Subscriber.id == subscriber_id,
             Subscriber.status == Status.PENDING,
             or_(Subscriber.confirmation_requested_at.is_(None),
-                Subscriber.confirmation_requested_at <= now - CONFIRMATION_INTERVAL),
+                Subscriber.confirmation_requested_at <= now - interval),
         )
         .values(confirmation_requested_at=now)
         .execution_options(synchronize_session=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -122,9 +123,11 @@ async def subscribe_fields(request: Request, rt: Runtime, fields: dict[str, str]
         user_agent=single_line(request.headers.get("user-agent", ""))[:300] or None,
     )
 
+    interval = timedelta(days=1) / rt.settings.confirm_emails_per_address_per_day
+
     def work() -> store.SubscribeOutcome:
         with unit_of_work(rt.sessions) as session:
-            return store.subscribe(session, address, consent, utcnow())
+            return store.subscribe(session, address, consent, utcnow(), interval=interval)
 
     outcome = await run_in_threadpool(work)
     if outcome.send_confirmation:

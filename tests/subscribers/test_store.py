@@ -187,3 +187,14 @@ def test_erasing_forgets_the_address_in_bounce_reports_too(session: Session) -> 
         (None, None, None),  # an anonymous record that something bounced, nothing more
         (other, "kept@example.com", "550 5.1.1 <kept@example.com>: no such user"),
     ]
+
+
+def test_a_shorter_interval_allows_more_confirmations_a_day(session: Session) -> None:
+    twice_a_day = timedelta(hours=12)
+    first = store.subscribe(session, "often@example.com", CONSENT, NOW, interval=twice_a_day)
+    soon = store.subscribe(session, "often@example.com", CONSENT, NOW + timedelta(hours=11),
+                           interval=twice_a_day)
+    later = store.subscribe(session, "often@example.com", CONSENT, NOW + timedelta(hours=12),
+                            interval=twice_a_day)
+    assert (first.send_confirmation, soon.send_confirmation, later.send_confirmation) == (
+        True, False, True)
