@@ -31,12 +31,18 @@ COPY_ROWS = 50_000
 
 
 @contextmanager
-def throwaway_database() -> Iterator[str]:
-    """CREATE DATABASE chapar_bench_<hex>, migrated to head; dropped afterwards."""
+def throwaway_database(synchronous_commit: bool = True) -> Iterator[str]:
+    """CREATE DATABASE chapar_bench_<hex>, migrated to head; dropped afterwards.
+
+    synchronous_commit=False is a diagnosis only (a commit no longer waits for the
+    WAL flush): it shows how much of the time is commit latency.
+    """
     name = f"chapar_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+        if not synchronous_commit:
+            connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
         upgrade(url)
