@@ -71,8 +71,15 @@ def current_issue(session: Session, now: datetime) -> IssueProgress | None:
                                    Delivery.status == DeliveryStatus.SENT,
                                    Delivery.sent_at >= now - RATE_WINDOW)
     ) or 0
-    return IssueProgress(issue.number, issue.subject, issue.status.value,
-                         ledger.counts(session, issue.id), recent / RATE_WINDOW.total_seconds(),
+    counts = ledger.counts(session, issue.id)
+    started = issue.send_started_at or now
+    if issue.finished_at is not None:  # finished: the average over the whole send
+        seconds = (issue.finished_at - started).total_seconds()
+        rate = counts["sent"] / max(1.0, seconds)
+    else:  # sending: the last minute, or since the start when that was less than a minute ago
+        seconds = min(RATE_WINDOW.total_seconds(), (now - started).total_seconds())
+        rate = recent / max(1.0, seconds)
+    return IssueProgress(issue.number, issue.subject, issue.status.value, counts, rate,
                          issue.send_started_at, issue.finished_at)
 
 
@@ -106,7 +113,8 @@ def render_text(snap: Snapshot) -> str:
             f" / failed {c['failed']} / uncertain {c['uncertain']}"
             f" (possible duplicates on record {c['possible_duplicates']})"
             f" / cancelled {c['cancelled']} of {issue.total}")
-        lines.append(f"  rate: {issue.rate:.1f} messages/s over the last minute")
+        span = "on average" if issue.finished_at else "over the last minute"
+        lines.append(f"  rate: {issue.rate:.1f} messages/s {span}")
         if issue.status == IssueStatus.SENT.value:
             lines.append("  finished: no row is pending")
     lines.append(f"next scheduled issue: {snap.next_slot}")
