@@ -131,6 +131,12 @@ class DeliveryAgent:
             chunk = self._skip_paused_domains(chunk)
             if not chunk:
                 continue
+            if unrecorded and (self.throttle.limited or not self.connection.is_open()):
+                # About to wait (rate limit, reconnect): settle the last chunk first, so
+                # its rows are not left `sending` long enough to look abandoned.
+                with unit_of_work(self.rt.sessions) as session:
+                    self._record(session, unrecorded)
+                unrecorded.clear()
             self.throttle.acquire(Counter(r.domain for r in chunk))
             if not self._connected():
                 self._defer_all(chunk, worker, lease, "cannot connect to the SMTP server")

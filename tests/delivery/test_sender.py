@@ -201,3 +201,11 @@ def test_at_least_once_policy_resends_uncertain_rows_and_counts_the_duplicates(
     for email in emails:
         assert counts[email] - 1 <= r[email].uncertain_count
     assert counts[emails[0]] == 2
+
+
+def test_a_rate_limited_send_still_delivers_everyone_once(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 90)
+    agent = DeliveryAgent(with_settings(runtime, send_rate_per_second=40.0))
+    assert agent.throttle.largest_chunk(100) == 40
+    report = agent.deliver(issue_id)
+    assert report.finished and smtp.counts() == Counter({e: 1 for e in emails})
