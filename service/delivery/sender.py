@@ -101,6 +101,8 @@ class DeliveryAgent:
                 return report
             report.claimed += len(batch)
             if not self._send_batch(issue_id, message, batch, worker, lease, report):
+                with unit_of_work(self.rt.sessions) as session:  # all rows may have settled
+                    report.finished = ledger.finish_if_done(session, issue_id, self.clock())
                 return report
             if time.monotonic() - started > budget:
                 report.more = True

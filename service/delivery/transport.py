@@ -78,8 +78,10 @@ class _Lost(Exception):
 class SmtpConnection:
     """One logged-in SMTP session, reused for as many messages as it lives."""
 
-    def __init__(self, target: SmtpTarget, *, timeout: float = 60.0, helo: str = "localhost") -> None:
+    def __init__(self, target: SmtpTarget, *, timeout: float = 60.0, helo: str = "localhost",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.target = target
+        self.tls = tls or ssl.create_default_context()  # certificates verified by default
         self.timeout = timeout
         self.helo = helo
         self.sock: socket.socket | None = None
@@ -89,11 +91,15 @@ class SmtpConnection:
 
     # -- setup ---------------------------------------------------------------------------
     def open(self) -> None:
-        sock = socket.create_connection((self.target.host, self.target.port), timeout=self.timeout)
-        # Small pipelined writes must not wait for the previous write's ACK (Nagle).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.target.tls == "implicit":
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.target.host)
+        """Connect, greet, secure and log in; raises SmtpError for every way that fails."""
+        try:
+            sock = socket.create_connection((self.target.host, self.target.port), timeout=self.timeout)
+            # Small pipelined writes must not wait for the previous write's ACK (Nagle).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.target.tls == "implicit":
+                sock = self.tls.wrap_socket(sock, server_hostname=self.target.host)
+        except OSError as exc:
+            raise SmtpError(None, f"cannot connect: {exc}") from exc
         self.sock, self._buffer = sock, b""
         try:
             self._expect(220, self._reply())
@@ -102,7 +108,7 @@ class SmtpConnection:
                 if "STARTTLS" not in self.extensions:
                     raise SmtpError(None, "server does not offer STARTTLS")
                 self._command(b"STARTTLS\r\n", 220)
-                self.sock = ssl.create_default_context().wrap_socket(
+                self.sock = self.tls.wrap_socket(
                     self.sock, server_hostname=self.target.host)
                 self._buffer = b""
                 self._ehlo()

@@ -209,3 +209,26 @@ def test_a_rate_limited_send_still_delivers_everyone_once(runtime: Runtime, smtp
     assert agent.throttle.largest_chunk(100) == 40
     report = agent.deliver(issue_id)
     assert report.finished and smtp.counts() == Counter({e: 1 for e in emails})
+
+
+def test_an_unreachable_smtp_server_defers_the_rows_and_gives_up_at_their_deadline(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    from service.delivery.transport import SmtpConnection
+    from service.settings import SmtpTarget
+    from tests.delivery.conftest import free_port
+
+    issue_id, _ = start(runtime, 3)
+    agent = DeliveryAgent(runtime)
+    agent.connection = SmtpConnection(SmtpTarget(host="127.0.0.1", port=free_port()), timeout=2)
+    report = agent.deliver(issue_id)
+    assert report.outcomes["deferred"] == 3 and not report.finished
+    r = rows(runtime, issue_id)
+    assert all(x.status is DeliveryStatus.DEFERRED and "connect" in (x.last_error or "") for x in r.values())
+    # Past the give-up time a further failure is final.
+    with unit_of_work(runtime.sessions) as session:
+        session.execute(update(Delivery).values(give_up_at=utcnow() - timedelta(seconds=1)))
+    make_due(runtime, issue_id)
+    agent.deliver(issue_id)
+    assert {x.status for x in rows(runtime, issue_id).values()} == {DeliveryStatus.FAILED}
+    assert issue_status(runtime, issue_id) is IssueStatus.SENT
+    assert not smtp.counts()

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
+import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import dkim
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.delivery.dkim import DkimSigner
 from service.delivery.message import IssueMessage, Recipient
 from service.delivery.transport import Envelope as Outgoing
-from service.delivery.transport import SmtpConnection, classify
+from service.delivery.transport import SmtpConnection, SmtpError, classify
 from service.settings import SmtpTarget
 from service.tokens import Tokens
 from tests.delivery.conftest import free_port
@@ -129,3 +133,71 @@ def test_dkim_signature_verifies_and_covers_the_bulk_headers() -> None:
     tampered = data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                             b"List-Unsubscribe-Post: List-Unsubscribe=Two-Click")
     assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_tls_and_auth_as_the_smtp_url_says(tmp_path: Path, mode: str) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"s3cret", handled=False)
+
+    handler = PipeliningHandler()
+    port = free_port()
+    options: dict[str, Any] = {"authenticator": authenticator, "auth_require_tls": True}
+    if mode == "starttls":
+        options.update(tls_context=server_tls, require_starttls=True)
+    else:  # aiosmtpd only counts STARTTLS as TLS for its auth_require_tls check
+        options.update(ssl_context=server_tls, auth_require_tls=False)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        scheme = "smtp+starttls" if mode == "starttls" else "smtps"
+        target = SmtpTarget.from_url(f"{scheme}://news:s3cret@127.0.0.1:{port}")
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        connection = SmtpConnection(target, tls=client_tls)
+        connection.open()
+        assert isinstance(connection.sock, ssl.SSLSocket)
+        results = connection.send_many([Outgoing("a@x.test", "b@x.test", b"Subject: x\r\n\r\nbody\r\n")])
+        assert [r.kind for r in results] == ["sent"] and len(handler.received) == 1
+        assert logins == [(b"news", b"s3cret")]
+        connection.close()
+
+        wrong = SmtpConnection(SmtpTarget.from_url(f"{scheme}://news:wrong@127.0.0.1:{port}"),
+                               tls=client_tls)
+        with pytest.raises(SmtpError) as refused:
+            wrong.open()
+        assert refused.value.code == 535
+        # An unverifiable certificate is refused: no silent downgrade to trusting anyone.
+        with pytest.raises(SmtpError):
+            SmtpConnection(target).open()
+    finally:
+        controller.stop()
