@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,16 +33,40 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def claim_redis_index() -> tuple[int, str | None]:
+    """A Redis database number no other test run on this machine holds, and its claim key.
+
+    Runs side by side on one machine would otherwise flush each other's queues and
+    limits, or consume each other's tasks. Claims live in database 0 and expire, so a
+    killed run frees its number; if all are held, share one as before.
+    """
+    registry = Redis.from_url(f"{REDIS_URL}/0")
+    indexes = random.sample(range(1, 16), 15)
+    try:
+        for index in indexes:
+            key = f"chapar-test-redis-db:{index}"
+            if registry.set(key, str(os.getpid()), nx=True, ex=6 * 3600):
+                return index, key
+    finally:
+        registry.close()
+    return indexes[0], None
+
+
 @pytest.fixture(scope="session")
 def redis_db() -> Iterator[str]:
     """A Redis database number of our own for this run, flushed before and after."""
-    index = random.randint(1, 15)
+    index, claim = claim_redis_index()
+    print(f"redis test database: {index}")
     url = f"{REDIS_URL}/{index}"
     client = Redis.from_url(url)
     client.flushdb()
     yield url
     client.flushdb()
     client.close()
+    if claim:
+        registry = Redis.from_url(f"{REDIS_URL}/0")
+        registry.delete(claim)
+        registry.close()
 
 
 @pytest.fixture(scope="session")
