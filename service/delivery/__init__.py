@@ -1,1 +1,30 @@
-"""Delivery: the ledger of (issue, subscriber) rows, and the workers that send them."""
+"""Delivery: the ledger of (issue, subscriber) rows, and the workers that send them.
+
+How a send goes (RELIABILITY.md says why):
+
+1. `control.start_and_ring` moves a draft issue to sending and writes one ledger
+   row per confirmed subscriber in one INSERT ... SELECT (`ledger.start_send`),
+   commits, then rings `chapar.send_batch(issue_id)` a few times. Messages carry
+   the issue id only.
+2. A worker (`sender.DeliveryAgent`) claims up to `send_batch_size` due rows with
+   FOR UPDATE SKIP LOCKED (a lease, not a status change), then per chunk of 100:
+   marks them `sending` in the same transaction that records the previous chunk,
+   sends them over its persistent, pipelining SMTP connection (`transport`) with
+   bytes joined from a message built once per issue (`message`), and records each
+   row's outcome.
+3. Outcomes: 2xx sent; 4xx, or a connection lost before the final "." reached the
+   kernel, deferred with back-off in `next_attempt_at` until `give_up_at`, then
+   failed; 5xx failed, and a "no such mailbox" marks the subscriber bounced; a 421
+   also pauses its receiving domain for every worker (`throttle`).
+4. The stated policy for uncertain outcomes - a connection lost after the "." was
+   written, or a worker that died with rows `sending` (found by the sweeper when
+   their lease runs out): every such event adds one to the row's
+   `uncertain_count`, so every possible duplicate is on record. With
+   CHAPAR_RESEND_UNCERTAIN=true (the default, at-least-once) the row is retried
+   and a reader may get a second copy with the same Message-ID; with false
+   (at-most-once) the row stays `uncertain` for ops to decide
+   (`chapar digest retry-failed` does not touch it).
+5. The sweeper (beat, every minute) settles expired leases and give-up times,
+   finishes issues with no pending row, and rings again for issues with due rows,
+   so a broker that lost every message only delays a send.
+"""
