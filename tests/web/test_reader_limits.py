@@ -119,3 +119,26 @@ def test_with_redis_unreachable_readers_still_subscribe_and_get_one_email(
     finally:
         truncate_all(rt)
         rt.close()
+
+
+def test_past_the_per_address_limit_the_address_is_left_alone(database_url: str, redis_db: str,
+                                                              tmp_path: Path) -> None:
+    forget_limits(redis_db)
+    rt = Runtime.from_settings(make_settings(
+        tmp_path, database_url=database_url, redis_url=redis_db,
+        subscribe_rate_per_client="100/minute", subscribe_rate_per_address="2/hour",
+    ))
+    truncate_all(rt)
+    try:
+        client = TestClient(create_app(rt), raise_server_exceptions=False)
+        answers = [client.post("/subscribe", data={"email": "target@example.com", "source": source})
+                   for source in ("first", "second", "third")]
+        assert {(a.status_code, a.text) for a in answers} == {(answers[0].status_code, answers[0].text)}
+        with rt.sessions() as session:
+            target = find_by_email(session, "target@example.com")
+            assert target is not None
+            assert target.consent_source == "web:second"  # the third never reached the store
+            assert [e.kind for e in target.events] == ["subscribe"]
+    finally:
+        truncate_all(rt)
+        rt.close()
