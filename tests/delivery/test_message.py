@@ -8,7 +8,8 @@ from email import message_from_bytes, policy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.delivery.message import IssueMessage, LastingSigner, Recipient, read_verp
+from service.bounces.verp import read_verp
+from service.delivery.message import IssueMessage, LastingSigner, Recipient
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
 from service.tokens import Purpose, Tokens
 from tests.delivery.factories import issue_html

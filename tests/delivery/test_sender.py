@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from service.bounces.verp import read_verp
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.delivery import ledger
-from service.delivery.message import message_id, read_verp
+from service.delivery.message import message_id
 from service.delivery.models import Delivery, DeliveryStatus
 from service.delivery.sender import DeliveryAgent
 from service.digests.models import Issue, IssueStatus
