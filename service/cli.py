@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -108,6 +110,7 @@ def up(port: int) -> None:
     smtp = settings.smtp
     click.echo(f"\n  Chapar is starting. Open {settings.public_url}/ to subscribe.\n"
                f"  Mail is captured as .eml files in {settings.mail_capture_dir}\n")
+    threading.Thread(target=report_when_sent, args=(settings,), daemon=True).start()
     commands = [
         chapar_command("smtp-capture", "--host", smtp.host, "--port", str(smtp.port)),
         chapar_command("worker", "--concurrency", "2"),
@@ -115,6 +118,25 @@ def up(port: int) -> None:
         chapar_command("serve", "--port", str(port)),
     ]
     sys.exit(run_all(commands))
+
+
+def report_when_sent(settings: Settings) -> None:
+    """On the embedded start: once the issue being sent has finished, print `chapar status`."""
+    from service.digests.models import IssueStatus
+    from service.ops.status import render_text, snapshot
+
+    rt = Runtime.from_settings(settings)
+    try:
+        time.sleep(3)
+        while True:
+            snap = snapshot(rt, utcnow())
+            if snap.issue is None or snap.issue.status != IssueStatus.SENDING.value:
+                break
+            time.sleep(2)
+        if snap.issue is not None:
+            click.echo("\n--- chapar status ---\n" + render_text(snap) + "\n")
+    finally:
+        rt.close()
 
 
 @main.group()

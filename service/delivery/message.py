@@ -24,6 +24,7 @@ from itsdangerous.encoding import base64_encode
 
 from service.bounces.verp import VerpSigner
 from service.delivery.dkim import DkimSigner
+from service.mail.headers import encode_unstructured
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
 from service.persian import single_line
 from service.tokens import Purpose, Tokens
@@ -125,7 +126,7 @@ class IssueMessage:
         sender = Address(display_name=single_line(from_name), username=local, domain=domain)
         self.fixed_headers: list[tuple[bytes, bytes]] = [
             (b"From", _value(_header("From", sender))),
-            (b"Subject", _value(_header("Subject", single_line(subject)))),
+            (b"Subject", _value(encode_unstructured("Subject", single_line(subject)).encode() + b"\r\n")),
             (b"MIME-Version", b"1.0"),
             (b"List-Id", f"{Header(single_line(list_name), 'utf-8').encode()} <{list_id}>".encode()),
             (b"List-Unsubscribe-Post", b"List-Unsubscribe=One-Click"),

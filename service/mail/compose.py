@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
+from service.mail.headers import SMTP_POLICY
 from service.mail.render import RenderedEmail
 from service.persian import single_line
 
@@ -32,7 +32,7 @@ def build_message(
     message_id: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> EmailMessage:
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=SMTP_POLICY)
     message["Subject"] = single_line(rendered.subject)
     message["From"] = sender(from_name, from_address)
     message["To"] = to

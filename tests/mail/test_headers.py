@@ -1,0 +1,54 @@
+"""Persian subjects survive RFC 2047 encoding and folding word for word."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+import pytest
+
+from service.delivery.message import IssueMessage, Recipient
+from service.mail.compose import build_message
+from service.mail.headers import encode_unstructured
+from service.mail.placeholders import UNSUBSCRIBE_URL
+from service.mail.render import RenderedEmail
+from service.tokens import Tokens
+
+SUBJECTS = [
+    # This one lost the space in «اینترنت ثابت» with Python's own header folder.
+    "خبرنامه هفتگی، شمارهٔ ۱: گزارش تازه: سرعت اینترنت ثابت در کشور کاهش یافت",
+    "عضویت خود در خبرنامه هفتگی را تأیید کنید",
+    ("گزارش‌ها درباره برنامه هسته‌ای " * 6).strip(),
+    ("COP31 در Baku: گزارش‌های هفته " * 4).strip(),
+    ("plain ASCII subject that is long enough to need folding across more than one line " * 2).strip(),
+]
+
+
+def decoded_subject(data: bytes) -> str:
+    return str(message_from_bytes(data, policy=policy.default)["Subject"])
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_encoded_subject_decodes_to_the_same_words(subject: str) -> None:
+    header = encode_unstructured("Subject", subject)
+    assert all(len(line) <= 78 for line in header.split("\r\n"))
+    assert header.isascii()
+    assert decoded_subject(header.encode() + b"\r\n\r\n") == subject
+
+
+@pytest.mark.parametrize("subject", SUBJECTS[:3])
+def test_confirmation_and_digest_messages_keep_every_space(subject: str) -> None:
+    now = datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
+    rendered = RenderedEmail(subject=subject, text="متن", html="<p>متن</p>")
+    single = build_message(rendered, from_name="خبرنامه هفتگی", from_address="news@chapar.test",
+                           to="reader@example.com", now=now)
+    assert decoded_subject(single.as_bytes()) == subject
+    digest = IssueMessage(
+        issue_number=1, subject=subject, html=f"<a href='{UNSUBSCRIBE_URL}'>لغو</a>",
+        text=f"لغو: {UNSUBSCRIBE_URL}", from_name="خبرنامه هفتگی", from_address="news@chapar.test",
+        list_name="خبرنامه هفتگی", list_id="weekly.chapar.test", public_url="http://chapar.test",
+        verp_domain="chapar.test", tokens=Tokens("k" * 40, 60), secret="k" * 40,
+    ).render(Recipient(1, 1, "reader@example.com"), now)
+    assert decoded_subject(digest) == subject
+    assert all(len(line) <= 78 for line in digest.split(b"\r\n\r\n")[0].split(b"\r\n")
+               if not line.startswith((b"List-Unsubscribe:", b"Message-ID:", b"Feedback-ID:")))
