@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     subscribe_rate_per_client: str = "10/minute;60/hour"
     subscribe_rate_per_address: str = "5/hour"
     max_request_bytes: int = 64 * 1024
+    api_max_request_bytes: int = 5 * 1024 * 1024  # paths under /api/: CMS batches, bounce messages
 
     # Articles and digests
     feed_url: str = ""

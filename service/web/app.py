@@ -27,7 +27,8 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(bounces_api.router)
     app.include_router(articles_api.router)
     app.include_router(archive.router)
-    app.add_middleware(LimitBodySize, max_bytes=rt.settings.max_request_bytes)
+    app.add_middleware(LimitBodySize, max_bytes=rt.settings.max_request_bytes,
+                       api_max_bytes=rt.settings.api_max_request_bytes)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

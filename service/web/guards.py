@@ -15,22 +15,32 @@ class BodyTooLarge(Exception):
 class LimitBodySize:
     """Refuse request bodies over `max_bytes` with 413, whether declared or streamed.
 
-    The refusal is the same Persian error page (or JSON error) as every other failure.
+    Paths under /api/ (CMS article batches, bounce messages) are held to
+    `api_max_bytes` instead, when it is given. The refusal is the same Persian
+    error page (or JSON error) as every other failure.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, api_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.api_max_bytes = api_max_bytes
+
+    def limit_for(self, scope: Scope) -> int:
+        """The byte limit for this request's path."""
+        if self.api_max_bytes is not None and str(scope["path"]).startswith("/api/"):
+            return self.api_max_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and not declared.isdigit():
             await self._refuse(scope, receive, send, 400)
             return
-        if declared is not None and int(declared) > self.max_bytes:
+        if declared is not None and int(declared) > max_bytes:
             await self._refuse(scope, receive, send, 413)
             return
         seen = 0
@@ -41,7 +51,7 @@ class LimitBodySize:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise BodyTooLarge
             return message
 

@@ -106,7 +106,7 @@ def test_an_empty_body_is_400(client: TestClient) -> None:
 
 def test_an_oversized_report_is_refused_with_413(client: TestClient, runtime: Runtime) -> None:
     raw = hard_bounce("bounces+1-x@chapar.test", "a@example.test")
-    huge = raw + b"x" * (runtime.settings.max_request_bytes + 1)
+    huge = raw + b"x" * (runtime.settings.api_max_request_bytes + 1)
     response = client.post(URL, content=huge, headers=RFC822 | {"X-API-Key": KEY})
     assert response.status_code == 413
     assert bounce_count(runtime) == 0
