@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     feed_refresh_minutes: int = 15
     feed_timeout_seconds: float = 10.0
     feed_max_bytes: int = 5 * 1024 * 1024
+    feed_allowed_hosts: str = ""  # comma-separated names/addresses a feed may be on although not public
     digest_max_articles: int = 10
     digest_max_per_section: int = 0  # 0: no cap
     digest_weekday: int = 4  # Python weekday: Friday

@@ -22,7 +22,7 @@ def articles() -> None:
 def fetch_articles(source: str | None) -> None:
     """Fetch a feed (URL, or a file) and merge its articles; default: CHAPAR_FEED_URL."""
     from service.articles.fetch import FetchFailed, FetchRefused
-    from service.articles.refresh import load_feed_file, refresh_feed
+    from service.articles.refresh import feed_policy, load_feed_file, refresh_feed
 
     rt = Runtime.from_settings(Settings())
     try:
@@ -31,7 +31,11 @@ def fetch_articles(source: str | None) -> None:
             raise click.UsageError("give a feed URL or file, or set CHAPAR_FEED_URL")
         if target.startswith(("http://", "https://")):
             try:
-                report = refresh_feed(rt, target, utcnow())
+                policy = feed_policy(rt.settings)
+            except ValueError as exc:
+                raise click.ClickException(f"CHAPAR_FEED_ALLOWED_HOSTS: {exc}") from exc
+            try:
+                report = refresh_feed(rt, target, utcnow(), policy)
             except (FetchFailed, FetchRefused) as exc:
                 raise click.ClickException(str(exc)) from exc
         elif "://" in target:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -36,22 +37,63 @@ class FetchFailed(Exception):
 class AddressPolicy:
     """Which addresses a fetch may connect to.
 
-    The default allows only globally routable addresses. `allowed_origins` lists
-    (ip, port) pairs let through anyway: tests serve feeds from 127.0.0.1 and name
-    exactly that origin, so every other local address stays refused.
+    The default allows only globally routable addresses. Two ways through, both
+    explicit: `allowed_hosts` holds host names and addresses an operator named
+    (CHAPAR_FEED_ALLOWED_HOSTS), e.g. a feed server on the private network: a listed
+    name may resolve anywhere, a listed address may be connected to on any port.
+    `allowed_origins` lists (ip, port) pairs: tests serve feeds from 127.0.0.1 and
+    name exactly that origin. Every other local address stays refused.
     """
 
     allowed_origins: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+    allowed_hosts: frozenset[str] = field(default_factory=frozenset)
 
-    def check(self, address: IPAddress, port: int) -> None:
+    @classmethod
+    def allowing(cls, hosts: str) -> AddressPolicy:
+        """The default policy plus the comma-separated host names or addresses in `hosts`.
+
+        Raises ValueError for an entry that is neither, so a typo (a URL, a port)
+        fails loudly instead of silently allowing nothing.
+        """
+        allowed: set[str] = set()
+        for entry in filter(None, (part.strip() for part in hosts.split(","))):
+            key = _host_key(entry)
+            try:
+                ipaddress.ip_address(key)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(key):
+                    raise ValueError(f"{entry!r} is not a host name or an IP address") from None
+            allowed.add(key)
+        return cls(allowed_hosts=frozenset(allowed))
+
+    def check(self, address: IPAddress, port: int, host: str | None = None) -> None:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
-        if (str(address), port) in self.allowed_origins:
+        if (str(address), port) in self.allowed_origins or str(address) in self.allowed_hosts:
+            return
+        if host is not None and _host_key(host) in self.allowed_hosts:
             return
         if (address.is_loopback or address.is_private or address.is_link_local
                 or address.is_reserved or address.is_multicast or address.is_unspecified
                 or not address.is_global):
             raise FetchRefused(f"refusing to connect to {address} (not a public address)")
+
+
+def _host_key(host: str) -> str:
+    """A host name or address in one spelling: lower case, no trailing dot, no brackets."""
+    text = host.strip().strip("[]").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+# Letters, digits, hyphens (and underscores, which internal DNS names do use), per label.
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 
 
 DEFAULT_POLICY = AddressPolicy()
@@ -77,7 +119,7 @@ def resolve(host: str, port: int, policy: AddressPolicy) -> str:
     except ValueError:
         literal = None
     if literal is not None:
-        policy.check(literal, port)
+        policy.check(literal, port, host)
         return str(literal)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -87,7 +129,7 @@ def resolve(host: str, port: int, policy: AddressPolicy) -> str:
         raise FetchFailed(f"{host} has no address")
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for address in addresses:
-        policy.check(address, port)
+        policy.check(address, port, host)
     return str(addresses[0])
 
 

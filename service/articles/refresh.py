@@ -13,11 +13,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.articles.fetch import DEFAULT_POLICY, AddressPolicy, FetchFailed, FetchRefused, fetch
+from service.articles.fetch import AddressPolicy, FetchFailed, FetchRefused, fetch
 from service.articles.ingest import IngestReport, parse_feed, upsert_articles
 from service.articles.models import Feed
 from service.db import unit_of_work
 from service.runtime import Runtime
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,20 @@ def feed_row(session: Session, url: str) -> Feed:
     return feed
 
 
+def feed_policy(settings: Settings) -> AddressPolicy:
+    """Public addresses only, plus the hosts the operator listed in CHAPAR_FEED_ALLOWED_HOSTS."""
+    return AddressPolicy.allowing(settings.feed_allowed_hosts)
+
+
 def refresh_feed(rt: Runtime, url: str, now: datetime,
-                 policy: AddressPolicy = DEFAULT_POLICY) -> IngestReport:
+                 policy: AddressPolicy | None = None) -> IngestReport:
     """Fetch one feed and merge its articles; an unchanged feed (304) merges nothing.
 
-    A refused or failed fetch is recorded on the feed row and raised again.
+    Without a `policy`, the fetch follows feed_policy(settings). A refused or failed
+    fetch is recorded on the feed row and raised again.
     """
     s = rt.settings
+    policy = feed_policy(s) if policy is None else policy
     with unit_of_work(rt.sessions) as session:
         feed = feed_row(session, url)
         etag, last_modified = feed.etag, feed.last_modified
@@ -72,7 +80,7 @@ def refresh_configured_feed(rt: Runtime, now: datetime) -> IngestReport | None:
     """The beat's job: refresh CHAPAR_FEED_URL if one is set."""
     if not rt.settings.feed_url:
         return None
-    return refresh_feed(rt, rt.settings.feed_url, now)
+    return refresh_feed(rt, rt.settings.feed_url, now, feed_policy(rt.settings))
 
 
 def load_feed_file(session: Session, path: Path, now: datetime, max_bytes: int) -> IngestReport:

@@ -145,3 +145,36 @@ def test_https_certificates_are_verified(tmp_path: Path) -> None:
         assert url.startswith("https://")
         with pytest.raises(FetchFailed, match="CERTIFICATE_VERIFY_FAILED"):
             fetch(url, timeout=5, max_bytes=1000, policy=only(server))
+
+
+def test_listed_hosts_are_let_through_and_nothing_else() -> None:
+    """CHAPAR_FEED_ALLOWED_HOSTS: an address is allowed on any port, a name wherever it
+    resolves; every other private address is still refused."""
+    policy = AddressPolicy.allowing(" 127.0.0.1 , Feeds.Internal. ,[fd00::5],")
+    assert policy.allowed_hosts == {"127.0.0.1", "feeds.internal", "fd00::5"}
+    policy.check(ipaddress.ip_address("127.0.0.1"), 8080)
+    policy.check(ipaddress.ip_address("::ffff:127.0.0.1"), 443)
+    policy.check(ipaddress.ip_address("fd00::5"), 80)
+    policy.check(ipaddress.ip_address("10.1.2.3"), 80, "FEEDS.internal.")
+    for address, host in [("127.0.0.2", None), ("::1", None), ("10.1.2.3", None),
+                          ("10.1.2.3", "other.internal"), ("169.254.169.254", "feeds.internal.evil")]:
+        with pytest.raises(FetchRefused):
+            policy.check(ipaddress.ip_address(address), 80, host)
+    assert AddressPolicy.allowing("") == DEFAULT_POLICY
+
+
+@pytest.mark.parametrize("entry", ["http://feeds.internal", "feeds.internal:8080", "10.0.0.0/8",
+                                   "feeds internal", "*.internal"])
+def test_an_allowed_host_that_is_not_a_host_is_a_configuration_error(entry: str) -> None:
+    with pytest.raises(ValueError, match="not a host name or an IP address"):
+        AddressPolicy.allowing(f"127.0.0.1,{entry}")
+
+
+def test_a_feed_on_a_listed_address_is_fetched_over_http(server: FeedServer) -> None:
+    server.routes["/feed"] = Route(body=RSS.encode())
+    url = server.url("/feed")
+    with pytest.raises(FetchRefused):
+        fetch(url, timeout=5, max_bytes=1_000_000, policy=AddressPolicy.allowing("10.0.0.5"))
+    assert server.requests == []
+    result = fetch(url, timeout=5, max_bytes=1_000_000, policy=AddressPolicy.allowing("10.0.0.5,127.0.0.1"))
+    assert result.status == 200 and result.content == RSS.encode()

@@ -11,11 +11,12 @@ from sqlalchemy import func, select
 
 from service.articles.fetch import AddressPolicy, FetchRefused
 from service.articles.models import Article, Feed
-from service.articles.refresh import load_feed_file, refresh_feed
+from service.articles.refresh import load_feed_file, refresh_configured_feed, refresh_feed
 from service.db import unit_of_work
 from service.runtime import Runtime
 from tests.articles.feeds import RSS
 from tests.articles.feedserver import FeedServer, Route, feed_server
+from tests.conftest import make_settings, truncate_all
 
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
 SAMPLE = Path(__file__).resolve().parents[2] / "service" / "articles" / "sample" / "feed.xml"
@@ -71,3 +72,28 @@ def test_the_shipped_sample_feed_loads_clean(runtime: Runtime) -> None:
     assert "\u200c" in text
     assert all(r.url.startswith("https://news.example.com/") for r in rows)
     assert all("utm_" not in r.url and "fbclid" not in r.url for r in rows)
+
+
+@pytest.mark.parametrize("allowed", ["", "10.0.0.5", "127.0.0.1"])
+def test_the_configured_refresh_follows_feed_allowed_hosts(
+        database_url: str, tmp_path: Path, server: FeedServer, allowed: str) -> None:
+    """The beat's refresh fetches a feed on 127.0.0.1 only when the operator listed it."""
+    server.routes["/feed.xml"] = Route(body=RSS.encode())
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
+                                             feed_url=server.url("/feed.xml"), feed_allowed_hosts=allowed))
+    truncate_all(rt)
+    try:
+        if allowed == "127.0.0.1":
+            report = refresh_configured_feed(rt, NOW)
+            assert report is not None and report.added == 3
+            count, feed = counts(rt)
+            assert count == 3 and feed is not None and feed.last_status == "ok"
+        else:
+            with pytest.raises(FetchRefused):
+                refresh_configured_feed(rt, NOW)
+            count, feed = counts(rt)
+            assert count == 0 and feed is not None and feed.last_status == "refused"
+            assert server.requests == []
+    finally:
+        truncate_all(rt)
+        rt.close()

@@ -7,13 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.articles.feeds import RSS
+from tests.articles.feedserver import Route, feed_server
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = "service/articles/sample/feed.xml"
 
 
-def chapar(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def chapar(data_dir: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAPAR_")}
     env["CHAPAR_DATA_DIR"] = str(data_dir)  # only so the test keeps its files to itself
+    env.update({f"CHAPAR_{name.upper()}": value for name, value in settings.items()})
     return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -50,3 +54,18 @@ def test_fetch_refuses_what_it_must(tmp_path: Path) -> None:
     assert local.returncode != 0 and "refusing" in local.stderr
     scheme = chapar(tmp_path, "articles", "fetch", "file:///etc/passwd")
     assert scheme.returncode != 0 and "only http and https" in scheme.stderr
+
+
+def test_fetch_reaches_a_private_feed_host_only_when_it_is_listed(tmp_path: Path) -> None:
+    assert chapar(tmp_path, "db", "upgrade").returncode == 0
+    with feed_server() as server:
+        server.routes["/feed.xml"] = Route(body=RSS.encode())
+        url = server.url("/feed.xml")
+        unlisted = chapar(tmp_path, "articles", "fetch", url, feed_allowed_hosts="feeds.internal")
+        assert unlisted.returncode != 0 and "refusing to connect to 127.0.0.1" in unlisted.stderr
+        assert server.requests == []
+        typo = chapar(tmp_path, "articles", "fetch", url, feed_allowed_hosts="127.0.0.1:8080")
+        assert typo.returncode != 0 and "CHAPAR_FEED_ALLOWED_HOSTS" in typo.stderr
+        listed = chapar(tmp_path, "articles", "fetch", url, feed_allowed_hosts="feeds.internal, 127.0.0.1")
+        assert listed.returncode == 0, listed.stderr
+        assert "added 3" in listed.stdout and len(server.requests) == 1
