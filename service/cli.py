@@ -163,7 +163,8 @@ def subscribers_import(path: Path, source: str | None, pending: bool,
 
     rt = load_runtime()
     report = ImportReport()
-    total = max(0, sum(1 for _ in path.open(encoding="utf-8-sig")) - 1)
+    with path.open(encoding="utf-8-sig") as counting:
+        total = max(0, sum(1 for _ in counting) - 1)
     with path.open(encoding="utf-8-sig", newline="") as stream, Progress() as progress:
         bar = progress.add_task("importing", total=total)
         try:

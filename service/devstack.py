@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.policy
 import os
 import signal
@@ -60,7 +61,10 @@ async def _forever() -> None:
 
 def run_all(commands: list[list[str]], env: dict[str, Any] | None = None) -> int:
     """Start each command; when one exits or on Ctrl-C, stop them all."""
-    procs = [subprocess.Popen(cmd, env=env) for cmd in commands]  # noqa: S603
+    # Each child leads its own process group, so stopping it also stops what it forked
+    # (the Celery worker's pool processes).
+    procs = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in commands]  # noqa: S603
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and Ctrl-C end the same way
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -69,15 +73,23 @@ def run_all(commands: list[list[str]], env: dict[str, Any] | None = None) -> int
     finally:
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(signal.SIGTERM)  # the leader stops its own children cleanly
         deadline = time.monotonic() + 15
         for p in procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+            _signal_group(p, signal.SIGKILL)  # whatever of the group is still there
     failed = [p for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
     return 1 if failed else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
 
 
 def chapar_command(*args: str) -> list[str]:

@@ -58,8 +58,10 @@ def subscribe(session: Session, email: str, consent: Consent, now: datetime, *,
 
     The interval is a day unless the settings allow more confirmation emails a day.
 
-    A confirmed address stays confirmed; a suppressed one (unsubscribed, bounced,
-    complained) goes back to pending and is only mailed again once it confirms.
+    A confirmed address stays confirmed; an unsubscribed or bounced one goes back to
+    pending and is only mailed again once it confirms. A complained address (the
+    reader marked us as spam) gets nothing from an anonymous form, not even a
+    confirmation: only the reader's own signed preferences link brings it back.
     """
     subscriber = find_by_email(session, email)
     if subscriber is None:
@@ -78,7 +80,7 @@ def subscribe(session: Session, email: str, consent: Consent, now: datetime, *,
             assert subscriber is not None
         else:
             record(session, subscriber, "subscribe", consent.source, now)
-    if subscriber.status is Status.CONFIRMED:
+    if subscriber.status in (Status.CONFIRMED, Status.COMPLAINED):
         return SubscribeOutcome(subscriber.id, send_confirmation=False)
     if subscriber.status in SUPPRESSED or subscriber.status is Status.PENDING:
         if subscriber.status is not Status.PENDING:
@@ -156,15 +158,16 @@ def unsubscribe(session: Session, subscriber_id: int, now: datetime, source: str
 
 
 def resubscribe(session: Session, subscriber_id: int, now: datetime, source: str) -> Subscriber | None:
-    """Undo an unsubscribe from the subscriber's own signed link.
+    """Undo an unsubscribe or a spam complaint from the subscriber's own signed link.
 
     The link proves the reader controls the mailbox (it was mailed there), so it
-    counts as confirmation. Bounced and complained addresses need a fresh subscribe.
+    counts as confirmation. A bounced address needs a fresh subscribe and confirmation,
+    which proves the mailbox works again.
     """
     subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
     if subscriber is None:
         return None
-    if subscriber.status is Status.UNSUBSCRIBED:
+    if subscriber.status in (Status.UNSUBSCRIBED, Status.COMPLAINED):
         subscriber.status = Status.CONFIRMED
         subscriber.confirmed_at = now
         subscriber.unsubscribed_at = None

@@ -198,3 +198,18 @@ def test_a_shorter_interval_allows_more_confirmations_a_day(session: Session) ->
                             interval=twice_a_day)
     assert (first.send_confirmation, soon.send_confirmation, later.send_confirmation) == (
         True, False, True)
+
+
+def test_a_stranger_cannot_mail_an_address_that_complained(session: Session) -> None:
+    outcome = store.subscribe(session, "spam-button@example.com", CONSENT, NOW)
+    store.confirm(session, outcome.subscriber_id, NOW, SECRET)
+    subscriber = session.get(Subscriber, outcome.subscriber_id)
+    assert subscriber is not None
+    subscriber.status = Status.COMPLAINED
+    session.flush()
+    again = store.subscribe(session, "spam-button@example.com", CONSENT, NOW + timedelta(days=2))
+    assert again.send_confirmation is False
+    assert subscriber.status is Status.COMPLAINED
+    # The reader's own signed link is what brings the address back.
+    store.resubscribe(session, outcome.subscriber_id, NOW + timedelta(days=3), "preferences page")
+    assert subscriber.status is Status.CONFIRMED
