@@ -117,3 +117,27 @@ def test_the_endpoint_is_off_without_a_configured_key(client: TestClient,
     runtime.settings.api_key = ""
     response = client.post(URL, content=b"x", headers={"X-API-Key": ""})
     assert response.status_code == 404
+
+
+def test_a_bounce_to_the_senders_own_return_path_finds_its_row(client: TestClient,
+                                                               runtime: Runtime) -> None:
+    """The return path the delivery engine puts on a message, bounced back, marks its reader."""
+    from service.delivery.sender import DeliveryAgent
+
+    with runtime.sessions.begin() as session:
+        reader = add_subscriber(session, "moved-away@example.test")
+        delivery = sent_delivery(session, reader)
+        ids = (reader.id, delivery.id, delivery.issue_id)
+    message = DeliveryAgent(runtime).message_for(ids[2])
+    assert message is not None
+    return_path = message.envelope_sender(ids[1])
+    assert return_path.endswith("@" + runtime.settings.verp_domain)
+
+    # Some MTAs upper-case the local part on the way back.
+    local, _, domain = return_path.rpartition("@")
+    raw = hard_bounce(f"{local.upper()}@{domain}", "moved-away@example.test")
+    response = client.post(URL, content=raw, headers=RFC822 | {"X-API-Key": KEY})
+
+    assert response.status_code == 202
+    assert (response.json()["delivery_id"], response.json()["subscriber_id"]) == ids[1::-1]
+    assert status_of(runtime, ids[0]) is Status.BOUNCED
