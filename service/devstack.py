@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.policy
+import logging
 import os
 import signal
 import subprocess
@@ -40,6 +41,7 @@ class CaptureHandler:
 
 
 def run_capture(folder: Path, host: str, port: int) -> None:
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
     controller = Controller(CaptureHandler(folder), hostname=host, port=port,
                             decode_data=False, enable_SMTPUTF8=True,
                             data_size_limit=25 * 1024 * 1024)
