@@ -105,12 +105,7 @@ def load_subscribers(database_url: str, count: int, now: datetime) -> None:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a `chapar` child process load exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAPAR_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"CHAPAR_{name.upper()}"] = str(value)
+    env.update(settings.as_environment())
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["PYTHONUNBUFFERED"] = "1"
     return env

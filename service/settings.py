@@ -112,6 +112,17 @@ class Settings(BaseSettings):
             raise ValueError("CHAPAR_SECRET_KEY must be at least 32 characters in production")
         return self
 
+    def as_environment(self) -> dict[str, str]:
+        """CHAPAR_* variables that make a child process load exactly these settings."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"CHAPAR_{name.upper()}"] = str(value)
+        return env
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'chapar.db'}"

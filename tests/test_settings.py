@@ -85,3 +85,12 @@ def test_settings_parse_the_smtp_url_from_the_environment(monkeypatch: pytest.Mo
     monkeypatch.setenv("CHAPAR_SMTP_URL", "smtp+starttls://u:p@relay.example:2587")
     assert Settings().smtp == SmtpTarget(host="relay.example", port=2587, username="u", password="p",
                                          tls="starttls")
+
+
+def test_a_child_process_environment_reproduces_the_settings(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(environment="test", data_dir=tmp_path, smtp_url="smtps://u:p@127.0.0.1:4650",
+                        digest_auto_send=True, send_rate_per_second=12.5, secret_key="s" * 40)
+    for name, value in original.as_environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings().model_dump() == original.model_dump()
