@@ -4,7 +4,8 @@ How a send goes (RELIABILITY.md says why):
 
 1. `control.start_and_ring` moves a draft issue to sending and writes one ledger
    row per confirmed subscriber in one INSERT ... SELECT (`ledger.start_send`),
-   commits, then rings `chapar.send_batch(issue_id)` a few times. Messages carry
+   commits, runs ANALYZE on PostgreSQL (the claim needs statistics for the new
+   rows), then rings `chapar.send_batch(issue_id)` a few times. Messages carry
    the issue id only.
 2. A worker (`sender.DeliveryAgent`) claims up to `send_batch_size` due rows with
    FOR UPDATE SKIP LOCKED (a lease, not a status change), then per chunk of 100:

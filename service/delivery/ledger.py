@@ -105,7 +105,9 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
             or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
         )
-        .order_by(Delivery.id)
+        # No ORDER BY: which due rows come first does not matter, and ordering by id
+        # makes PostgreSQL sort every queued row, or walk the key past every row
+        # already sent, on each claim (617 ms and growing at a million rows).
         .limit(size)
         .with_for_update(skip_locked=True)
     )
