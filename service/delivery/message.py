@@ -128,7 +128,7 @@ class IssueMessage:
             (b"From", _value(_header("From", sender))),
             (b"Subject", _value(encode_unstructured("Subject", single_line(subject)).encode() + b"\r\n")),
             (b"MIME-Version", b"1.0"),
-            (b"List-Id", f"{Header(single_line(list_name), 'utf-8').encode()} <{list_id}>".encode()),
+            (b"List-Id", _list_id(list_name, list_id)),
             (b"List-Unsubscribe-Post", b"List-Unsubscribe=One-Click"),
             (b"Feedback-ID", f"{issue_number}:digest:{list_id}".encode("ascii")),
         ]
@@ -173,6 +173,13 @@ class IssueMessage:
         if self.dkim is not None:
             head = self.dkim.signature_header(headers, body, int(now.timestamp())) + head
         return head + b"\r\n" + body
+
+
+def _list_id(list_name: str, list_id: str) -> bytes:
+    """`phrase <id>`: the phrase encoded and folded with CRLF, the id left readable."""
+    header = Header(single_line(list_name), "utf-8", header_name="List-Id")
+    header.append(f"<{list_id}>", "us-ascii")
+    return header.encode(linesep="\r\n").encode("ascii")
 
 
 def _value(line: bytes) -> bytes:

@@ -166,6 +166,8 @@ class SmtpConnection:
                     chunk = self.sock.recv(65536)
                 except TimeoutError as exc:
                     raise _Lost("timed out waiting for a reply") from exc
+                except OSError as exc:  # a reset is a lost connection like a clean close
+                    raise _Lost(f"connection lost: {exc}") from exc
                 if not chunk:
                     raise _Lost("connection closed by the server")
                 self._buffer += chunk

@@ -12,7 +12,7 @@ from email.header import Header
 from email.policy import EmailPolicy
 from typing import Any
 
-UNSTRUCTURED = frozenset({"subject", "list-id", "comments"})
+UNSTRUCTURED = frozenset({"subject", "comments"})
 
 
 def encode_unstructured(name: str, value: str) -> str:

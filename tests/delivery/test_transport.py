@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -201,3 +203,34 @@ def test_tls_and_auth_as_the_smtp_url_says(tmp_path: Path, mode: str) -> None:
             SmtpConnection(target).open()
     finally:
         controller.stop()
+
+
+class ResetAfterDotHandler(PipeliningHandler):
+    """Takes the message, then resets the connection (RST) instead of answering."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await super().handle_DATA(server, session, envelope)
+        transport = server.transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        return "250 OK"  # never reaches the client
+
+
+def test_a_reset_after_the_final_dot_is_uncertain_not_deferred() -> None:
+    """The server may have delivered it: resending must be on record as a possible duplicate."""
+    handler = ResetAfterDotHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        connection = SmtpConnection(SmtpTarget(host="127.0.0.1", port=port))
+        connection.open()
+        envelopes = [Outgoing("a@x.test", f"r{i}@x.test", b"Subject: x\r\n\r\nx\r\n") for i in range(2)]
+        results = connection.send_many(envelopes)
+    finally:
+        controller.stop()
+    assert len(handler.received) == 1
+    assert results[0].kind == "uncertain", results[0]
+    assert results[1].kind == "deferred"

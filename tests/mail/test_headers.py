@@ -23,6 +23,8 @@ SUBJECTS = [
     ("plain ASCII subject that is long enough to need folding across more than one line " * 2).strip(),
 ]
 
+LONG_LIST_NAME = "خبرنامه هفتگی خبرگزاری دانشجویان ایران و جهان امروز"
+
 
 def decoded_subject(data: bytes) -> str:
     return str(message_from_bytes(data, policy=policy.default)["Subject"])
@@ -46,9 +48,13 @@ def test_confirmation_and_digest_messages_keep_every_space(subject: str) -> None
     digest = IssueMessage(
         issue_number=1, subject=subject, html=f"<a href='{UNSUBSCRIBE_URL}'>لغو</a>",
         text=f"لغو: {UNSUBSCRIBE_URL}", from_name="خبرنامه هفتگی", from_address="news@chapar.test",
-        list_name="خبرنامه هفتگی", list_id="weekly.chapar.test", public_url="http://chapar.test",
+        list_name=LONG_LIST_NAME, list_id="weekly.chapar.test", public_url="http://chapar.test",
         verp_domain="chapar.test", tokens=Tokens("k" * 40, 60), secret="k" * 40,
     ).render(Recipient(1, 1, "reader@example.com"), now)
     assert decoded_subject(digest) == subject
+    # Every line ends in CRLF: relays refuse bare LF since the SMTP smuggling fixes.
+    assert digest.count(b"\n") == digest.count(b"\r\n")
+    assert str(message_from_bytes(digest, policy=policy.default)["List-Id"]) == (
+        f"{LONG_LIST_NAME} <weekly.chapar.test>")
     assert all(len(line) <= 78 for line in digest.split(b"\r\n\r\n")[0].split(b"\r\n")
                if not line.startswith((b"List-Unsubscribe:", b"Message-ID:", b"Feedback-ID:")))
