@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -49,7 +50,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHAPAR_", env_file=".env", extra="ignore")
 
-    environment: str = "development"  # development | production | test
+    # Only development and test run with the placeholder secret; any other value is refused.
+    environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = REPO_ROOT / "var"
     database_url: str = ""  # default: SQLite file in data_dir
     broker_url: str = ""  # default: kombu filesystem transport in data_dir
@@ -106,6 +108,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
+        if not self.secret_key.strip() and self.environment != "production":
+            self.secret_key = DEV_SECRET  # an empty variable means "not set"
         if self.environment == "production" and self.secret_key in PLACEHOLDER_SECRETS:
             raise ValueError("CHAPAR_SECRET_KEY must be set to a real secret in production")
         if self.environment == "production" and len(self.secret_key) < 32:

@@ -40,6 +40,21 @@ def test_production_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().secret_key == STRONG
 
 
+def test_an_unknown_environment_is_refused_rather_than_run_with_a_weak_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHAPAR_ENVIRONMENT", "staging")
+    with pytest.raises(ValidationError, match="environment"):
+        Settings()
+
+
+def test_an_empty_secret_in_development_means_the_development_placeholder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHAPAR_SECRET_KEY", "")
+    assert Settings().secret_key == DEV_SECRET
+
+
 def test_development_runs_on_embedded_defaults() -> None:
     settings = Settings()
     assert settings.environment == "development" and settings.secret_key == DEV_SECRET
