@@ -220,7 +220,13 @@ def test_smtp_faults_through_real_workers_end_in_the_designed_states(
         assert state[email][0] is DeliveryStatus.SENT and state[email][2] >= 2 and received[email] == 1
     for email in (emails[5], emails[6], emails[7]):
         assert state[email][0] is DeliveryStatus.FAILED and received[email] == 0
-    assert state[emails[8]][:2] == (DeliveryStatus.SENT, 1) and received[emails[8]] == 1
+    # The server cut emails[8]'s body off and kept nothing. Its 45 KB fit in the client's
+    # send buffer, so the "." had been handed to the kernel: all the client can know is an
+    # unanswered ".", at most one uncertain outcome; the retry delivered the one copy.
+    # (A body too large for the buffers is deferred, never uncertain: test_sender.)
+    assert smtp.mid_data_drops == 1
+    assert state[emails[8]][0] is DeliveryStatus.SENT and state[emails[8]][1] <= 1
+    assert received[emails[8]] == 1
     assert state[emails[9]][:2] == (DeliveryStatus.SENT, 1) and received[emails[9]] == 2
     others = [e for e in emails if e not in emails[3:10]]
     assert all(received[e] == 1 and state[e][0] is DeliveryStatus.SENT for e in others)

@@ -2,11 +2,13 @@
 
 Faults are programmed per recipient or for the next connections, so a test can make
 the server answer 421 at greeting, 4xx/5xx at RCPT, 554 after DATA, or drop the
-connection in the middle of DATA or right after the final ".".
+connection in the middle of DATA (after 354 and the first kilobyte of the body,
+before the final "." is read) or right after the final ".".
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
@@ -39,7 +41,7 @@ class Faults:
     greeting_421: int = 0  # refuse this many next connections with 421
     rcpt: dict[str, str] = field(default_factory=dict)  # address -> "451 ..." etc.
     after_data: dict[str, str] = field(default_factory=dict)  # address -> "554 ..."
-    drop_mid_data: set[str] = field(default_factory=set)
+    drop_mid_data: set[str] = field(default_factory=set)  # abort while the body is arriving
     drop_after_dot: set[str] = field(default_factory=set)  # keep the message, never answer
     once: bool = False  # each per-recipient fault fires once, then the address is served
 
@@ -60,9 +62,6 @@ class _Handler:
         rec = self.recorder
         data = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)
-        if any(rec._take_flag(rec.faults.drop_mid_data, r) for r in recipients):
-            _drop(server)
-            return "421 dropped"  # never reaches the client: the transport is gone
         for r in recipients:
             reply = rec._take(rec.faults.after_data, r)
             if reply:
@@ -80,6 +79,10 @@ def _drop(server: SMTP) -> None:
         transport.abort()
 
 
+# How much of the body the server reads before a mid-DATA drop: less than any message.
+MID_DATA_BYTES = 1024
+
+
 class _FaultySMTP(SMTP):
     async def _handle_client(self) -> None:  # type: ignore[override]
         recorder: SmtpRecorder = self.event_handler.recorder
@@ -88,6 +91,30 @@ class _FaultySMTP(SMTP):
             self.transport.close()
             return
         await super()._handle_client()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """A drop_mid_data recipient: answer 354, read the body's start, abort before the ".".
+
+        aiosmtpd's handle_DATA only runs once the whole body and its "." have arrived,
+        so the drop has to happen here, in the command itself.
+        """
+        recorder: SmtpRecorder = self.event_handler.recorder
+        envelope = self.envelope
+        if (arg or envelope is None or not envelope.rcpt_tos
+                or not any(recorder._take_flag(recorder.faults.drop_mid_data, r)
+                           for r in list(envelope.rcpt_tos))):
+            await super().smtp_DATA(arg)
+            return
+        # A small, fixed receive buffer from here on: what the client can still hand to
+        # its kernel is bounded, so a body larger than its send buffer is cut off there.
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        start = await self._reader.readexactly(MID_DATA_BYTES)
+        assert b"\r\n.\r\n" not in start, "message shorter than a mid-DATA drop needs"
+        recorder.mid_data_drops += 1
+        _drop(self)
 
 
 class _Controller(Controller):
@@ -99,6 +126,7 @@ class SmtpRecorder:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.faults = Faults()
         self.messages: list[Received] = []
+        self.mid_data_drops = 0  # connections aborted with a body half read
         self._lock = threading.Lock()
         self._controller = _Controller(_Handler(self), hostname=host, port=port or _free_port(),
                                        decode_data=False, enable_SMTPUTF8=True,
@@ -121,6 +149,7 @@ class SmtpRecorder:
         with self._lock:
             self.messages.clear()
             self.faults = Faults()
+            self.mid_data_drops = 0
 
     def _store(self, received: Received) -> None:
         with self._lock:
@@ -169,8 +198,6 @@ class SmtpRecorder:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
