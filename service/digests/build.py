@@ -23,6 +23,7 @@ from service.settings import Settings
 class BuildResult:
     issue: Issue | None
     reason: str | None  # why nothing was built
+    replaced: tuple[int, ...] = ()  # numbers of unsent drafts this build took the place of
 
 
 def next_issue_number(session: Session) -> int:
@@ -41,12 +42,22 @@ def build_issue(
 
     Returns BuildResult(None, reason) when there is nothing new to send; no row is
     written then. Rendering and CSS inlining happen here, once for all recipients.
+
+    A draft that was never sent (an editor's preview, last week's unsent build) is
+    replaced: its articles are still unsent, so the new issue takes them with
+    whatever is newer, under the same number. Readers never see a gap in numbers.
     """
     window_end = slot_at or now
     choice = choose_articles(session, window_end, max_articles=settings.digest_max_articles,
                              max_per_section=settings.digest_max_per_section)
     if not choice.articles:
         return BuildResult(None, choice.reason)
+    superseded = list(session.scalars(
+        select(Issue).where(Issue.status == IssueStatus.DRAFT, Issue.send_started_at.is_(None))
+    ))
+    for draft in superseded:
+        session.delete(draft)
+    session.flush()
     number = next_issue_number(session)
     titles = [a.title for a in choice.articles]
     issue = Issue(
@@ -77,7 +88,7 @@ def build_issue(
     issue.html = rendered.html
     issue.text = rendered.text
     session.flush()
-    return BuildResult(issue, None)
+    return BuildResult(issue, None, tuple(d.number for d in superseded))
 
 
 def rerender_issue(session: Session, issue: Issue, settings: Settings) -> None:

@@ -37,10 +37,15 @@ class Choice:
         return None if self.articles else NOTHING_NEW
 
 
+# Only an issue whose send began took its articles to readers; a draft that was never
+# sent (an editor's preview, a cancelled draft) leaves its articles and its window free.
+WENT_OUT = Issue.send_started_at.is_not(None)
+
+
 def previous_window_end(session: Session) -> datetime | None:
-    """Where the newest issue's window closed; None before the first issue."""
+    """Where the newest sent issue's window closed; None before the first one."""
     value: datetime | None = session.scalar(
-        select(Issue.window_end).order_by(Issue.number.desc()).limit(1)
+        select(Issue.window_end).where(WENT_OUT).order_by(Issue.number.desc()).limit(1)
     )
     return value
 
@@ -58,7 +63,8 @@ def choose_articles(
     now may be chosen, so a new installation's first issue is not empty.
     """
     start = previous_window_end(session)
-    already_sent = exists().where(IssueArticle.article_id == Article.id)
+    already_sent = exists().where(IssueArticle.article_id == Article.id,
+                                  IssueArticle.issue_id == Issue.id, WENT_OUT)
     in_window = Article.published_at <= now
     if start is not None:
         # A late arrival (published just before the previous issue was cut, but fetched

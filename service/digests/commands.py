@@ -44,8 +44,11 @@ def build(intro: str | None) -> None:
             issue = result.issue
             number, subject, count = issue.number, issue.subject, len(issue.articles)
             html, text = issue.html, issue.text
+            replaced = result.replaced
         html_path, text_path = write_preview(html, text, rt.settings.data_dir / "previews", number)
         click.echo(f"built draft issue {number} with {count} articles: {subject}")
+        if replaced:
+            click.echo("  it replaces the unsent draft " + ", ".join(map(str, replaced)))
         click.echo(f"  preview: {html_path.resolve().as_uri()}")
         click.echo(f"  text:    {text_path}")
     finally:

@@ -8,6 +8,9 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from service.articles.models import Article
+from service.digests.build import build_issue
+from service.digests.models import Issue, IssueStatus
+from service.settings import Settings
 
 _serial = itertools.count(1)
 
@@ -31,3 +34,13 @@ def article(session: Session, published_at: datetime, *, title: str | None = Non
     session.add(row)
     session.flush()
     return row
+
+
+def sent_issue(session: Session, settings: Settings, now: datetime) -> Issue | None:
+    """Build an issue and mark it as gone out, as a finished send leaves it."""
+    issue = build_issue(session, settings, now).issue
+    if issue is not None:
+        issue.status = IssueStatus.SENT
+        issue.send_started_at = issue.finished_at = now
+        session.flush()
+    return issue

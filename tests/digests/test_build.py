@@ -10,7 +10,7 @@ from service.digests.build import build_issue, rerender_issue
 from service.digests.models import IssueStatus
 from service.mail.placeholders import UNSUBSCRIBE_URL
 from service.settings import Settings
-from tests.digests.factories import article
+from tests.digests.factories import article, sent_issue
 
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
 
@@ -18,7 +18,7 @@ NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
 def test_a_built_issue_is_a_rendered_draft_with_the_next_number(session: Session) -> None:
     settings = Settings(environment="test", public_url="http://chapar.test")
     article(session, NOW - timedelta(days=9))
-    first = build_issue(session, settings, NOW - timedelta(days=7)).issue
+    first = sent_issue(session, settings, NOW - timedelta(days=7))
     article(session, NOW - timedelta(hours=1), title="تازه")
     slot = NOW - timedelta(minutes=5)
     second = build_issue(session, settings, NOW, slot_at=slot, intro="سلام، يك هفته ديگر").issue

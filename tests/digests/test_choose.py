@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.digests.build import build_issue
 from service.digests.choose import NOTHING_NEW, choose_articles
+from service.digests.models import Issue, IssueStatus
 from service.persian import jalali_date
 from service.settings import Settings
-from tests.digests.factories import article
+from tests.digests.factories import article, sent_issue
 
 FRIDAY = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)  # 08:00 in Tehran
 WEEK = timedelta(days=7)
@@ -51,13 +53,13 @@ def test_future_articles_wait(session: Session) -> None:
 def test_window_edges_count_each_instant_once(session: Session, tmp_path: object) -> None:
     settings = Settings(environment="test", public_url="http://chapar.test")
     article(session, FRIDAY - WEEK, title="old")
-    first = build_issue(session, settings, FRIDAY - WEEK).issue
+    first = sent_issue(session, settings, FRIDAY - WEEK)
     assert first is not None and first.window_end == FRIDAY - WEEK
     # (previous end, now]: just after the previous end is in; exactly now is in.
     article(session, FRIDAY - WEEK + TICK, title="just after")
     article(session, FRIDAY, title="at the edge")
     article(session, FRIDAY + TICK, title="after the edge")
-    second = build_issue(session, settings, FRIDAY).issue
+    second = sent_issue(session, settings, FRIDAY)
     assert second is not None
     assert [a.title for a in second.articles] == ["at the edge", "just after"]
     assert second.window_start == FRIDAY - WEEK and second.window_end == FRIDAY
@@ -68,7 +70,7 @@ def test_window_edges_count_each_instant_once(session: Session, tmp_path: object
 def test_the_empty_week_builds_nothing_and_says_why(session: Session) -> None:
     settings = Settings(environment="test")
     article(session, FRIDAY - WEEK - timedelta(hours=1))
-    assert build_issue(session, settings, FRIDAY - WEEK).issue is not None
+    assert sent_issue(session, settings, FRIDAY - WEEK) is not None
     result = build_issue(session, settings, FRIDAY)
     assert result.issue is None and result.reason == NOTHING_NEW
 
@@ -76,7 +78,7 @@ def test_the_empty_week_builds_nothing_and_says_why(session: Session) -> None:
 def test_an_article_sent_once_is_never_chosen_again(session: Session) -> None:
     settings = Settings(environment="test")
     pinned = article(session, FRIDAY - WEEK - timedelta(hours=1), title="pinned", pinned=True)
-    first = build_issue(session, settings, FRIDAY - WEEK).issue
+    first = sent_issue(session, settings, FRIDAY - WEEK)
     assert first is not None and [a.title for a in first.articles] == ["pinned"]
     # Edited and re-dated into the next window, it is still the same article.
     pinned.published_at = FRIDAY - timedelta(hours=1)
@@ -104,7 +106,7 @@ def test_nowruz_boundary_in_tehran_time(session: Session) -> None:
 def test_an_article_fetched_after_its_window_closed_goes_out_next_time(session: Session) -> None:
     settings = Settings(environment="test")
     article(session, FRIDAY - WEEK - timedelta(hours=1), title="in time")
-    assert build_issue(session, settings, FRIDAY - WEEK).issue is not None
+    assert sent_issue(session, settings, FRIDAY - WEEK) is not None
     late = article(session, FRIDAY - WEEK - timedelta(minutes=5), title="late")
     late.created_at = FRIDAY - WEEK + timedelta(minutes=10)  # fetched after the cut
     stale = article(session, FRIDAY - WEEK - timedelta(days=3), title="backfilled")
@@ -112,3 +114,28 @@ def test_an_article_fetched_after_its_window_closed_goes_out_next_time(session: 
     article(session, FRIDAY - timedelta(hours=1), title="new")
     issue = build_issue(session, settings, FRIDAY).issue
     assert issue is not None and [a.title for a in issue.articles] == ["new", "late"]
+
+
+def test_an_unsent_draft_leaves_its_articles_free_and_is_replaced(session: Session) -> None:
+    """An editor's preview on Wednesday must not keep Monday's news out of Friday's issue."""
+    settings = Settings(environment="test")
+    article(session, FRIDAY - timedelta(days=4), title="monday")
+    preview = build_issue(session, settings, FRIDAY - timedelta(days=2)).issue
+    assert preview is not None and preview.number == 1
+    article(session, FRIDAY - timedelta(hours=3), title="friday")
+    result = build_issue(session, settings, FRIDAY)
+    assert result.issue is not None and result.replaced == (1,)
+    assert result.issue.number == 1  # readers never see a gap in the numbers
+    assert [a.title for a in result.issue.articles] == ["friday", "monday"]
+    assert session.scalars(select(Issue)).all() == [result.issue]
+
+
+def test_a_draft_cancelled_before_sending_gives_its_articles_back(session: Session) -> None:
+    settings = Settings(environment="test")
+    article(session, FRIDAY - timedelta(days=1), title="kept")
+    draft = build_issue(session, settings, FRIDAY - timedelta(hours=12)).issue
+    assert draft is not None
+    draft.status = IssueStatus.CANCELLED
+    session.flush()
+    again = build_issue(session, settings, FRIDAY).issue
+    assert again is not None and [a.title for a in again.articles] == ["kept"]

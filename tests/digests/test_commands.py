@@ -37,8 +37,11 @@ def test_sample_feed_then_a_draft_issue_then_its_preview(tmp_path: Path) -> None
     assert preview.as_uri() in built.stdout
     assert 'dir="rtl"' in preview.read_text(encoding="utf-8")
 
-    nothing = chapar(tmp_path, "digest", "build")
-    assert nothing.returncode == 0 and "no issue built" in nothing.stdout
+    # Issue 1 was never sent: building again replaces it under the same number.
+    rebuilt = chapar(tmp_path, "digest", "build")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "built draft issue 1 with 10 articles" in rebuilt.stdout
+    assert "replaces the unsent draft 1" in rebuilt.stdout
 
     out = tmp_path / "out"
     shown = chapar(tmp_path, "digest", "preview", "1", "--output", str(out))
