@@ -102,10 +102,15 @@ def start_and_ring(rt: Runtime, issue_id: int, now: datetime) -> int | None:
         if rows == 0:
             ledger.finish_if_done(session, issue_id, now)
     if rows:
-        refresh_statistics(rt)
-        for _ in range(rings_for(rows, rt.settings.send_batch_size)):
-            rt.ring("chapar.send_batch", issue_id)
+        ring_fanned_out(rt, issue_id, rows)
     return rows
+
+
+def ring_fanned_out(rt: Runtime, issue_id: int, rows: int) -> None:
+    """After the commit that wrote an issue's ledger rows: analyse, then ring the workers."""
+    refresh_statistics(rt)
+    for _ in range(rings_for(rows, rt.settings.send_batch_size)):
+        rt.ring("chapar.send_batch", issue_id)
 
 
 def refresh_statistics(rt: Runtime) -> None:

@@ -63,7 +63,7 @@ def describe(settings: Settings, slot: datetime) -> str:
 class TickResult:
     slot_at: datetime | None
     issue_id: int | None = None
-    send: bool = False  # the caller starts the send after its commit
+    rows: int = 0  # ledger rows written in the tick's transaction; the caller rings after commit
 
 
 def tick(session: Session, settings: Settings, now: datetime, build: Builder | None = None) -> TickResult:
@@ -90,15 +90,25 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
     slot.issue_id = result.issue.id
     slot.outcome = "sent" if settings.digest_auto_send else "built"
     log.info("slot %s: issue %s built", slot_at.isoformat(), result.issue.number)
-    return TickResult(slot_at, result.issue.id, send=settings.digest_auto_send)
+    rows = 0
+    if settings.digest_auto_send:
+        # The fan-out commits with the slot: a tick that dies after its commit can no
+        # longer leave a slot marked sent with its issue still a draft.
+        from service.delivery import ledger
+
+        rows = ledger.start_send(session, result.issue.id, now,
+                                 timedelta(hours=settings.retry_for_hours)) or 0
+        if rows == 0:  # nobody to send to: the issue is finished at once
+            ledger.finish_if_done(session, result.issue.id, now)
+    return TickResult(slot_at, result.issue.id, rows)
 
 
 def run_tick(rt: Runtime, now: datetime, build: Builder | None = None) -> TickResult:
-    """The `chapar.schedule_tick` task: tick, commit, then start the send if automatic."""
+    """The `chapar.schedule_tick` task: tick (and fan out, if automatic), commit, then ring."""
     with unit_of_work(rt.sessions) as session:
         result = tick(session, rt.settings, now, build)
-    if result.send and result.issue_id is not None:
-        from service.delivery.control import start_and_ring
+    if result.rows and result.issue_id is not None:
+        from service.delivery.control import ring_fanned_out
 
-        start_and_ring(rt, result.issue_id, now)
+        ring_fanned_out(rt, result.issue_id, result.rows)
     return result

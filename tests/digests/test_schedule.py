@@ -114,3 +114,18 @@ def test_automatic_send_starts_the_send_after_the_build(runtime: Runtime) -> Non
         assert issue is not None and issue.status is IssueStatus.SENDING
         assert session.scalar(select(func.count()).select_from(Delivery)) == 7
         assert session.scalars(select(ScheduleSlot.outcome)).one() == "sent"
+
+
+def test_an_automatic_tick_commits_the_ledger_with_its_slot(runtime: Runtime) -> None:
+    """A tick that dies right after its commit leaves a send the sweeper can ring for."""
+    settings = runtime.settings.model_copy(update={"digest_auto_send": True})
+    with unit_of_work(runtime.sessions) as session:
+        add_subscribers(session, 3)
+    with unit_of_work(runtime.sessions) as session:
+        result = tick(session, settings, FRIDAY_0800_TEHRAN + timedelta(seconds=5), fake_builder([]))
+    assert result.rows == 3  # nothing rung: as if the process died here
+    with runtime.sessions() as session:
+        issue = session.get(Issue, result.issue_id)
+        assert issue is not None and issue.status is IssueStatus.SENDING
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 3
+        assert session.scalars(select(ScheduleSlot.outcome)).one() == "sent"
