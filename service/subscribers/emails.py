@@ -5,6 +5,11 @@ The subscriber row is the truth. `confirmation_requested_at` says an email is ow
 server accepted it. A task that finds the email already mailed for the current
 request does nothing, and the sweeper rings again for requests that were never
 mailed, so a lost broker message delays a confirmation but never loses it.
+
+Two senders must never both mail one request. On PostgreSQL the row stays locked
+(SKIP LOCKED) across the SMTP conversation; on SQLite, where a lock held that long
+would stall the web process, a sender first claims the request with a conditional
+UPDATE of `confirmation_mailing_at` and releases the claim when it is done.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ SWEEP_BATCH = 1000
 # While SMTP is down, a rung task is still retrying with back-off; ringing again every
 # minute would only pile up copies of it. Where Redis is at hand, ring at most this often.
 RERING_AFTER = timedelta(minutes=15)
+# A claim older than this belongs to a sender that died mid-conversation (SIGKILL,
+# power loss): the request is owed again. Far above one SMTP conversation's timeouts.
+CLAIM_EXPIRES_AFTER = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,38 @@ def owed_confirmation(session: Session, subscriber_id: int, *, lock: bool) -> Ow
     return OwedConfirmation(subscriber.id, subscriber.email, requested)
 
 
+def claim_confirmation(session: Session, owed: OwedConfirmation, now: datetime) -> bool:
+    """Claim the owed email for one sender; False if it was mailed or another sender holds it.
+
+    One conditional UPDATE, so of two senders that both saw it owed exactly one wins.
+    """
+    mailed = Subscriber.confirmation_mailed_at
+    mailing = Subscriber.confirmation_mailing_at
+    claimed = session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.id == owed.subscriber_id,
+            Subscriber.status == Status.PENDING,
+            Subscriber.confirmation_requested_at == owed.requested_at,
+            or_(mailed.is_(None), mailed < owed.requested_at),
+            or_(mailing.is_(None), mailing < now - CLAIM_EXPIRES_AFTER),
+        )
+        .values(confirmation_mailing_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_claim(session: Session, subscriber_id: int, claimed_at: datetime) -> None:
+    """Give the claim up (the send failed): the request is owed again at once."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id, Subscriber.confirmation_mailing_at == claimed_at)
+        .values(confirmation_mailing_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def mark_confirmation_mailed(session: Session, owed: OwedConfirmation, now: datetime) -> None:
     """Record that the SMTP server accepted the email owed for this request."""
     # Another machine's clock may run behind the web's: never record a mailing
@@ -92,7 +132,7 @@ def mark_confirmation_mailed(session: Session, owed: OwedConfirmation, now: date
     session.execute(
         update(Subscriber)
         .where(Subscriber.id == owed.subscriber_id)
-        .values(confirmation_mailed_at=mailed_at)
+        .values(confirmation_mailed_at=mailed_at, confirmation_mailing_at=None)
         .execution_options(synchronize_session=False)
     )
 
@@ -135,6 +175,7 @@ def mail_or_bounce(rt: Runtime, session: Session, owed: OwedConfirmation, now: d
         # No retry and no sweep: asking again every minute for a day cannot help.
         log.info("confirmation for subscriber %s refused: %s", owed.subscriber_id, refusal)
         mark_bounced(session, owed.subscriber_id, now, f"confirmation refused: {refusal}")
+        release_claim(session, owed.subscriber_id, now)
         return False
     mark_confirmation_mailed(session, owed, now)
     return True
@@ -152,12 +193,20 @@ def send_confirmation(rt: Runtime, subscriber_id: int, now: datetime) -> bool:
             return False
         if hold_lock:
             return mail_or_bounce(rt, session, owed, now)
-    # SQLite locks the whole database for a writing transaction; holding it across an
-    # SMTP conversation would stall the web process, so there the check and the mark
-    # are two short transactions (the embedded setup runs one worker).
-    with unit_of_work(rt.sessions) as session:
-        # The session only opens its transaction when mail_or_bounce writes, after SMTP.
-        return mail_or_bounce(rt, session, owed, now)
+        # SQLite locks the whole database for a writing transaction; holding it across
+        # an SMTP conversation would stall the web process. `chapar up` still runs two
+        # pool processes and the sweeper re-rings every minute, so two of them can find
+        # the same email owed: only the one whose claim lands, committed here, mails it.
+        if not claim_confirmation(session, owed, now):
+            return False
+    try:
+        with unit_of_work(rt.sessions) as session:
+            # The session only opens its transaction when mail_or_bounce writes, after SMTP.
+            return mail_or_bounce(rt, session, owed, now)
+    except BaseException:
+        with unit_of_work(rt.sessions) as session:
+            release_claim(session, subscriber_id, now)
+        raise
 
 
 def owed_confirmation_ids(session: Session, now: datetime, *, older_than: timedelta = SWEEP_AFTER,

@@ -47,6 +47,9 @@ class Subscriber(Base):
     # SMTP server took it. A request with no mailing after a while was lost on the way.
     confirmation_requested_at: Mapped[datetime | None]
     confirmation_mailed_at: Mapped[datetime | None]
+    # Mailing: a sender claimed the owed email and is talking to SMTP (SQLite, where
+    # no row lock is held across the conversation); cleared when it is done either way.
+    confirmation_mailing_at: Mapped[datetime | None]
     soft_bounces: Mapped[int] = mapped_column(default=0)
 
     # Consent: when, from where, from which client; confirmed_at completes it.

@@ -166,11 +166,9 @@ def test_the_confirmation_follows_the_rtl_email_rules(runtime: Runtime, smtp: Sm
     assert len(html.encode()) < 100_000
 
 
-def test_two_deliveries_of_the_same_task_at_once_mail_once(runtime: Runtime, smtp: SmtpRecorder,
-                                                           backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("SQLite runs one embedded worker; the row lock is PostgreSQL's")
-    sid = subscribe(runtime, "race@example.com")
+def test_two_deliveries_of_the_same_task_at_once_mail_once(runtime: Runtime, smtp: SmtpRecorder) -> None:
+    # PostgreSQL: the row lock. SQLite (`chapar up` runs two pool processes): the claim.
+    sid = subscribe(runtime, "race@example.com", minutes_ago=6)
     results: list[bool] = []
     start = threading.Barrier(6)
 
@@ -185,6 +183,50 @@ def test_two_deliveries_of_the_same_task_at_once_mail_once(runtime: Runtime, smt
         thread.join(60)
     assert sorted(results) == [False] * 5 + [True]
     assert smtp.counts()["race@example.com"] == 1
+    row = subscriber(runtime, sid)
+    assert row.confirmation_mailed_at is not None and row.confirmation_mailing_at is None
+
+
+def test_after_an_smtp_outage_two_workers_mail_the_owed_email_once(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    sid = subscribe(runtime, "outage@example.com", minutes_ago=10)
+    smtp.faults.greeting_421 = 1  # the outage: the first try fails and stays owed
+    with pytest.raises(OSError):
+        emails.send_confirmation(runtime, sid, utcnow())
+    assert subscriber(runtime, sid).confirmation_mailing_at is None
+    with runtime.sessions() as session:
+        assert emails.owed_confirmation_ids(session, utcnow()) == [sid]
+    # SMTP is back; the task's retry and the sweeper's ring arrive together.
+    results: list[bool] = []
+    start = threading.Barrier(2)
+
+    def deliver() -> None:
+        start.wait()
+        results.append(emails.send_confirmation(runtime, sid, utcnow()))
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == [False, True]
+    assert smtp.counts()["outage@example.com"] == 1
+
+
+def test_a_claim_left_by_a_killed_sender_expires(runtime: Runtime, smtp: SmtpRecorder,
+                                                 backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL holds the row lock instead; a killed sender's lock ends with it")
+    sid = subscribe(runtime, "killed@example.com", minutes_ago=20)
+    with unit_of_work(runtime.sessions) as session:
+        found = session.get(Subscriber, sid)
+        assert found is not None
+        found.confirmation_mailing_at = utcnow() - timedelta(minutes=1)
+    assert not emails.send_confirmation(runtime, sid, utcnow())  # still being mailed
+    assert smtp.messages == []
+    later = utcnow() + emails.CLAIM_EXPIRES_AFTER
+    assert emails.send_confirmation(runtime, sid, later)
+    assert smtp.counts()["killed@example.com"] == 1
 
 
 def test_a_mailbox_that_does_not_exist_is_marked_bounced_not_retried(
