@@ -185,9 +185,13 @@ def backoff(attempts: int, base_seconds: float) -> timedelta:
     return min(timedelta(seconds=base_seconds * 2 ** max(0, attempts - 1)), MAX_BACKOFF)
 
 
-def record_outcomes(session: Session, outcomes: Sequence[Outcome], now: datetime,
+def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, now: datetime,
                     retry_base_seconds: float, resend_uncertain: bool) -> None:
-    """Write what happened to each row; sent rows in one statement.
+    """Write what happened to each row this worker still holds; sent rows in one statement.
+
+    A row another worker claimed meanwhile (this one's lease ran out on a slow
+    batch) is left to that worker: writing over it could set a row it sent back
+    to deferred, and the resend would be a duplicate nobody recorded.
 
     A deferral past the row's give-up time fails it. An uncertain row (the server
     may have delivered it) counts one more possible duplicate and, under the
@@ -196,7 +200,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], now: datetime
     sent = [o.delivery_id for o in outcomes if o.status is DeliveryStatus.SENT]
     if sent:
         session.execute(
-            update(Delivery).where(Delivery.id.in_(sent))
+            update(Delivery).where(Delivery.id.in_(sent), Delivery.worker == worker)
             .values(status=DeliveryStatus.SENT, sent_at=now, lease_until=None, updated_at=now,
                     last_code=250, last_error=None)
             .execution_options(synchronize_session=False)
@@ -229,7 +233,8 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], now: datetime
             if outcome.status is DeliveryStatus.UNCERTAIN:
                 values["uncertain_count"] = row.uncertain_count + 1
         session.execute(
-            update(table).where(row.id == outcome.delivery_id).values(**values)  # type: ignore[arg-type]
+            update(table).where(row.id == outcome.delivery_id,  # type: ignore[arg-type]
+                                row.worker == worker).values(**values)
         )
         if outcome.suppress:
             suppress_subscriber(session, outcome.delivery_id, now, outcome.error or "")
@@ -258,6 +263,11 @@ def suppress_subscriber(session: Session, delivery_id: int, now: datetime, reply
 
 def finish_if_done(session: Session, issue_id: int, now: datetime) -> bool:
     """Mark a sending issue finished when no row is pending; True if it is finished now."""
+    # Lock the issue first: a concurrent retry-failed re-queues rows under this lock,
+    # and the check below then runs with a snapshot that sees them (PostgreSQL read
+    # committed takes a new one per statement); without it a stale snapshot could
+    # finish an issue whose rows were just queued again.
+    session.execute(select(Issue.id).where(Issue.id == issue_id).with_for_update())
     pending = select(Delivery.id).where(
         Delivery.issue_id == issue_id, Delivery.status.in_(PENDING)
     ).exists()

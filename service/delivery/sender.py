@@ -121,7 +121,7 @@ class DeliveryAgent:
         finally:
             if unrecorded:
                 with unit_of_work(self.rt.sessions) as session:
-                    self._record(session, unrecorded)
+                    self._record(session, unrecorded, worker)
 
     def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[ledger.Recipient],
                      worker: str, lease: timedelta, report: BatchReport,
@@ -130,14 +130,14 @@ class DeliveryAgent:
         for start in range(0, len(batch), size):
             chunk = list(batch[start:start + size])
             rest = [r.delivery_id for r in batch[start:]]
-            chunk = self._skip_paused_domains(chunk)
+            chunk = self._skip_paused_domains(chunk, worker)
             if not chunk:
                 continue
             if unrecorded and (self.throttle.limited or not self.connection.is_open()):
                 # About to wait (rate limit, reconnect): settle the last chunk first, so
                 # its rows are not left `sending` long enough to look abandoned.
                 with unit_of_work(self.rt.sessions) as session:
-                    self._record(session, unrecorded)
+                    self._record(session, unrecorded, worker)
                 unrecorded.clear()
             self.throttle.acquire(Counter(r.domain for r in chunk))
             if not self._connected():
@@ -150,7 +150,7 @@ class DeliveryAgent:
                                   message.render(Recipient(r.delivery_id, r.subscriber_id, r.email), now))
                          for r in chunk]
             with unit_of_work(self.rt.sessions) as session:
-                self._record(session, unrecorded)
+                self._record(session, unrecorded, worker)
                 ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
                                           self.clock(), lease)
             unrecorded.clear()
@@ -164,10 +164,10 @@ class DeliveryAgent:
             report.outcomes.update(o.status.value for o in outcomes)
         return True
 
-    def _record(self, session: Session, outcomes: Sequence[Outcome]) -> None:
+    def _record(self, session: Session, outcomes: Sequence[Outcome], worker: str) -> None:
         if outcomes:
             s = self.rt.settings
-            ledger.record_outcomes(session, outcomes, self.clock(), s.retry_base_seconds,
+            ledger.record_outcomes(session, outcomes, worker, self.clock(), s.retry_base_seconds,
                                    s.resend_uncertain)
 
     def _outcome(self, recipient: ledger.Recipient, result: Result) -> Outcome:
@@ -194,7 +194,8 @@ class DeliveryAgent:
         with self.rt.sessions() as session:
             return session.scalar(select(Issue.status).where(Issue.id == issue_id)) is IssueStatus.SENDING
 
-    def _skip_paused_domains(self, chunk: list[ledger.Recipient]) -> list[ledger.Recipient]:
+    def _skip_paused_domains(self, chunk: list[ledger.Recipient],
+                             worker: str) -> list[ledger.Recipient]:
         paused = self.throttle.paused_until({r.domain for r in chunk})
         if not paused:
             return chunk
@@ -203,8 +204,7 @@ class DeliveryAgent:
                             retry_at=datetime.fromtimestamp(paused[r.domain], UTC))
                     for r in chunk if r.domain in paused]
         with unit_of_work(self.rt.sessions) as session:
-            ledger.record_outcomes(session, outcomes, self.clock(), self.rt.settings.retry_base_seconds,
-                                   self.rt.settings.resend_uncertain)
+            self._record(session, outcomes, worker)
         return [r for r in chunk if r.domain not in paused]
 
     def _defer_all(self, chunk: Sequence[ledger.Recipient], worker: str, lease: timedelta,
@@ -215,8 +215,7 @@ class DeliveryAgent:
             ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
                                        self.clock(), lease)
             outcomes = [Outcome(i, DeliveryStatus.DEFERRED, None, detail) for i in sorted(ours)]
-            ledger.record_outcomes(session, outcomes, self.clock(), self.rt.settings.retry_base_seconds,
-                                   self.rt.settings.resend_uncertain)
+            self._record(session, outcomes, worker)
 
     def _release(self, ids: Sequence[int], worker: str) -> None:
         if ids:
