@@ -10,18 +10,16 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from service.migrations import upgrade
 from service.settings import REPO_ROOT, Settings
+from tests.support.databases import postgres_database
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CHAPAR_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -30,27 +28,10 @@ DOMAINS = 20  # readers spread over this many receiving domains
 COPY_ROWS = 50_000
 
 
-@contextmanager
-def throwaway_database(synchronous_commit: bool = True) -> Iterator[str]:
-    """CREATE DATABASE chapar_bench_<hex>, migrated to head; dropped afterwards.
-
-    synchronous_commit=False is a diagnosis only (a commit no longer waits for the
-    WAL flush): it shows how much of the time is commit latency.
-    """
-    name = f"chapar_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-        if not synchronous_commit:
-            connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def throwaway_database(synchronous_commit: bool = True) -> AbstractContextManager[str]:
+    """A migrated PostgreSQL database of its own for one run, dropped afterwards."""
+    options = {} if synchronous_commit else {"synchronous_commit": "off"}
+    return postgres_database(POSTGRES_ADMIN_URL, prefix="chapar_bench", options=options)
 
 
 @contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
@@ -19,13 +19,19 @@ REDIS_URL = os.environ.get("CHAPAR_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """Create a fresh database, migrate it to head, drop it afterwards."""
-    name = f"chapar_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+def postgres_database(admin_url: str = POSTGRES_ADMIN_URL, prefix: str = "chapar_test",
+                      options: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Create a fresh database, migrate it to head, drop it afterwards.
+
+    `options` are PostgreSQL settings for the new database (ALTER DATABASE ... SET).
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        for option, value in (options or {}).items():
+            connection.execute(text(f'ALTER DATABASE "{name}" SET {option} = {value}'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         upgrade(url)
         yield url
