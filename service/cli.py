@@ -77,14 +77,16 @@ def worker(ctx: click.Context, concurrency: int, queues: str) -> None:
 
 
 @main.command()
-def beat() -> None:
+@click.option("--schedule-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where beat keeps its last run times (default: DATA_DIR/celerybeat-schedule).")
+def beat(schedule_file: Path | None) -> None:
     """Run the Celery beat scheduler."""
     from worker.app import app
 
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel=INFO",
-               f"--schedule={settings.data_dir / 'celerybeat-schedule'}"])
+    schedule = schedule_file or settings.data_dir / "celerybeat-schedule"
+    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
 
 
 @main.command("smtp-capture")

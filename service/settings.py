@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     digest_hour: int = 8
     digest_minute: int = 0
     digest_auto_send: bool = False
+    beat_tick_seconds: float = Field(default=60.0, ge=1)  # schedule tick and delivery sweeper
 
     # Delivery
     send_batch_size: int = 500

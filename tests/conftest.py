@@ -16,6 +16,7 @@ from service.db import Base
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.support.databases import REDIS_URL, postgres_database, sqlite_database
+from tests.support.redis_server import PrivateRedis
 from tests.support.smtp import SmtpRecorder
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -67,6 +68,14 @@ def redis_db() -> Iterator[str]:
         registry = Redis.from_url(f"{REDIS_URL}/0")
         registry.delete(claim)
         registry.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, which it may flush, stop and restart."""
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

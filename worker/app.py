@@ -65,10 +65,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "chapar.sweep_confirmations", "schedule": timedelta(minutes=1),
         },
         "sweep-deliveries": {
-            "task": "chapar.sweep_deliveries", "schedule": timedelta(minutes=1),
+            "task": "chapar.sweep_deliveries",
+            "schedule": timedelta(seconds=settings.beat_tick_seconds),
         },
         "schedule-tick": {
-            "task": "chapar.schedule_tick", "schedule": timedelta(minutes=1),
+            "task": "chapar.schedule_tick",
+            "schedule": timedelta(seconds=settings.beat_tick_seconds),
         },
     } | bounce_polling(settings) | feed_refresh(settings)
 

@@ -20,6 +20,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.support.network import free_port
+
 
 @dataclass
 class Received:
@@ -128,7 +130,7 @@ class SmtpRecorder:
         self.messages: list[Received] = []
         self.mid_data_drops = 0  # connections aborted with a body half read
         self._lock = threading.Lock()
-        self._controller = _Controller(_Handler(self), hostname=host, port=port or _free_port(),
+        self._controller = _Controller(_Handler(self), hostname=host, port=port or free_port(),
                                        decode_data=False, enable_SMTPUTF8=True,
                                        data_size_limit=50 * 1024 * 1024, ready_timeout=10)
         self.host = host
@@ -195,10 +197,3 @@ class SmtpRecorder:
             time.sleep(0.05)
         raise AssertionError(f"SMTP server did not see the expected mail in {timeout}s; "
                              f"got {len(self.messages)} messages")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from service.runtime import Runtime
 from service.web.app import create_app
 from tests.conftest import make_settings
-from tests.support.smtp import _free_port
+from tests.support.network import free_port
 
 
 def client_for(rt: Runtime) -> TestClient:
@@ -31,7 +31,7 @@ def test_ready_when_database_and_broker_answer(postgresql_url: str, redis_db: st
 
 def test_not_ready_names_what_is_down_without_internal_details(postgresql_url: str,
                                                                 tmp_path: Path) -> None:
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     rt = Runtime.from_settings(make_settings(
         tmp_path, database_url=f"postgresql+psycopg://chapar_probe:secretpw@127.0.0.1:{closed}/x",
         broker_url=f"redis://127.0.0.1:{closed}/0"))
