@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 
 from service.settings import REPO_ROOT, Settings
 from tests.support.databases import postgres_database
+from tests.support.processes import settings_env
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CHAPAR_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -81,15 +82,6 @@ def load_subscribers(database_url: str, count: int, now: datetime) -> None:
             connection.execute(text("VACUUM ANALYZE subscribers"))
     finally:
         engine.dispose()
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a `chapar` child process load exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAPAR_")}
-    env.update(settings.as_environment())
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class Worker:
