@@ -64,7 +64,7 @@ def message_bytes(rt: Runtime, issue_id: int, now: datetime) -> bytes:
     """One recipient's complete message, exactly as our sender builds it."""
     message = DeliveryAgent(rt).message_for(issue_id)
     assert message is not None
-    return message.render(Recipient(1, 1, "reader0@news0.example.test"), now)
+    return message.render(Recipient(1, 1, "reader0@news0.example.test", "news0.example.test"), now)
 
 
 def issue_state(rt: Runtime, issue_id: int) -> tuple[IssueStatus, dict[str, int]]:

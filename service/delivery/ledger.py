@@ -16,22 +16,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.db import UtcDateTime, is_sqlite
+from service.delivery.message import Recipient
 from service.delivery.models import PENDING, Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
 from service.subscribers.models import Status, Subscriber, SubscriberEvent
 
 CLAIMABLE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 MAX_BACKOFF = timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """One claimed row: everything the sender needs, nothing more."""
-
-    delivery_id: int
-    subscriber_id: int
-    email: str
-    domain: str
 
 
 @dataclass(frozen=True)

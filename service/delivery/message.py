@@ -100,9 +100,12 @@ class _Body:
 
 @dataclass(frozen=True)
 class Recipient:
+    """One claimed ledger row: everything the sender needs, nothing more."""
+
     delivery_id: int
     subscriber_id: int
     email: str
+    domain: str
 
 
 class IssueMessage:

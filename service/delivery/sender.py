@@ -108,7 +108,7 @@ class DeliveryAgent:
                 report.more = True
                 return report
 
-    def _send_batch(self, issue_id: int, message: IssueMessage, batch: Sequence[ledger.Recipient],
+    def _send_batch(self, issue_id: int, message: IssueMessage, batch: Sequence[Recipient],
                     worker: str, lease: timedelta, report: BatchReport) -> bool:
         """Send one claimed batch; False when the send must stop (paused, server down).
 
@@ -123,7 +123,7 @@ class DeliveryAgent:
                 with unit_of_work(self.rt.sessions) as session:
                     self._record(session, unrecorded, worker)
 
-    def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[ledger.Recipient],
+    def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[Recipient],
                      worker: str, lease: timedelta, report: BatchReport,
                      unrecorded: list[Outcome]) -> bool:
         size = self.throttle.largest_chunk(CHUNK)
@@ -147,7 +147,7 @@ class DeliveryAgent:
                 return False
             now = self.clock()
             envelopes = [Envelope(message.envelope_sender(r.delivery_id), r.email,
-                                  message.render(Recipient(r.delivery_id, r.subscriber_id, r.email), now))
+                                  message.render(r, now))
                          for r in chunk]
             with unit_of_work(self.rt.sessions) as session:
                 self._record(session, unrecorded, worker)
@@ -170,7 +170,7 @@ class DeliveryAgent:
             ledger.record_outcomes(session, outcomes, worker, self.clock(), s.retry_base_seconds,
                                    s.resend_uncertain)
 
-    def _outcome(self, recipient: ledger.Recipient, result: Result) -> Outcome:
+    def _outcome(self, recipient: Recipient, result: Result) -> Outcome:
         if result.slows_domain:
             self.throttle.pause_domain(recipient.domain)
         return Outcome(recipient.delivery_id, DeliveryStatus(result.kind), result.code,
@@ -194,8 +194,8 @@ class DeliveryAgent:
         with self.rt.sessions() as session:
             return session.scalar(select(Issue.status).where(Issue.id == issue_id)) is IssueStatus.SENDING
 
-    def _skip_paused_domains(self, chunk: list[ledger.Recipient],
-                             worker: str) -> list[ledger.Recipient]:
+    def _skip_paused_domains(self, chunk: list[Recipient],
+                             worker: str) -> list[Recipient]:
         paused = self.throttle.paused_until({r.domain for r in chunk})
         if not paused:
             return chunk
@@ -207,7 +207,7 @@ class DeliveryAgent:
             self._record(session, outcomes, worker)
         return [r for r in chunk if r.domain not in paused]
 
-    def _defer_all(self, chunk: Sequence[ledger.Recipient], worker: str, lease: timedelta,
+    def _defer_all(self, chunk: Sequence[Recipient], worker: str, lease: timedelta,
                    reason: str) -> None:
         """The server refused the connection: nothing was sent; retry these with back-off."""
         detail = self.connect_error or reason

@@ -35,7 +35,8 @@ def test_each_reader_gets_a_valid_mime_message_with_their_own_links() -> None:
     )
     now = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
     for subscriber_id in (1, 42, 100_000):
-        data = message.render(Recipient(9, subscriber_id, f"r{subscriber_id}@example.test"), now)
+        recipient = Recipient(9, subscriber_id, f"r{subscriber_id}@example.test", "example.test")
+        data = message.render(recipient, now)
         assert all(len(line) <= 998 for line in data.split(b"\r\n"))
         parsed = message_from_bytes(data, policy=policy.default)
         unsubscribe = TOKENS.lasting(Purpose.UNSUBSCRIBE, subscriber_id)

@@ -120,7 +120,7 @@ def test_dkim_signature_verifies_and_covers_the_bulk_headers() -> None:
         public_url="http://chapar.test", verp_domain="chapar.test", tokens=Tokens("k" * 40, 60),
         secret="k" * 40, dkim=DkimSigner(pem, "chapar.test", "s1"),
     )
-    data = message.render(Recipient(1, 2, "reader@example.test"), datetime.now(UTC))
+    data = message.render(Recipient(1, 2, "reader@example.test", "example.test"), datetime.now(UTC))
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
         assert name == b"s1._domainkey.chapar.test."

@@ -50,7 +50,7 @@ def test_confirmation_and_digest_messages_keep_every_space(subject: str) -> None
         text=f"لغو: {UNSUBSCRIBE_URL}", from_name="خبرنامه هفتگی", from_address="news@chapar.test",
         list_name=LONG_LIST_NAME, list_id="weekly.chapar.test", public_url="http://chapar.test",
         verp_domain="chapar.test", tokens=Tokens("k" * 40, 60), secret="k" * 40,
-    ).render(Recipient(1, 1, "reader@example.com"), now)
+    ).render(Recipient(1, 1, "reader@example.com", "example.com"), now)
     assert decoded_subject(digest) == subject
     # Every line ends in CRLF: relays refuse bare LF since the SMTP smuggling fixes.
     assert digest.count(b"\n") == digest.count(b"\r\n")
