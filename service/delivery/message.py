@@ -24,6 +24,7 @@ from itsdangerous.encoding import base64_encode
 
 from service.bounces.verp import VerpSigner
 from service.delivery.dkim import DkimSigner
+from service.mail.compose import sender
 from service.mail.headers import encode_unstructured
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
 from service.persian import single_line
@@ -125,10 +126,9 @@ class IssueMessage:
         self.unsubscribe_token = LastingSigner(tokens, Purpose.UNSUBSCRIBE)
         self.preferences_token = LastingSigner(tokens, Purpose.PREFERENCES)
         self.verp = VerpSigner(tokens)
-        local, _, domain = from_address.rpartition("@")
-        sender = Address(display_name=single_line(from_name), username=local, domain=domain)
+        from_header = sender(from_name, from_address)
         self.fixed_headers: list[tuple[bytes, bytes]] = [
-            (b"From", _value(_header("From", sender))),
+            (b"From", _value(_header("From", from_header))),
             (b"Subject", _value(encode_unstructured("Subject", single_line(subject)).encode() + b"\r\n")),
             (b"MIME-Version", b"1.0"),
             (b"List-Id", _list_id(list_name, list_id)),
