@@ -175,7 +175,7 @@ def subscribers_import(path: Path, source: str | None, pending: bool,
                 with unit_of_work(rt.sessions) as session:
                     import_batch(session, batch, source=source or f"import:{path.name}",
                                  status=Status.PENDING if pending else Status.CONFIRMED,
-                                 now=utcnow(), secret_key=rt.settings.secret_key, report=report,
+                                 now=utcnow(), report=report,
                                  allow_smtputf8=rt.settings.smtputf8)
                 progress.update(bar, completed=report.seen)
         except ValueError as exc:
@@ -226,7 +226,7 @@ def show_config() -> None:
     """Print the effective configuration (secrets hidden)."""
     settings = Settings()
     data = settings.model_dump(mode="json")
-    for secret in ("secret_key", "api_key"):
+    for secret in ("secret_key", "secret_key_fallbacks", "api_key"):
         data[secret] = "***" if data.get(secret) else ""
     data["database_url"] = redact(settings.effective_database_url)
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))

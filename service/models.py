@@ -4,9 +4,10 @@ from service.articles.models import Article, Feed
 from service.db import Base
 from service.delivery.models import Bounce, Delivery
 from service.digests.models import Issue, IssueArticle, ScheduleSlot
-from service.subscribers.models import Subscriber, SubscriberEvent, Suppression
+from service.instance_keys import InstanceKey
+from service.subscribers.models import ConsentRecord, Subscriber, SubscriberEvent, Suppression
 
 __all__ = [
-    "Article", "Base", "Bounce", "Delivery", "Feed", "Issue", "IssueArticle", "ScheduleSlot",
-    "Subscriber", "SubscriberEvent", "Suppression",
+    "Article", "Base", "Bounce", "ConsentRecord", "Delivery", "Feed", "InstanceKey", "Issue",
+    "IssueArticle", "ScheduleSlot", "Subscriber", "SubscriberEvent", "Suppression",
 ]

@@ -35,7 +35,8 @@ class Runtime:
             settings=settings,
             engine=engine,
             sessions=make_session_factory(engine),
-            tokens=Tokens(settings.secret_key, settings.confirm_token_max_age),
+            tokens=Tokens(settings.secret_key, settings.confirm_token_max_age,
+                          settings.fallback_secret_keys),
         )
 
     @cached_property

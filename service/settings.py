@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     smtp_url: str = "smtp://127.0.0.1:8025"
     public_url: str = "http://127.0.0.1:8000"
     secret_key: str = DEV_SECRET
+    # Earlier secrets, comma-separated: links signed with them still work; nothing new is signed.
+    secret_key_fallbacks: str = ""
     api_key: str = ""  # for the CMS and bounce endpoints; empty disables them
     from_address: str = "newsletter@chapar.localhost"
     from_name: str = "خبرنامه هفتگی"
@@ -116,6 +118,19 @@ class Settings(BaseSettings):
         if self.environment == "production" and len(self.secret_key) < 32:
             raise ValueError("CHAPAR_SECRET_KEY must be at least 32 characters in production")
         return self
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_fallbacks(self) -> Settings:
+        # A placeholder that still verifies links would let anyone forge them.
+        if self.environment == "production" and any(
+                key in PLACEHOLDER_SECRETS for key in self.fallback_secret_keys):
+            raise ValueError("CHAPAR_SECRET_KEY_FALLBACKS must not list a placeholder secret")
+        return self
+
+    @property
+    def fallback_secret_keys(self) -> tuple[str, ...]:
+        """CHAPAR_SECRET_KEY_FALLBACKS as a list, newest first; blanks ignored."""
+        return tuple(key.strip() for key in self.secret_key_fallbacks.split(",") if key.strip())
 
     def as_environment(self) -> dict[str, str]:
         """CHAPAR_* variables that make a child process load exactly these settings."""

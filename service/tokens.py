@@ -2,13 +2,25 @@
 
 Each purpose has its own salt, so an unsubscribe token can never confirm an address
 and a confirm token can never open the preferences page.
+
+Tokens are signed with the current secret and read with it or any of the earlier
+secrets still listed as fallbacks, so rotating the secret does not break the links
+in issues already mailed (itsdangerous takes the keys oldest first, signs with the
+last one and verifies with each).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+# Subscriber and delivery ids are SQL INTEGER columns; a larger id can only be a
+# forgery or a bug, and PostgreSQL would answer a look-up for it with an error.
+MAX_ID = 2**31 - 1
+MAX_NONCE_LENGTH = 32
 
 
 class Purpose(enum.StrEnum):
@@ -26,28 +38,51 @@ class TokenError(Exception):
         self.reason = reason  # "invalid" | "expired"
 
 
+class ConfirmRequest(NamedTuple):
+    """What a confirm link names: a subscriber and the subscription request it answers.
+
+    `nonce` is None for links mailed before requests had one; they match only a
+    subscriber whose request has none either.
+    """
+
+    subscriber_id: int
+    nonce: str | None
+
+
 class Tokens:
-    def __init__(self, secret_key: str, confirm_max_age: int) -> None:
-        self._secret = secret_key
+    def __init__(self, secret_key: str, confirm_max_age: int,
+                 fallback_keys: Sequence[str] = ()) -> None:
+        # Oldest first, the signing key last: the order itsdangerous expects.
+        self.secret_keys: tuple[str, ...] = (*reversed(fallback_keys), secret_key)
         self._confirm_max_age = confirm_max_age
 
     def _timed(self, purpose: Purpose) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(self._secret, salt=f"chapar.{purpose.value}")
+        return URLSafeTimedSerializer(list(self.secret_keys), salt=f"chapar.{purpose.value}")
 
     def _plain(self, purpose: Purpose) -> URLSafeSerializer:
-        return URLSafeSerializer(self._secret, salt=f"chapar.{purpose.value}")
+        return URLSafeSerializer(list(self.secret_keys), salt=f"chapar.{purpose.value}")
 
-    def confirm(self, subscriber_id: int) -> str:
-        return self._timed(Purpose.CONFIRM).dumps(subscriber_id)
+    def confirm(self, subscriber_id: int, nonce: str | None) -> str:
+        """A link that confirms only the request `nonce` names, for a limited time.
 
-    def read_confirm(self, token: str) -> int:
+        None, for a request from before requests had names, makes the old form.
+        """
+        payload = subscriber_id if nonce is None else [subscriber_id, nonce]
+        return self._timed(Purpose.CONFIRM).dumps(payload)
+
+    def read_confirm(self, token: str) -> ConfirmRequest:
         try:
             value = self._timed(Purpose.CONFIRM).loads(token, max_age=self._confirm_max_age)
         except SignatureExpired as exc:
             raise TokenError("expired") from exc
         except BadSignature as exc:
             raise TokenError("invalid") from exc
-        return _as_id(value)
+        if type(value) is int:  # mailed before confirm links named their request
+            return ConfirmRequest(_as_id(value), None)
+        if (type(value) is not list or len(value) != 2 or type(value[1]) is not str
+                or not 0 < len(value[1]) <= MAX_NONCE_LENGTH):
+            raise TokenError("invalid")
+        return ConfirmRequest(_as_id(value[0]), value[1])
 
     def lasting(self, purpose: Purpose, subscriber_id: int) -> str:
         """A token that does not expire: unsubscribe links must work years later."""
@@ -62,6 +97,6 @@ class Tokens:
 
 
 def _as_id(value: object) -> int:
-    if type(value) is not int or value <= 0:
+    if type(value) is not int or not 0 < value <= MAX_ID:
         raise TokenError("invalid")
     return value

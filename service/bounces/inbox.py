@@ -19,7 +19,7 @@ def policy_of(rt: Runtime) -> SoftBouncePolicy:
 def receive_report(rt: Runtime, raw: bytes, now: datetime, source: str) -> Intake:
     """Take one raw report in its own transaction, committed on return."""
     with rt.sessions.begin() as session:
-        return take_report(session, raw, VerpSigner(rt.settings.secret_key), now,
+        return take_report(session, raw, VerpSigner(rt.tokens), now,
                            policy_of(rt), source)
 
 
@@ -29,7 +29,7 @@ def poll_bounce_mailbox(rt: Runtime, clock: Callable[[], datetime]) -> PollResul
     if not url:
         return None
     mailbox = Mailbox.from_url(url)
-    signer = VerpSigner(rt.settings.secret_key)
+    signer = VerpSigner(rt.tokens)
     policy = policy_of(rt)
     source = f"mailbox:{mailbox.protocol}"
 

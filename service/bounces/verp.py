@@ -11,6 +11,9 @@ bits of an HMAC-SHA256 (itsdangerous' key derivation, salt `chapar.verp`) in
 hexadecimal, read back case-insensitively. Hex rather than base 32 because the
 sender makes one per message and Python's base 32 is slow; the local part stays at
 most 45 characters, within RFC 5321's 64.
+
+Like every other token, a return path is made with the current secret and read with
+it or any fallback secret, so bounces of mail sent before a rotation still count.
 """
 
 from __future__ import annotations
@@ -27,28 +30,36 @@ PREFIX = "bounces+"
 SALT = "chapar.verp"
 SIGNATURE_BYTES = 10  # 80 bits: forging one needs 2**80 guesses at our mailbox
 _HEX = frozenset("0123456789abcdef")
+MAX_DELIVERY_ID = 2**63 - 1  # deliveries.id is a BIGINT; a larger id must not reach a query
 
 
-def _secret_of(secret: Tokens | str) -> str:
-    return secret if isinstance(secret, str) else secret._secret  # Tokens keeps it private
+Secrets = Tokens | str | tuple[str, ...]
+
+
+def _keys_of(secret: Secrets) -> tuple[str, ...]:
+    """The secrets, oldest first and the signing one last (itsdangerous' order)."""
+    if isinstance(secret, str):
+        return (secret,)
+    return secret.secret_keys if isinstance(secret, Tokens) else secret
 
 
 class VerpSigner:
-    """Makes and reads VERP tokens; build one per process, it caches the derived key."""
+    """Makes and reads VERP tokens; build one per process, it caches the derived keys."""
 
-    def __init__(self, secret: Tokens | str) -> None:
-        signer = Signer(_secret_of(secret), salt=SALT, digest_method=hashlib.sha256)
-        self._key = signer.derive_key()
+    def __init__(self, secret: Secrets) -> None:
+        signer = Signer(list(_keys_of(secret)), salt=SALT, digest_method=hashlib.sha256)
+        self._keys = [signer.derive_key(key) for key in reversed(signer.secret_keys)]  # newest first
 
-    def _signature(self, id_text: str) -> str:
-        digest = hmac.digest(self._key, id_text.encode("ascii"), "sha256")  # one-shot, in C
+    @staticmethod
+    def _signature(key: bytes, id_text: str) -> str:
+        digest = hmac.digest(key, id_text.encode("ascii"), "sha256")  # one-shot, in C
         return digest[:SIGNATURE_BYTES].hex()
 
     def token(self, delivery_id: int) -> str:
-        if delivery_id <= 0:
-            raise ValueError("delivery ids are positive")
+        if not 0 < delivery_id <= MAX_DELIVERY_ID:
+            raise ValueError("delivery ids are positive SQL integers")
         id_text = format(delivery_id, "x")
-        return f"{id_text}-{self._signature(id_text)}"
+        return f"{id_text}-{self._signature(self._keys[0], id_text)}"
 
     def address(self, delivery_id: int, domain: str) -> str:
         """The return path for one delivery row: `bounces+<token>@domain`."""
@@ -61,7 +72,9 @@ class VerpSigner:
             return None
         if not id_text.isascii() or not all(c in _HEX for c in id_text):
             return None
-        if not hmac.compare_digest(self._signature(id_text), signature):
+        if int(id_text, 16) > MAX_DELIVERY_ID:
+            return None
+        if not any(hmac.compare_digest(self._signature(key, id_text), signature) for key in self._keys):
             return None
         return int(id_text, 16)
 
@@ -77,15 +90,15 @@ class VerpSigner:
 
 
 @lru_cache(maxsize=8)
-def _signer(secret: str) -> VerpSigner:
-    return VerpSigner(secret)
+def _signer(keys: tuple[str, ...]) -> VerpSigner:
+    return VerpSigner(keys)
 
 
-def verp_address(secret: Tokens | str, delivery_id: int, domain: str) -> str:
+def verp_address(secret: Secrets, delivery_id: int, domain: str) -> str:
     """`bounces+<token>@domain`: a bounce to this address names its ledger row."""
-    return _signer(_secret_of(secret)).address(delivery_id, domain)
+    return _signer(_keys_of(secret)).address(delivery_id, domain)
 
 
-def read_verp(secret: Tokens | str, address: str) -> int | None:
+def read_verp(secret: Secrets, address: str) -> int | None:
     """The delivery id a VERP address stands for, or None if it is not ours."""
-    return _signer(_secret_of(secret)).read(address)
+    return _signer(_keys_of(secret)).read(address)

@@ -64,7 +64,10 @@ class LastingSigner:
 
 def message_id(issue_number: int, subscriber_id: int, secret: str, domain: str) -> str:
     """Deterministic per (issue, subscriber): a resent copy carries the same id, so
-    clients and archives can fold duplicates; the hash keeps ids unguessable."""
+    clients and archives can fold duplicates; the hash keeps ids unguessable.
+
+    `secret` is the installation's message-id key (instance_keys.MESSAGE_ID), not the
+    rotating secret, so a copy resent after a rotation still folds with the first."""
     digest = hashlib.sha256(f"{secret}:{issue_number}:{subscriber_id}".encode()).hexdigest()[:16]
     return f"<chapar.{issue_number}.{subscriber_id}.{digest}@{domain}>"
 

@@ -33,6 +33,7 @@ from service.delivery.models import DeliveryStatus
 from service.delivery.throttle import Throttle
 from service.delivery.transport import Envelope, Result, SmtpConnection, SmtpError
 from service.digests.models import Issue, IssueStatus
+from service.instance_keys import MESSAGE_ID, instance_key
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class DeliveryAgent:
                     issue_number=issue.number, subject=issue.subject, html=issue.html,
                     text=issue.text, from_name=s.from_name, from_address=s.from_address,
                     list_name=s.list_name, list_id=s.list_id, public_url=s.public_url,
-                    verp_domain=s.verp_domain, tokens=self.rt.tokens, secret=s.secret_key,
+                    verp_domain=s.verp_domain, tokens=self.rt.tokens,
+                    secret=instance_key(session, MESSAGE_ID).hex(),
                     dkim=self.dkim,
                 )}
         return self.messages[issue_id]

@@ -53,6 +53,9 @@ def normalize_address(raw: str, *, allow_smtputf8: bool = False) -> str:
     return address.lower()
 
 
-def address_hash(secret_key: str, address: str) -> str:
-    """A keyed hash that recognises an erased address without storing it."""
-    return hmac.new(secret_key.encode(), address.encode(), hashlib.sha256).hexdigest()
+def address_hash(key: bytes, address: str) -> str:
+    """A keyed hash that recognises an erased address without storing it.
+
+    `key` is the installation's suppression key (instance_keys.SUPPRESSION).
+    """
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()

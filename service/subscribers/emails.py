@@ -51,14 +51,15 @@ class OwedConfirmation:
     subscriber_id: int
     address: str
     requested_at: datetime
+    nonce: str | None  # the subscription request its link confirms
 
 
-def confirmation_context(rt: Runtime, subscriber_id: int) -> dict[str, object]:
+def confirmation_context(rt: Runtime, subscriber_id: int, nonce: str | None) -> dict[str, object]:
     """Everything the confirm templates need, as JSON-safe values."""
     s = rt.settings
     context: dict[str, object] = {
         "list_name": s.list_name,
-        "confirm_url": rt.url(f"/confirm/{rt.tokens.confirm(subscriber_id)}"),
+        "confirm_url": rt.url(f"/confirm/{rt.tokens.confirm(subscriber_id, nonce)}"),
         "expires_days": max(1, s.confirm_token_max_age // 86400),
         "sender_name": s.from_name,
         "sender_address": s.from_address,
@@ -69,8 +70,8 @@ def confirmation_context(rt: Runtime, subscriber_id: int) -> dict[str, object]:
     return context
 
 
-def render_confirmation(rt: Runtime, subscriber_id: int) -> RenderedEmail:
-    return rt.email_templates.render("confirm", confirmation_context(rt, subscriber_id))
+def render_confirmation(rt: Runtime, subscriber_id: int, nonce: str | None) -> RenderedEmail:
+    return rt.email_templates.render("confirm", confirmation_context(rt, subscriber_id, nonce))
 
 
 def owed_confirmation(session: Session, subscriber_id: int, *, lock: bool) -> OwedConfirmation | None:
@@ -89,7 +90,7 @@ def owed_confirmation(session: Session, subscriber_id: int, *, lock: bool) -> Ow
     mailed = subscriber.confirmation_mailed_at
     if requested is None or (mailed is not None and mailed >= requested):
         return None
-    return OwedConfirmation(subscriber.id, subscriber.email, requested)
+    return OwedConfirmation(subscriber.id, subscriber.email, requested, subscriber.confirm_nonce)
 
 
 def claim_confirmation(session: Session, owed: OwedConfirmation, now: datetime) -> bool:
@@ -140,7 +141,7 @@ def mark_confirmation_mailed(session: Session, owed: OwedConfirmation, now: date
 def mail(rt: Runtime, owed: OwedConfirmation, now: datetime) -> None:
     """Render and hand the email to the SMTP server; raises OSError if it did not take it."""
     s = rt.settings
-    message = build_message(render_confirmation(rt, owed.subscriber_id), from_name=s.from_name,
+    message = build_message(render_confirmation(rt, owed.subscriber_id, owed.nonce), from_name=s.from_name,
                             from_address=s.from_address, to=owed.address, now=now)
     client = connect(s.smtp)
     try:

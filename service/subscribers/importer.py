@@ -12,10 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.instance_keys import SUPPRESSION, instance_key
 from service.persian import single_line
 from service.subscribers.addresses import AddressError, address_hash, normalize_address
-from service.subscribers.models import Status, Subscriber, Suppression
-from service.subscribers.store import record
+from service.subscribers.models import Status, Subscriber, Suppression, new_nonce
+from service.subscribers.store import Consent, record, record_consent
 
 EMAIL_COLUMNS = ("email", "e-mail", "email_address", "ایمیل", "نشانی ایمیل")
 
@@ -66,7 +67,6 @@ def import_batch(
     source: str,
     status: Status,
     now: datetime,
-    secret_key: str,
     report: ImportReport,
     allow_smtputf8: bool = False,
 ) -> None:
@@ -86,15 +86,16 @@ def import_batch(
     if not valid:
         return
     existing = set(session.scalars(select(Subscriber.email).where(Subscriber.email.in_(valid))))
-    hashes = {address_hash(secret_key, a): a for a in valid if a not in existing}
+    key = instance_key(session, SUPPRESSION)
+    hashes = {a: address_hash(key, a) for a in valid if a not in existing}
     erased = set(session.scalars(
-        select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
+        select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes.values()))
     ))
     fresh: list[str] = []
     for address in valid:
         if address in existing:
             report.already_present += 1
-        elif address_hash(secret_key, address) in erased:
+        elif hashes[address] in erased:
             report.suppressed += 1
         else:
             fresh.append(address)
@@ -115,10 +116,12 @@ def insert_new(session: Session, addresses: list[str], *, source: str, status: S
         subscriber = Subscriber(
             email=address, status=status, created_at=now, updated_at=now,
             confirmed_at=now if status is Status.CONFIRMED else None,
-            consent_source=source, consent_at=now,
+            confirm_nonce=new_nonce(), consent_source=source, consent_at=now,
         )
         session.add(subscriber)
         record(session, subscriber, "import", source, now)
+        record_consent(session, subscriber, "import", Consent(source), now,
+                       nonce=subscriber.confirm_nonce)
 
     try:
         with session.begin_nested():

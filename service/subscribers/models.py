@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import datetime
 
 from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text
@@ -20,6 +21,11 @@ class Status(enum.StrEnum):
 
 
 SUPPRESSED = frozenset({Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED})
+
+
+def new_nonce() -> str:
+    """A fresh name for a subscription request (64 random bits, 11 URL-safe characters)."""
+    return secrets.token_urlsafe(8)
 
 
 def status_enum() -> Enum:
@@ -51,8 +57,16 @@ class Subscriber(Base):
     # no row lock is held across the conversation); cleared when it is done either way.
     confirmation_mailing_at: Mapped[datetime | None]
     soft_bounces: Mapped[int] = mapped_column(default=0)
+    # Names the current subscription request, from the moment the address became
+    # pending until it is confirmed. Confirm links carry it, so a link mailed for an
+    # earlier request (before an unsubscribe) cannot confirm a later one that a
+    # stranger made; asking again while pending keeps it, so every link mailed for
+    # this request works. NULL only on rows older than the column.
+    confirm_nonce: Mapped[str | None] = mapped_column(String(32), default=new_nonce)
 
-    # Consent: when, from where, from which client; confirmed_at completes it.
+    # The consent in force: the request that was confirmed (or, until the first
+    # confirmation, the one that created the row). Never rewritten by a request that
+    # is not yet confirmed; every request is kept in `consents`.
     consent_source: Mapped[str] = mapped_column(String(200))
     consent_at: Mapped[datetime]
     consent_ip: Mapped[str | None] = mapped_column(String(64))
@@ -61,6 +75,10 @@ class Subscriber(Base):
     events: Mapped[list[SubscriberEvent]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True,
         order_by="SubscriberEvent.id",
+    )
+    consents: Mapped[list[ConsentRecord]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="ConsentRecord.id",
     )
 
     @property
@@ -85,8 +103,35 @@ class SubscriberEvent(Base):
     subscriber: Mapped[Subscriber] = relationship(back_populates="events")
 
 
+class ConsentRecord(Base):
+    """One request to receive the list, or one confirmation of it: appended, never changed.
+
+    kind: subscribe (a form or the API), import, resubscribe (the reader's signed
+    link), confirm (the confirmation link), recorded (the consent a row held when
+    this history began).
+    """
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(200))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    nonce: Mapped[str | None] = mapped_column(String(32))  # the request it belongs to
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="consents")
+
+
 class Suppression(Base):
     """Addresses that asked to be erased, kept only as a keyed hash.
+
+    The key is the installation's own (instance_keys.SUPPRESSION), not the rotating
+    secret: an erasure must outlive every rotation.
 
     An import or an unconfirmed subscribe must never quietly re-add them; confirming
     a fresh subscription from the address itself lifts the suppression.

@@ -15,13 +15,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.delivery.models import Bounce, Delivery
+from service.instance_keys import SUPPRESSION, instance_key
 from service.subscribers.addresses import address_hash
 from service.subscribers.models import (
-    SUPPRESSED,
+    ConsentRecord,
     Status,
     Subscriber,
     SubscriberEvent,
     Suppression,
+    new_nonce,
 )
 
 CONFIRMATION_INTERVAL = timedelta(days=1)
@@ -42,14 +44,26 @@ class SubscribeOutcome:
     send_confirmation: bool  # the caller enqueues the email after its commit
 
 
-def find_by_email(session: Session, email: str) -> Subscriber | None:
-    return session.scalars(select(Subscriber).where(Subscriber.email == email)).one_or_none()
+def find_by_email(session: Session, email: str, *, lock: bool = False) -> Subscriber | None:
+    query = select(Subscriber).where(Subscriber.email == email)
+    return session.scalars(query.with_for_update() if lock else query).one_or_none()
 
 
 def record(session: Session, subscriber: Subscriber, kind: str, source: str, now: datetime,
            detail: str | None = None) -> None:
     session.add(SubscriberEvent(subscriber=subscriber, at=now, kind=kind, source=source,
                                 detail=detail))
+
+
+def record_consent(session: Session, subscriber: Subscriber, kind: str, consent: Consent,
+                   now: datetime, nonce: str | None = None) -> None:
+    """Append one line to the subscriber's consent history; earlier lines are never changed."""
+    session.add(ConsentRecord(subscriber=subscriber, at=now, kind=kind, source=consent.source,
+                              ip=consent.ip, user_agent=_user_agent(consent), nonce=nonce))
+
+
+def _user_agent(consent: Consent) -> str | None:
+    return (consent.user_agent or "")[:300] or None
 
 
 def subscribe(session: Session, email: str, consent: Consent, now: datetime, *,
@@ -59,16 +73,19 @@ def subscribe(session: Session, email: str, consent: Consent, now: datetime, *,
     The interval is a day unless the settings allow more confirmation emails a day.
 
     A confirmed address stays confirmed; an unsubscribed or bounced one goes back to
-    pending and is only mailed again once it confirms. A complained address (the
-    reader marked us as spam) gets nothing from an anonymous form, not even a
-    confirmation: only the reader's own signed preferences link brings it back.
+    pending as a new request, which only a link mailed for it can confirm. A
+    complained address (the reader marked us as spam) gets nothing from an anonymous
+    form, not even a confirmation: only the reader's own signed preferences link
+    brings it back. Whoever asks, the request joins the consent history; the
+    subscriber's consent fields change only when a request is confirmed.
     """
-    subscriber = find_by_email(session, email)
+    subscriber = find_by_email(session, email, lock=True)
+    new_request = subscriber is None
     if subscriber is None:
         subscriber = Subscriber(
             email=email, status=Status.PENDING, created_at=now, updated_at=now,
-            consent_source=consent.source, consent_at=now, consent_ip=consent.ip,
-            consent_user_agent=(consent.user_agent or "")[:300] or None,
+            confirm_nonce=new_nonce(), consent_source=consent.source, consent_at=now,
+            consent_ip=consent.ip, consent_user_agent=_user_agent(consent),
         )
         try:
             with session.begin_nested():
@@ -76,25 +93,30 @@ def subscribe(session: Session, email: str, consent: Consent, now: datetime, *,
                 session.flush()
         except IntegrityError:
             # Another request created the same address a moment ago: use that row.
-            subscriber = find_by_email(session, email)
+            subscriber = find_by_email(session, email, lock=True)
             assert subscriber is not None
+            new_request = False
         else:
             record(session, subscriber, "subscribe", consent.source, now)
-    if subscriber.status in (Status.CONFIRMED, Status.COMPLAINED):
-        return SubscribeOutcome(subscriber.id, send_confirmation=False)
-    if subscriber.status in SUPPRESSED or subscriber.status is Status.PENDING:
-        if subscriber.status is not Status.PENDING:
-            record(session, subscriber, "resubscribe_requested", consent.source, now,
-                   detail=f"was {subscriber.status.value}")
-            subscriber.status = Status.PENDING
-        subscriber.consent_source = consent.source
-        subscriber.consent_at = now
-        subscriber.consent_ip = consent.ip
-        subscriber.consent_user_agent = (consent.user_agent or "")[:300] or None
+    if subscriber.status in (Status.UNSUBSCRIBED, Status.BOUNCED):
+        record(session, subscriber, "resubscribe_requested", consent.source, now,
+               detail=f"was {subscriber.status.value}")
+        subscriber.status = Status.PENDING
+        subscriber.confirm_nonce = new_nonce()  # links mailed for earlier requests stop here
         subscriber.updated_at = now
-        session.flush()
-    return SubscribeOutcome(subscriber.id,
-                            claim_confirmation(session, subscriber.id, now, interval=interval))
+        new_request = True
+    pending = subscriber.status is Status.PENDING
+    record_consent(session, subscriber, "subscribe", consent, now,
+                   nonce=subscriber.confirm_nonce if pending else None)
+    session.flush()
+    if not pending:  # confirmed or complained
+        return SubscribeOutcome(subscriber.id, send_confirmation=False)
+    # A new request is owed its own email even within the interval, or a reader who
+    # unsubscribed and came back the same day would hold only links that no longer
+    # work. Only the reader's unsubscribe (or a bounce) makes a request new again, so
+    # this cannot be used to flood anyone.
+    return SubscribeOutcome(subscriber.id, claim_confirmation(
+        session, subscriber.id, now, interval=timedelta(0) if new_request else interval))
 
 
 def claim_confirmation(session: Session, subscriber_id: int, now: datetime, *,
@@ -121,27 +143,51 @@ def claim_confirmation(session: Session, subscriber_id: int, now: datetime, *,
     return claimed
 
 
-def confirm(session: Session, subscriber_id: int, now: datetime, secret_key: str) -> Subscriber | None:
-    """Confirm a pending subscription; confirming twice is harmless.
+def confirm(session: Session, subscriber_id: int, nonce: str | None, now: datetime,
+            consent: Consent) -> Subscriber | None:
+    """Confirm the subscription request `nonce` names; confirming twice is harmless.
 
-    Returns None when the subscriber no longer exists (erased). A subscriber who
-    unsubscribed after the email was sent stays unsubscribed: an old link must not
-    undo a newer decision.
+    Returns None when the subscriber no longer exists (erased). Nothing changes for
+    a link mailed for another request: one from before an unsubscribe must not
+    confirm a request a stranger made since, and a subscriber who unsubscribed after
+    the email was sent stays unsubscribed. `consent` is the click's own client.
     """
     subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
     if subscriber is None:
         return None
-    if subscriber.status is Status.PENDING:
+    if subscriber.status is Status.PENDING and subscriber.confirm_nonce == nonce:
+        requested = first_request(session, subscriber)
+        if requested is not None:  # the consent being confirmed is now the one in force
+            subscriber.consent_source = requested.source
+            subscriber.consent_at = requested.at
+            subscriber.consent_ip = requested.ip
+            subscriber.consent_user_agent = requested.user_agent
         subscriber.status = Status.CONFIRMED
         subscriber.confirmed_at = now
         subscriber.updated_at = now
-        record(session, subscriber, "confirm", "confirmation link", now)
+        record(session, subscriber, "confirm", consent.source, now)
+        record_consent(session, subscriber, "confirm", consent, now, nonce=nonce)
         session.execute(
-            delete(Suppression).where(
-                Suppression.email_hash == address_hash(secret_key, subscriber.email)
-            )
+            delete(Suppression).where(Suppression.email_hash == suppression_hash(session, subscriber.email))
         )
     return subscriber
+
+
+def first_request(session: Session, subscriber: Subscriber) -> ConsentRecord | None:
+    """The request that opened the subscriber's pending request, whose email was mailed first.
+
+    None for a request older than the consent history: its row already describes it.
+    """
+    if subscriber.confirm_nonce is None:
+        return None
+    return session.scalars(
+        select(ConsentRecord)
+        .where(ConsentRecord.subscriber_id == subscriber.id,
+               ConsentRecord.nonce == subscriber.confirm_nonce,
+               ConsentRecord.kind.in_(("subscribe", "import")))
+        .order_by(ConsentRecord.id)
+        .limit(1)
+    ).one_or_none()
 
 
 def unsubscribe(session: Session, subscriber_id: int, now: datetime, source: str) -> Subscriber | None:
@@ -157,7 +203,8 @@ def unsubscribe(session: Session, subscriber_id: int, now: datetime, source: str
     return subscriber
 
 
-def resubscribe(session: Session, subscriber_id: int, now: datetime, source: str) -> Subscriber | None:
+def resubscribe(session: Session, subscriber_id: int, now: datetime,
+                consent: Consent) -> Subscriber | None:
     """Undo an unsubscribe or a spam complaint from the subscriber's own signed link.
 
     The link proves the reader controls the mailbox (it was mailed there), so it
@@ -172,9 +219,12 @@ def resubscribe(session: Session, subscriber_id: int, now: datetime, source: str
         subscriber.confirmed_at = now
         subscriber.unsubscribed_at = None
         subscriber.updated_at = now
-        subscriber.consent_source = source
+        subscriber.consent_source = consent.source
         subscriber.consent_at = now
-        record(session, subscriber, "resubscribe", source, now)
+        subscriber.consent_ip = consent.ip
+        subscriber.consent_user_agent = _user_agent(consent)
+        record(session, subscriber, "resubscribe", consent.source, now)
+        record_consent(session, subscriber, "resubscribe", consent, now)
     return subscriber
 
 
@@ -208,6 +258,11 @@ def export(subscriber: Subscriber, tz_name: str) -> dict[str, Any]:
             "user_agent": subscriber.consent_user_agent,
             "confirmed_at": iso(subscriber.confirmed_at),
         },
+        "consent_history": [
+            {"at": iso(c.at), "kind": c.kind, "source": c.source, "ip": c.ip,
+             "user_agent": c.user_agent}
+            for c in subscriber.consents
+        ],
         "history": [
             {"at": iso(e.at), "event": e.kind, "source": e.source, "detail": e.detail}
             for e in subscriber.events
@@ -216,12 +271,12 @@ def export(subscriber: Subscriber, tz_name: str) -> dict[str, Any]:
     }
 
 
-def erase(session: Session, subscriber_id: int, now: datetime, secret_key: str) -> bool:
-    """Delete a subscriber and their history; remember only a keyed hash as suppression."""
+def erase(session: Session, subscriber_id: int, now: datetime) -> bool:
+    """Delete a subscriber, their history and consent records; remember only a keyed hash."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         return False
-    digest = address_hash(secret_key, subscriber.email)
+    digest = suppression_hash(session, subscriber.email)
     if session.get(Suppression, digest) is None:
         session.add(Suppression(email_hash=digest, reason="erased", at=now))
     # The ledger keeps an anonymous line per message sent (the foreign keys turn to
@@ -240,5 +295,10 @@ def erase(session: Session, subscriber_id: int, now: datetime, secret_key: str) 
     return True
 
 
-def is_erased(session: Session, email: str, secret_key: str) -> bool:
-    return session.get(Suppression, address_hash(secret_key, email)) is not None
+def suppression_hash(session: Session, email: str) -> str:
+    """The suppression list's hash of `email`, under the installation's key that never rotates."""
+    return address_hash(instance_key(session, SUPPRESSION), email)
+
+
+def is_erased(session: Session, email: str) -> bool:
+    return session.get(Suppression, suppression_hash(session, email)) is not None

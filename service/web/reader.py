@@ -118,10 +118,7 @@ async def subscribe_fields(request: Request, rt: Runtime, fields: dict[str, str]
                     error=exc.message)
     if not limits.allow_address(address):
         return subscribed(request)  # same answer: the limit must not reveal anything
-    consent = store.Consent(
-        source=f"web:{source}", ip=client_address(request),
-        user_agent=single_line(request.headers.get("user-agent", ""))[:300] or None,
-    )
+    consent = client_consent(request, f"web:{source}")
 
     interval = timedelta(days=1) / rt.settings.confirm_emails_per_address_per_day
 
@@ -138,6 +135,14 @@ async def subscribe_fields(request: Request, rt: Runtime, fields: dict[str, str]
             log.exception("could not enqueue confirmation for subscriber %s",
                           outcome.subscriber_id)
     return subscribed(request)
+
+
+def client_consent(request: Request, source: str) -> store.Consent:
+    """The consent a request expresses: its source, the client's address and user agent."""
+    return store.Consent(
+        source=source, ip=client_address(request),
+        user_agent=single_line(request.headers.get("user-agent", ""))[:300] or None,
+    )
 
 
 def subscribed(request: Request) -> Response:
@@ -180,17 +185,19 @@ def confirm_page(request: Request, token: str) -> Response:
 def confirm(request: Request, token: str) -> Response:
     rt = runtime(request)
     try:
-        subscriber_id = rt.tokens.read_confirm(token)
+        subscriber_id, nonce = rt.tokens.read_confirm(token)
     except TokenError as exc:
         return token_error(request, exc)
     with unit_of_work(rt.sessions) as session:
-        subscriber = store.confirm(session, subscriber_id, utcnow(), rt.settings.secret_key)
+        subscriber = store.confirm(session, subscriber_id, nonce, utcnow(),
+                                   client_consent(request, "confirmation link"))
     if subscriber is None:
         return error(request, 404, "این عضویت دیگر وجود ندارد.", code="not_found")
     if wants_json(request):
         return JSONResponse({"ok": True, "status": subscriber.status.value})
     if subscriber.status is not Status.CONFIRMED:
-        # An old link must not undo a later unsubscribe; say where things stand instead.
+        # An old link must not undo a later unsubscribe, nor confirm a later request
+        # it was not mailed for; say where things stand instead.
         return preferences_view(request, subscriber,
                                 "این پیوند تأیید قدیمی است و وضعیت عضویت شما را تغییر نداد.")
     return page(request, "confirmed.html", **links(rt, subscriber_id))
@@ -258,7 +265,8 @@ def resubscribe(request: Request, token: str) -> Response:
         return subscriber_id
     rt = runtime(request)
     with unit_of_work(rt.sessions) as session:
-        subscriber = store.resubscribe(session, subscriber_id, utcnow(), "preferences page")
+        subscriber = store.resubscribe(session, subscriber_id, utcnow(),
+                                       client_consent(request, "preferences page"))
         if subscriber is None:
             return page(request, "erased.html", subscribe_url=rt.url("/"))
         notice = "دوباره عضو شدید." if subscriber.status is Status.CONFIRMED else None
@@ -297,7 +305,7 @@ async def erase(request: Request, token: str) -> Response:
 
     def work() -> None:
         with unit_of_work(rt.sessions) as session:
-            store.erase(session, subscriber_id, utcnow(), rt.settings.secret_key)
+            store.erase(session, subscriber_id, utcnow())
 
     await run_in_threadpool(work)
     if wants_json(request):
