@@ -6,12 +6,19 @@ import csv
 import io
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
+from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from service.cli import main
+from service.clock import utcnow
+from service.db import unit_of_work
 from service.runtime import Runtime
 from service.subscribers import store
-from service.subscribers.models import Status
+from service.subscribers.models import Status, Subscriber
+from service.tokens import Purpose
+from service.web.app import create_app
 
 ROWS = [
     "email,name",
@@ -23,11 +30,12 @@ ROWS = [
 ]
 
 
-def chapar(rt: Runtime, *args: str) -> Result:
+def chapar(rt: Runtime, *args: str, secret_key: str | None = None, fallbacks: str = "") -> Result:
     env = {
         "CHAPAR_ENVIRONMENT": "test",
         "CHAPAR_DATABASE_URL": rt.settings.effective_database_url,
-        "CHAPAR_SECRET_KEY": rt.settings.secret_key,
+        "CHAPAR_SECRET_KEY": secret_key or rt.settings.secret_key,
+        "CHAPAR_SECRET_KEY_FALLBACKS": fallbacks,
         "CHAPAR_DATA_DIR": str(rt.settings.data_dir),
     }
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
@@ -90,3 +98,38 @@ def test_export_writes_every_subscriber_with_consent(runtime: Runtime, tmp_path:
     out = tmp_path / "export.csv"
     assert chapar(runtime, "subscribers", "export", "-o", str(out)).exit_code == 0
     assert out.read_text(encoding="utf-8").splitlines()[1].startswith("sara@example.com,confirmed,")
+
+
+@pytest.mark.parametrize("keep_old_key", [False, True], ids=["old-key-dropped", "old-key-fallback"])
+def test_no_import_brings_anyone_back_after_the_secret_is_rotated(
+        runtime: Runtime, tmp_path: Path, keep_old_key: bool) -> None:
+    """Erased, unsubscribed, bounced and complained readers stay so whatever the secret is now."""
+    now = utcnow()
+    with unit_of_work(runtime.sessions) as session:
+        ids = {email: store.subscribe(session, email, store.Consent("web:test"), now).subscriber_id
+               for email in ("erased@example.com", "left@example.com", "bounced@example.com",
+                             "complained@example.com")}
+        store.unsubscribe(session, ids["left@example.com"], now, "unsubscribe link")
+        store.mark_bounced(session, ids["bounced@example.com"], now, "550 5.1.1 no such user")
+        session.execute(update(Subscriber).where(Subscriber.id == ids["complained@example.com"])
+                        .values(status=Status.COMPLAINED))
+    # The reader erases themselves from the preferences page, under the old secret.
+    client = TestClient(create_app(runtime), raise_server_exceptions=False)
+    preferences = runtime.tokens.lasting(Purpose.PREFERENCES, ids["erased@example.com"])
+    erased = client.post(f"/preferences/{preferences}/erase", data={"confirm": "yes"})
+    assert erased.status_code == 200
+
+    old_key = runtime.settings.secret_key
+    path = write_csv(tmp_path, ["email", *ids])
+    result = chapar(runtime, "subscribers", "import", str(path),
+                    secret_key="a-brand-new-secret-after-rotation-0123456789",
+                    fallbacks=old_key if keep_old_key else "")
+    assert result.exit_code == 0, result.output
+    assert "added 0, already present 3, erased earlier (skipped) 1" in result.stdout
+    with runtime.sessions() as session:
+        assert store.find_by_email(session, "erased@example.com") is None
+        statuses = {email: subscriber.status for email in ids
+                    if (subscriber := store.find_by_email(session, email)) is not None}
+    assert statuses == {"left@example.com": Status.UNSUBSCRIBED,
+                        "bounced@example.com": Status.BOUNCED,
+                        "complained@example.com": Status.COMPLAINED}

@@ -12,24 +12,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.tokens import Purpose, TokenError, Tokens
+from service.tokens import MAX_ID, ConfirmRequest, Purpose, TokenError, Tokens
 
 TOKENS = Tokens("test-secret-key-that-is-long-enough-0123456789", confirm_max_age=3600)
 OTHER_KEY = Tokens("another-secret-key-that-is-long-enough-987654", confirm_max_age=3600)
-ids = st.integers(min_value=1, max_value=2**53)
+ids = st.integers(min_value=1, max_value=MAX_ID)
 ALPHABET = string.ascii_letters + string.digits + "-_."
 
 
-def read(purpose: Purpose, token: str) -> int:
-    if purpose is Purpose.CONFIRM:
-        return TOKENS.read_confirm(token)
-    return TOKENS.read_lasting(purpose, token)
+NONCE = "n0nce-of-a-request"
 
 
-def make(purpose: Purpose, subscriber_id: int) -> str:
+def read(purpose: Purpose, token: str, tokens: Tokens = TOKENS) -> int:
     if purpose is Purpose.CONFIRM:
-        return TOKENS.confirm(subscriber_id)
-    return TOKENS.lasting(purpose, subscriber_id)
+        subscriber_id, nonce = tokens.read_confirm(token)
+        assert nonce == NONCE
+        return subscriber_id
+    return tokens.read_lasting(purpose, token)
+
+
+def make(purpose: Purpose, subscriber_id: int, tokens: Tokens = TOKENS) -> str:
+    if purpose is Purpose.CONFIRM:
+        return tokens.confirm(subscriber_id, NONCE)
+    return tokens.lasting(purpose, subscriber_id)
 
 
 @settings(print_blob=True)
@@ -78,10 +83,8 @@ def test_truncated_or_extended_tokens_are_rejected(subscriber_id: int, purpose: 
 @settings(print_blob=True)
 @given(subscriber_id=ids, purpose=st.sampled_from(list(Purpose)))
 def test_a_token_signed_with_another_key_is_rejected(subscriber_id: int, purpose: Purpose) -> None:
-    token = (OTHER_KEY.confirm(subscriber_id) if purpose is Purpose.CONFIRM
-             else OTHER_KEY.lasting(purpose, subscriber_id))
     with pytest.raises(TokenError):
-        read(purpose, token)
+        read(purpose, make(purpose, subscriber_id, OTHER_KEY))
 
 
 @settings(print_blob=True)
@@ -92,11 +95,11 @@ def test_arbitrary_text_is_rejected_never_crashes(garbage: str) -> None:
             read(purpose, garbage)
 
 
-@pytest.mark.parametrize("value", [0, -5, "7", 1.5, None, [1], True])
+@pytest.mark.parametrize("value", [0, -5, "7", 1.5, None, [1], True, MAX_ID + 1, 2**63])
 def test_a_validly_signed_non_id_is_rejected(value: object) -> None:
     from itsdangerous import URLSafeSerializer
 
-    token = URLSafeSerializer(TOKENS._secret, salt="chapar.unsubscribe").dumps(value)
+    token = URLSafeSerializer(TOKENS.secret_keys[-1], salt="chapar.unsubscribe").dumps(value)
     with pytest.raises(TokenError):
         TOKENS.read_lasting(Purpose.UNSUBSCRIBE, token)
 
@@ -108,7 +111,44 @@ def test_an_expired_confirm_token_says_expired() -> None:
         def get_timestamp(self) -> int:
             return super().get_timestamp() - 7200
 
-    token = URLSafeTimedSerializer(TOKENS._secret, salt="chapar.confirm", signer=TwoHoursAgo).dumps(3)
+    token = URLSafeTimedSerializer(TOKENS.secret_keys[-1], salt="chapar.confirm", signer=TwoHoursAgo).dumps(3)
     with pytest.raises(TokenError) as caught:
         TOKENS.read_confirm(token)
     assert caught.value.reason == "expired"
+
+
+@settings(print_blob=True)
+@given(subscriber_id=ids, purpose=st.sampled_from(list(Purpose)))
+def test_after_a_rotation_old_links_still_read_and_new_ones_use_the_new_key(
+    subscriber_id: int, purpose: Purpose
+) -> None:
+    rotated = Tokens("the-new-secret-key-that-is-long-enough-012345", 3600,
+                     fallback_keys=[TOKENS.secret_keys[-1]])
+    old = make(purpose, subscriber_id)  # mailed last month
+    assert read(purpose, old, rotated) == subscriber_id
+    new = make(purpose, subscriber_id, rotated)
+    assert read(purpose, new, rotated) == subscriber_id
+    with pytest.raises(TokenError):  # signed with the new key, not the old one
+        read(purpose, new, TOKENS)
+    dropped = Tokens(rotated.secret_keys[-1], 3600)  # the old key retired
+    with pytest.raises(TokenError):
+        read(purpose, old, dropped)
+
+
+@pytest.mark.parametrize("value", [2**31, 2**53, [2**31, NONCE], [0, NONCE], [1], [1, 2],
+                                   [1, ""], [1, "x" * 33], [1, NONCE, 3], {"id": 1}])
+def test_a_validly_signed_confirm_token_that_names_no_request_is_rejected(value: object) -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    token = URLSafeTimedSerializer(TOKENS.secret_keys[-1], salt="chapar.confirm").dumps(value)
+    with pytest.raises(TokenError) as caught:
+        TOKENS.read_confirm(token)
+    assert caught.value.reason == "invalid"
+
+
+def test_a_confirm_link_mailed_before_links_named_their_request_still_reads() -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    token = URLSafeTimedSerializer(TOKENS.secret_keys[-1], salt="chapar.confirm").dumps(7)
+    assert TOKENS.read_confirm(token) == ConfirmRequest(7, None)
+    assert TOKENS.read_confirm(TOKENS.confirm(7, None)) == ConfirmRequest(7, None)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import random
 
 import pytest
+from itsdangerous import Signer
 
 from service.bounces.verp import VerpSigner, read_verp, verp_address
 from service.tokens import Tokens
@@ -57,6 +60,25 @@ def test_forged_or_mangled_addresses_are_refused(mangle) -> None:  # type: ignor
     address = signer.address(100, "chapar.test")  # 100 is "64" in hexadecimal
     assert signer.read(address) == 100
     assert signer.read(mangle(address)) is None
+
+
+def test_after_a_rotation_old_return_paths_still_read_and_new_ones_use_the_new_secret() -> None:
+    old = verp_address(SECRET, 7, "chapar.test")  # on mail sent before the rotation
+    rotated = Tokens("the-secret-after-rotation-long-enough-987654", 3600, fallback_keys=[SECRET])
+    assert read_verp(rotated, old) == 7 and VerpSigner(rotated).read(old) == 7
+    new = VerpSigner(rotated).address(8, "chapar.test")
+    assert new == verp_address(rotated.secret_keys[-1], 8, "chapar.test")
+    assert read_verp(SECRET, new) is None
+    assert read_verp(rotated.secret_keys[-1], old) is None  # once the old secret is dropped
+
+
+def test_a_signed_id_beyond_the_bigint_range_is_refused() -> None:
+    with pytest.raises(ValueError):
+        VerpSigner(SECRET).token(2**63)
+    signer = Signer(SECRET, salt="chapar.verp", digest_method=hashlib.sha256)
+    id_text = format(2**63, "x")
+    signature = hmac.digest(signer.derive_key(), id_text.encode(), "sha256")[:10].hex()
+    assert VerpSigner(SECRET).read_token(f"{id_text}-{signature}") is None
 
 
 def test_another_secret_does_not_read_our_tokens() -> None:

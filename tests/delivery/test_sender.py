@@ -12,10 +12,11 @@ from service.bounces.verp import read_verp
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.delivery import ledger
-from service.delivery.message import message_id
+from service.delivery.message import Recipient, message_id
 from service.delivery.models import Delivery, DeliveryStatus
 from service.delivery.sender import DeliveryAgent
 from service.digests.models import Issue, IssueStatus
+from service.instance_keys import MESSAGE_ID, instance_key
 from service.runtime import Runtime
 from service.subscribers.models import Status, Subscriber
 from tests.delivery.factories import add_subscribers, make_issue
@@ -75,8 +76,16 @@ def test_every_confirmed_subscriber_gets_one_message_with_the_list_headers(
     delivery = rows(runtime, issue_id)[emails[7]]
     assert read_verp(runtime.tokens, received.mail_from) == delivery.id
     assert received.mail_from.startswith("bounces+") and received.mail_from.endswith("@chapar.test")
-    assert message["Message-ID"] == message_id(1, delivery.subscriber_id or 0,
-                                               runtime.settings.secret_key, "chapar.test")
+    with runtime.sessions() as session:
+        key = instance_key(session, MESSAGE_ID).hex()
+    assert message["Message-ID"] == message_id(1, delivery.subscriber_id or 0, key, "chapar.test")
+    # A copy resent after the secret was rotated folds with this one.
+    rotated = DeliveryAgent(with_settings(runtime, secret_key="a-rotated-secret-long-enough-0123456789"))
+    built = rotated.message_for(issue_id)
+    assert built is not None
+    resent = built.render(Recipient(delivery.id, delivery.subscriber_id or 0, emails[7], "example.com"),
+                          utcnow())
+    assert f"Message-ID: {message['Message-ID']}\r\n".encode() in resent
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsubscribe = message["List-Unsubscribe"].strip("<>")
     assert unsubscribe.startswith("http://chapar.test/unsubscribe/")

@@ -48,7 +48,7 @@ def test_a_persian_local_part_is_accepted_when_the_relay_speaks_smtputf8() -> No
 
 
 def test_the_erasure_hash_is_keyed() -> None:
-    first = address_hash("key-one", "reader@example.com")
-    assert first == address_hash("key-one", "reader@example.com")
-    assert first != address_hash("key-two", "reader@example.com")
+    first = address_hash(b"key-one", "reader@example.com")
+    assert first == address_hash(b"key-one", "reader@example.com")
+    assert first != address_hash(b"key-two", "reader@example.com")
     assert "reader" not in first and len(first) == 64

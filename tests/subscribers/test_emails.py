@@ -16,6 +16,7 @@ from service.runtime import Runtime
 from service.subscribers import emails, store
 from service.subscribers.models import Status, Subscriber
 from tests.conftest import make_settings, truncate_all
+from tests.subscribers.factories import confirm
 from tests.subscribers.rings import rung
 from tests.support.smtp import SmtpRecorder
 
@@ -51,7 +52,8 @@ def test_the_confirmation_is_persian_rtl_and_links_to_this_subscriber(
     assert '<html lang="fa" dir="rtl"' in html_body
     assert "<title>عضویت خود در خبرنامه هفتگی را تأیید کنید</title>" in html_body
     [url] = re.findall(r"http://chapar\.test/confirm/\S+", text.get_content())
-    assert runtime.tokens.read_confirm(url.rsplit("/", 1)[1]) == sid
+    assert runtime.tokens.read_confirm(url.rsplit("/", 1)[1]) == (
+        sid, subscriber(runtime, sid).confirm_nonce)
     assert url in html_body
 
 
@@ -80,7 +82,7 @@ def test_nothing_is_mailed_to_confirmed_or_unsubscribed_readers(
     confirmed = subscribe(runtime, "yes@example.com")
     gone = subscribe(runtime, "no@example.com")
     with unit_of_work(runtime.sessions) as session:
-        store.confirm(session, confirmed, utcnow(), runtime.settings.secret_key)
+        confirm(session, confirmed)
         store.unsubscribe(session, gone, utcnow(), "test")
     assert not emails.send_confirmation(runtime, confirmed, utcnow())
     assert not emails.send_confirmation(runtime, gone, utcnow())
@@ -111,7 +113,7 @@ def test_the_sweeper_looks_only_at_lost_requests_younger_than_a_day(
     confirmed = subscribe(runtime, "confirmed@example.com", minutes_ago=10)
     assert emails.send_confirmation(runtime, mailed, utcnow())
     with unit_of_work(runtime.sessions) as session:
-        store.confirm(session, confirmed, utcnow(), runtime.settings.secret_key)
+        confirm(session, confirmed)
         assert emails.owed_confirmation_ids(session, utcnow()) == [lost]
 
 

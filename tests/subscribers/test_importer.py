@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from service.subscribers import store
 from service.subscribers.importer import ImportReport, import_batch, insert_new, read_addresses
 from service.subscribers.models import Status, Subscriber
+from tests.subscribers.factories import confirm
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
-SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 CSV = (
     "name,email\n"  # line 1
@@ -33,7 +33,7 @@ def run(session: Session, text: str, *, source: str = "import:readers.csv",
         status: Status = Status.CONFIRMED) -> ImportReport:
     report = ImportReport()
     import_batch(session, read_addresses(io.StringIO(text)), source=source, status=status,
-                 now=NOW, secret_key=SECRET, report=report)
+                 now=NOW, report=report)
     return report
 
 
@@ -73,10 +73,10 @@ def test_importing_twice_adds_nothing_twice(session: Session) -> None:
 def test_import_never_resurrects_the_unsubscribed_or_the_erased(session: Session) -> None:
     consent = store.Consent("web:test")
     left = store.subscribe(session, "sara@example.com", consent, NOW).subscriber_id
-    store.confirm(session, left, NOW, SECRET)
+    confirm(session, left, NOW)
     store.unsubscribe(session, left, NOW, "test")
     gone = store.subscribe(session, "reza@example.com", consent, NOW).subscriber_id
-    store.erase(session, gone, NOW, SECRET)
+    store.erase(session, gone, NOW)
     report = run(session, CSV)
     assert report.added == 1 and report.suppressed == 1
     sara = store.find_by_email(session, "sara@example.com")

@@ -26,6 +26,7 @@ from service.subscribers.models import Status
 from service.tokens import Purpose
 from service.web.app import create_app
 from tests.conftest import ARTIFACTS, make_settings, truncate_all
+from tests.subscribers.factories import confirm, confirm_token
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -151,7 +152,7 @@ def test_unsubscribe_page_is_rtl_and_one_press_unsubscribes(site: tuple[str, Run
     with unit_of_work(rt.sessions) as session:
         sid = store.subscribe(session, "leaving@example.com", store.Consent("web:test"),
                               utcnow()).subscriber_id
-        store.confirm(session, sid, utcnow(), rt.settings.secret_key)
+        confirm(session, sid)
     token = rt.tokens.lasting(Purpose.UNSUBSCRIBE, sid)
     page.goto(f"{base}/unsubscribe/{token}")
     assert direction(page, "body") == "rtl" and direction(page, "h1") == "rtl"
@@ -173,7 +174,7 @@ def test_confirm_preferences_and_embed_pages_are_rtl(site: tuple[str, Runtime], 
     with unit_of_work(rt.sessions) as session:
         sid = store.subscribe(session, "prefs@example.com", store.Consent("web:test"),
                               utcnow()).subscriber_id
-    page.goto(f"{base}/confirm/{rt.tokens.confirm(sid)}")
+    page.goto(f"{base}/confirm/{confirm_token(rt, sid)}")
     assert direction(page, "body") == "rtl"
     shot(page, "confirm")
     page.click("button[type=submit]")
