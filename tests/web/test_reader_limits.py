@@ -137,7 +137,9 @@ def test_past_the_per_address_limit_the_address_is_left_alone(database_url: str,
         with rt.sessions() as session:
             target = find_by_email(session, "target@example.com")
             assert target is not None
-            assert target.consent_source == "web:second"  # the third never reached the store
+            # Both requests are on record; the third never reached the store.
+            assert [c.source for c in target.consents] == ["web:first", "web:second"]
+            assert target.consent_source == "web:first"  # no request since overwrote it
             assert [e.kind for e in target.events] == ["subscribe"]
     finally:
         truncate_all(rt)
