@@ -113,8 +113,9 @@ def subscribe(session: Session, email: str, consent: Consent, now: datetime, *,
         return SubscribeOutcome(subscriber.id, send_confirmation=False)
     # A new request is owed its own email even within the interval, or a reader who
     # unsubscribed and came back the same day would hold only links that no longer
-    # work. Only the reader's unsubscribe (or a bounce) makes a request new again, so
-    # this cannot be used to flood anyone.
+    # work. Only an unsubscribe from the reader's own link, or the mailbox refusing
+    # mail, makes the next request new, so a stranger cannot use this to fill an
+    # inbox; the per-address form limit applies as before.
     return SubscribeOutcome(subscriber.id, claim_confirmation(
         session, subscriber.id, now, interval=timedelta(0) if new_request else interval))
 
@@ -174,9 +175,11 @@ def confirm(session: Session, subscriber_id: int, nonce: str | None, now: dateti
 
 
 def first_request(session: Session, subscriber: Subscriber) -> ConsentRecord | None:
-    """The request that opened the subscriber's pending request, whose email was mailed first.
+    """The request that made the subscriber pending: the first one under the current nonce.
 
-    None for a request older than the consent history: its row already describes it.
+    Later requests while pending (the reader asking again, or anyone else) join it but
+    do not replace it. None for a request older than the consent history: the
+    subscriber's own consent fields already describe it.
     """
     if subscriber.confirm_nonce is None:
         return None
