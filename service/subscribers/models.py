@@ -86,10 +86,8 @@ class Subscriber(Base):
         return self.status in SUPPRESSED
 
 
-class SubscriberEvent(Base):
-    """Every change of a subscriber's status, with where it came from."""
-
-    __tablename__ = "subscriber_events"
+class SubscriberHistory:
+    """A line of one subscriber's history: what happened when, from where; gone on erase."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(
@@ -98,12 +96,19 @@ class SubscriberEvent(Base):
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(200))
+
+
+class SubscriberEvent(SubscriberHistory, Base):
+    """Every change of a subscriber's status, with where it came from."""
+
+    __tablename__ = "subscriber_events"
+
     detail: Mapped[str | None] = mapped_column(Text)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="events")
 
 
-class ConsentRecord(Base):
+class ConsentRecord(SubscriberHistory, Base):
     """One request to receive the list, or one confirmation of it: appended, never changed.
 
     kind: subscribe (a form or the API), import, resubscribe (the reader's signed
@@ -113,13 +118,6 @@ class ConsentRecord(Base):
 
     __tablename__ = "consent_records"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subscriber_id: Mapped[int] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
-    )
-    at: Mapped[datetime]
-    kind: Mapped[str] = mapped_column(String(32))
-    source: Mapped[str] = mapped_column(String(200))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
     nonce: Mapped[str | None] = mapped_column(String(32))  # the request it belongs to

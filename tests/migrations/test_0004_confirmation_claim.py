@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
 from service.migrations import alembic_config, upgrade
-from tests.support.databases import postgres_database, sqlite_database
 
 
 def columns(url: str) -> set[str]:
@@ -19,16 +14,6 @@ def columns(url: str) -> set[str]:
         return {c["name"] for c in inspect(engine).get_columns("subscribers")}
     finally:
         engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        with sqlite_database(str(tmp_path)) as url:
-            yield url
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def test_0004_adds_the_claim_and_downgrades_cleanly(fresh_url: str) -> None:

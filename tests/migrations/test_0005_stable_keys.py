@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from service.subscribers import store
 from service.subscribers.importer import ImportReport, import_batch
 from service.subscribers.models import ConsentRecord, Status, Subscriber
 from tests.conftest import make_settings
-from tests.support.databases import postgres_database, sqlite_database
 
 OLD_SECRET = "the-secret-the-erasures-were-hashed-with-0123456"
 NEW_SECRET = "a-later-secret-after-a-rotation-0123456789abcdef"
@@ -40,16 +38,6 @@ subscribers = sa.table(
 )
 suppressions = sa.table("suppressions", sa.column("email_hash"), sa.column("reason"),
                         sa.column("at", UtcDateTime()))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        with sqlite_database(str(tmp_path)) as url:
-            yield url
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def at_0004_with_readers(url: str) -> None:
