@@ -40,6 +40,18 @@ def test_production_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().secret_key == STRONG
 
 
+def test_fallback_secrets_are_a_comma_separated_list_and_never_a_placeholder_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHAPAR_ENVIRONMENT", "production")
+    monkeypatch.setenv("CHAPAR_SECRET_KEY", STRONG)
+    monkeypatch.setenv("CHAPAR_SECRET_KEY_FALLBACKS", f" {'a' * 40}, ,{'b' * 40} ")
+    assert Settings().fallback_secret_keys == ("a" * 40, "b" * 40)
+    monkeypatch.setenv("CHAPAR_SECRET_KEY_FALLBACKS", f"{'a' * 40},{DEV_SECRET}")
+    with pytest.raises(ValidationError, match="CHAPAR_SECRET_KEY_FALLBACKS"):
+        Settings()
+
+
 def test_an_unknown_environment_is_refused_rather_than_run_with_a_weak_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
