@@ -121,12 +121,10 @@ def smtp_capture(host: str, port: int) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(port: int) -> None:
     """Run everything on the embedded defaults: web, worker, beat and the SMTP capture."""
-    from service.devstack import chapar_command, run_all
+    from service.devstack import chapar_command, embedded_settings, run_all
     from service.migrations import upgrade
 
-    settings = Settings()
-    if "environment" not in settings.model_fields_set:
-        settings = Settings(environment="development")  # the embedded setup, unless told otherwise
+    settings = embedded_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     smtp = settings.smtp

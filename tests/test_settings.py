@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from service.cli import main
+from service.devstack import embedded_settings
 from service.settings import EMBEDDED_SECRET_FILE, Settings, SmtpTarget, secret_weakness
 
 STRONG = "9c2f0e7d51b8a4c3e6f1d0b9a8c7e6f5d4c3b2a1"
@@ -181,3 +182,12 @@ def test_a_child_process_environment_reproduces_the_settings(tmp_path: Path,
     for name, value in original.as_environment().items():
         monkeypatch.setenv(name, value)
     assert Settings().model_dump() == original.model_dump()
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(None, "development"), ("production", "production"),
+                                                      ("test", "test")])
+def test_chapar_up_runs_the_embedded_setup_in_development_unless_told_otherwise(
+        monkeypatch: pytest.MonkeyPatch, configured: str | None, expected: str) -> None:
+    if configured:
+        monkeypatch.setenv("CHAPAR_ENVIRONMENT", configured)
+    assert embedded_settings().environment == expected
