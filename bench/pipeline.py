@@ -18,7 +18,8 @@ from pathlib import Path
 from redis import Redis
 from sqlalchemy import create_engine, text
 
-from service.settings import REPO_ROOT, Settings
+from bench import REPO_ROOT
+from service.settings import Settings
 from tests.support.databases import postgres_database
 from tests.support.processes import settings_env
 

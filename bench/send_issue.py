@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from bench import REPO_ROOT
 from bench.pipeline import (
     Worker,
     cpu_seconds,
@@ -44,7 +45,7 @@ from service.delivery.sender import DeliveryAgent
 from service.digests.build import build_issue
 from service.digests.models import Issue, IssueStatus
 from service.runtime import Runtime
-from service.settings import REPO_ROOT, Settings
+from service.settings import Settings
 
 SAMPLE_FEED = REPO_ROOT / "service" / "articles" / "sample" / "feed.xml"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -22,7 +23,22 @@ def load_runtime() -> Runtime:
     return Runtime.from_settings(Settings())
 
 
-@click.group()
+class ChaparGroup(click.Group):
+    """Refused settings end the command with one line naming the variable, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from pydantic import ValidationError
+
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != Settings.__name__:
+                raise
+            problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+            raise click.ClickException(f"configuration refused: {problems}") from None
+
+
+@click.group(cls=ChaparGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """Chapar: newsletter delivery for right-to-left news sites."""
@@ -59,6 +75,8 @@ def redact(url: str) -> str:
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the web app."""
     import uvicorn
+
+    Settings()  # refuse a bad configuration here, in one line, before uvicorn imports the app
 
     uvicorn.run("service.web.asgi:app", host=host, port=port, workers=workers,
                 proxy_headers=True, log_level="info")
@@ -103,10 +121,10 @@ def smtp_capture(host: str, port: int) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(port: int) -> None:
     """Run everything on the embedded defaults: web, worker, beat and the SMTP capture."""
-    from service.devstack import chapar_command, run_all
+    from service.devstack import chapar_command, embedded_settings, run_all
     from service.migrations import upgrade
 
-    settings = Settings()
+    settings = embedded_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     smtp = settings.smtp
@@ -119,7 +137,7 @@ def up(port: int) -> None:
         chapar_command("beat"),
         chapar_command("serve", "--port", str(port)),
     ]
-    sys.exit(run_all(commands))
+    sys.exit(run_all(commands, {**os.environ, "CHAPAR_ENVIRONMENT": settings.environment}))
 
 
 def report_when_sent(settings: Settings) -> None:

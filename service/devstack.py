@@ -18,6 +18,20 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from service.settings import Settings
+
+
+def embedded_settings() -> Settings:
+    """The settings `chapar up` runs with: development, unless CHAPAR_ENVIRONMENT (or .env) says.
+
+    The embedded setup serves plain http on 127.0.0.1 with a local mail capture: a
+    development setup, while a bare deployment is production by default.
+    """
+    settings = Settings()
+    if "environment" in settings.model_fields_set:
+        return settings
+    return Settings(environment="development")
+
 
 class CaptureHandler:
     """Keeps every message it receives as a .eml file the user can open."""

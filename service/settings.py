@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -11,9 +15,49 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEV_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - the placeholder production refuses
-PLACEHOLDER_SECRETS = frozenset({"", DEV_SECRET, "change-me", "changeme", "secret"})
+# Placeholders that sample configurations (ours once, and many others) ship with: a secret
+# that contains one is public however long it is.
+KNOWN_PLACEHOLDERS = ("dev-insecure-secret-change-me", "change-me", "changeme", "change_me",
+                      "replace-me", "replaceme", "your-secret", "insecure")
+MIN_SECRET_BYTES = 32
+MIN_SECRET_DISTINCT = 8  # "aaaa..." or "abab..." is long but guessable
+EMBEDDED_SECRET_FILE = "secret_key"  # noqa: S105 - the file name in DATA_DIR, not a secret
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why `secret` must not sign tokens, or None when it may."""
+    if not secret.strip():
+        return "is not set"
+    lowered = secret.lower()
+    if any(placeholder in lowered for placeholder in KNOWN_PLACEHOLDERS):
+        return "is a published placeholder"
+    if len("".join(secret.split()).encode()) < MIN_SECRET_BYTES:
+        return f"must hold at least {MIN_SECRET_BYTES} bytes that are not whitespace"
+    if len(set(secret)) < MIN_SECRET_DISTINCT:
+        return f"must use at least {MIN_SECRET_DISTINCT} different characters"
+    return None
+
+
+def embedded_secret(data_dir: Path) -> str:
+    """The install's own random secret, made on first use and kept in data_dir (mode 0600).
+
+    Only the embedded setup (SQLite in data_dir) gets one: every process of that install
+    reads the same file, and nobody else knows it, so the demo needs no configuration and
+    still has no public secret. Created under a temporary name and linked into place, so
+    processes starting together all end up with the one that won.
+    """
+    path = data_dir / EMBEDDED_SECRET_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=data_dir, prefix=".secret-")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "w") as stream:
+                stream.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()
 
 
 class SmtpTarget(BaseModel):
@@ -46,19 +90,23 @@ class SmtpTarget(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Configuration; defaults are the embedded development setup."""
+    """Configuration; defaults are the embedded setup (SQLite, filesystem broker, local capture)."""
 
-    model_config = SettingsConfigDict(env_prefix="CHAPAR_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused secret must not be printed in the error saying so.
+    model_config = SettingsConfigDict(env_prefix="CHAPAR_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
-    # Only development and test run with the placeholder secret; any other value is refused.
-    environment: Literal["development", "test", "production"] = "development"
-    data_dir: Path = REPO_ROOT / "var"
+    # A deployment is production unless it says otherwise; `chapar up` and scripts/demo run
+    # the embedded setup in development, the tests in test. An unknown value is refused.
+    environment: Literal["development", "test", "production"] = "production"
+    # The working directory's var/, never the interpreter's tree the package is installed in.
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
     database_url: str = ""  # default: SQLite file in data_dir
     broker_url: str = ""  # default: kombu filesystem transport in data_dir
     redis_url: str = ""  # rate limits and throttles; default: from broker_url when it is Redis
     smtp_url: str = "smtp://127.0.0.1:8025"
     public_url: str = "http://127.0.0.1:8000"
-    secret_key: str = DEV_SECRET
+    secret_key: str = ""  # required, except on the embedded setup (see embedded_secret)
     # Earlier secrets, comma-separated: links signed with them still work; nothing new is signed.
     secret_key_fallbacks: str = ""
     api_key: str = ""  # for the CMS and bounce endpoints; empty disables them
@@ -67,7 +115,7 @@ class Settings(BaseSettings):
     list_name: str = "خبرنامه هفتگی"
     list_id: str = "weekly.chapar.localhost"
     timezone: str = "Asia/Tehran"
-    templates_dir: Path = REPO_ROOT / "templates"
+    templates_dir: Path | None = None  # a folder with email/<name>/...; default: the packaged ones
     smtputf8: bool = False  # accept non-ASCII local parts only when the relay offers SMTPUTF8
 
     confirm_token_max_age: int = Field(default=7 * 24 * 3600, ge=60)
@@ -110,21 +158,26 @@ class Settings(BaseSettings):
     resend_uncertain: bool = True  # at-least-once: resend rows whose outcome is unknown
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secret(self) -> Settings:
-        if not self.secret_key.strip() and self.environment != "production":
-            self.secret_key = DEV_SECRET  # an empty variable means "not set"
-        if self.environment == "production" and self.secret_key in PLACEHOLDER_SECRETS:
-            raise ValueError("CHAPAR_SECRET_KEY must be set to a real secret in production")
-        if self.environment == "production" and len(self.secret_key) < 32:
-            raise ValueError("CHAPAR_SECRET_KEY must be at least 32 characters in production")
+    def _require_a_real_secret(self) -> Settings:
+        """Every mode refuses a missing, placeholder or weak secret; the embedded setup makes its own.
+
+        Not only production: a development or test instance can hold real readers too, and
+        a token signed with a public secret opens their preferences page.
+        """
+        if not self.secret_key and not self.database_url:  # unset (an empty variable too)
+            self.secret_key = embedded_secret(self.data_dir)
+        problem = secret_weakness(self.secret_key)
+        if problem:
+            raise ValueError(f"CHAPAR_SECRET_KEY {problem}; make one with `openssl rand -hex 32`")
         return self
 
     @model_validator(mode="after")
-    def _refuse_placeholder_fallbacks(self) -> Settings:
-        # A placeholder that still verifies links would let anyone forge them.
-        if self.environment == "production" and any(
-                key in PLACEHOLDER_SECRETS for key in self.fallback_secret_keys):
-            raise ValueError("CHAPAR_SECRET_KEY_FALLBACKS must not list a placeholder secret")
+    def _refuse_weak_fallbacks(self) -> Settings:
+        # A weak or published secret that still verifies links would let anyone forge them.
+        for key in self.fallback_secret_keys:
+            problem = secret_weakness(key)
+            if problem:
+                raise ValueError(f"a secret in CHAPAR_SECRET_KEY_FALLBACKS {problem}")
         return self
 
     @property

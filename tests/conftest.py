@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from redis import Redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -19,7 +20,17 @@ from tests.support.databases import REDIS_URL, postgres_database, sqlite_databas
 from tests.support.redis_server import PrivateRedis
 from tests.support.smtp import SmtpRecorder
 
+# Properties, not timings: a busy machine must not fail a property test for being slow.
+hypothesis_settings.register_profile("chapar", deadline=None)
+hypothesis_settings.load_profile("chapar")
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+# A Settings() a test builds runs in test mode and signs with the test secret unless the test
+# says otherwise: the embedded default would keep a generated secret in ./var of the checkout.
+os.environ.setdefault("CHAPAR_ENVIRONMENT", "test")
+os.environ.setdefault("CHAPAR_SECRET_KEY", TEST_SECRET)
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +107,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "environment": "test",
         "data_dir": tmp_path,
-        "secret_key": "test-secret-key-that-is-long-enough-0123456789",
+        "secret_key": TEST_SECRET,
         "public_url": "http://chapar.test",
         "from_address": "news@chapar.test",
         "api_key": "test-api-key",

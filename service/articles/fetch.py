@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 USER_AGENT = "Chapar feed reader (+https://github.com/chapar)"
 MAX_REDIRECTS = 5
@@ -168,18 +168,11 @@ def fetch(
     """GET a feed, following at most five redirects, each one vetted; raise if refused."""
     deadline = time.monotonic() + timeout
     for _hop in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise FetchRefused(f"only http and https feeds are fetched, not {url[:100]!r}")
-        try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError as exc:
-            raise FetchRefused(f"bad port in {url[:100]!r}") from exc
-        address = resolve(parts.hostname, port, policy)
+        parts, host, port = _target(url)
+        address = resolve(host, port, policy)
         remaining = max(0.1, deadline - time.monotonic())
-        connection_type = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-        connection = connection_type(parts.hostname, port, address, remaining)
+        connection_type = _PinnedHTTPSConnection if parts.scheme.lower() == "https" else _PinnedHTTPConnection
+        connection = connection_type(host, port, address, remaining)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                    "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"}
         if etag:
@@ -196,7 +189,7 @@ def fetch(
                 location = response.getheader("Location")
                 if not location:
                     raise FetchFailed(f"redirect without Location from {url[:100]}")
-                url = urljoin(url, location)
+                url = _joined(url, location)
                 continue
             if response.status == 304:
                 return FetchResult(url, 304, b"", etag, last_modified)
@@ -213,6 +206,47 @@ def fetch(
         finally:
             connection.close()
     raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _target(url: str) -> tuple[SplitResult, str, int]:
+    """The parts, host and port of a URL a feed may be fetched from; refuse anything else.
+
+    A malformed host (an unclosed IPv6 bracket, an empty or overlong label, characters no
+    host name has) is refused here, the same way for the feed URL and every redirect,
+    instead of escaping as a ValueError or UnicodeError from urllib or the IDNA codec.
+    """
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", a port that is not a number
+        raise FetchRefused(f"malformed URL {url[:100]!r}: {exc}") from exc
+    if scheme not in ("http", "https") or not host:
+        raise FetchRefused(f"only http and https feeds are fetched, not {url[:100]!r}")
+    if not _is_host(host):
+        raise FetchRefused(f"malformed host in {url[:100]!r}")
+    return parts, host, port or (443 if scheme == "https" else 80)
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a name whose IDNA (ASCII) form is a valid DNS name."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_name = host.encode("idna").decode("ascii").rstrip(".").lower()
+    except UnicodeError:  # an empty or overlong label, or characters IDNA refuses
+        return False
+    return _HOST_NAME.fullmatch(ascii_name) is not None
+
+
+def _joined(url: str, location: str) -> str:
+    """The redirect target; a Location that urllib cannot even split is refused."""
+    try:
+        return urljoin(url, location)
+    except ValueError as exc:
+        raise FetchRefused(f"malformed redirect to {location[:100]!r}: {exc}") from exc
 
 
 def _read_limited(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:

@@ -1,4 +1,9 @@
-"""Render an email from templates/email/<name>/{subject.txt, body.txt, body.html}."""
+"""Render an email from templates/email/<name>/{subject.txt, body.txt, body.html}.
+
+The templates ship inside the installed package as `service.email_templates` (pyproject.toml
+maps the source tree's templates/email/ to it), so a wheel install finds them wherever it
+lands; CHAPAR_TEMPLATES_DIR points at another folder holding an email/ folder instead.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import premailer
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 
 from service.persian import persian_digits, single_line
 
@@ -44,12 +56,22 @@ def inline_css(html: str) -> str:
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
+PACKAGED_TEMPLATES = "service.email_templates"
+
+
+def email_loader(templates_dir: Path | None) -> BaseLoader:
+    """The packaged templates (found through the import system), or templates_dir/email."""
+    if templates_dir is None:
+        return PackageLoader(PACKAGED_TEMPLATES, ".")
+    return FileSystemLoader(templates_dir / "email")
+
+
 class EmailTemplates:
     """The Jinja2 environment for emails: HTML autoescaped, text not."""
 
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path | None = None) -> None:
         self.env = Environment(
-            loader=FileSystemLoader(templates_dir / "email"),
+            loader=email_loader(templates_dir),
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=StrictUndefined,
             trim_blocks=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 
 from service.db import make_engine
@@ -11,7 +13,9 @@ config = context.config
 
 
 def run_migrations() -> None:
-    url = config.get_main_option("sqlalchemy.url")
+    # `alembic revision` in a checkout: CHAPAR_DATABASE_URL alone names the database; the
+    # full Settings would also demand a secret, which writing a migration does not need.
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("CHAPAR_DATABASE_URL")
     if not url:
         from service.settings import Settings
 

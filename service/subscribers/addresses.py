@@ -9,6 +9,7 @@ import unicodedata
 from email_validator import EmailNotValidError, validate_email
 
 MAX_LENGTH = 254  # RFC 5321 path limit less the angle brackets
+MAX_LOCAL_PART_OCTETS = 64  # RFC 5321 4.5.3.1.1
 
 MESSAGES = {
     "empty": "نشانی ایمیل را وارد کنید.",
@@ -49,8 +50,12 @@ def normalize_address(raw: str, *, allow_smtputf8: bool = False) -> str:
         text = str(exc)
         code = "smtputf8" if "SMTPUTF8" in text or "internationalized" in text.lower() else "invalid"
         raise AddressError(code, text) from exc
-    address = result.ascii_email if result.ascii_email else result.normalized
-    return address.lower()
+    address = (result.ascii_email if result.ascii_email else result.normalized).lower()
+    # email-validator counts the local part in characters, and only in strict mode; the
+    # limit is in octets of what goes on the wire (UTF-8 under SMTPUTF8).
+    if len(address.rpartition("@")[0].encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
+        raise AddressError("too_long")
+    return address
 
 
 def address_hash(key: bytes, address: str) -> str:

@@ -178,3 +178,17 @@ def test_a_feed_on_a_listed_address_is_fetched_over_http(server: FeedServer) -> 
     assert server.requests == []
     result = fetch(url, timeout=5, max_bytes=1_000_000, policy=AddressPolicy.allowing("10.0.0.5,127.0.0.1"))
     assert result.status == 200 and result.content == RSS.encode()
+
+
+@pytest.mark.parametrize("url", ["http://a..b/feed", "http://[::1/feed", "http://" + "a" * 64 + ".example/",
+                                 "http://exa mple.com/feed"])
+def test_a_malformed_host_is_refused(url: str) -> None:
+    with pytest.raises(FetchRefused, match="malformed"):
+        fetch(url, timeout=2, max_bytes=1000)
+
+
+@pytest.mark.parametrize("location", ["http://a..b/feed", "http://[::1/feed"])
+def test_a_redirect_to_a_malformed_host_is_refused(server: FeedServer, location: str) -> None:
+    server.routes["/go"] = Route(302, headers={"Location": location})
+    with pytest.raises(FetchRefused, match="malformed"):
+        fetch(server.url("/go"), timeout=5, max_bytes=1000, policy=only(server))

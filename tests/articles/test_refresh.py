@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from service.articles.fetch import AddressPolicy, FetchRefused
 from service.articles.models import Article, Feed
 from service.articles.refresh import load_feed_file, refresh_configured_feed, refresh_feed
+from service.cli import main
 from service.db import unit_of_work
 from service.runtime import Runtime
 from tests.articles.feeds import RSS
@@ -59,6 +61,24 @@ def test_a_refused_fetch_is_recorded_on_the_feed(runtime: Runtime, server: FeedS
     count, feed = counts(runtime)
     assert count == 0 and feed is not None
     assert feed.last_status == "refused" and "127.0.0.1" in (feed.last_error or "")
+
+
+@pytest.mark.parametrize("target", ["http://a..b/feed.xml", "http://[::1/feed.xml", "/redirect"])
+def test_a_malformed_host_is_a_refusal_recorded_on_the_feed_and_one_line_in_the_cli(
+        runtime: Runtime, server: FeedServer, target: str) -> None:
+    """Whether the feed URL or its redirect has the bad host, the feed row says refused."""
+    server.routes["/redirect"] = Route(302, headers={"Location": "http://a..b/feed.xml"})
+    url = server.url(target) if target.startswith("/") else target
+    s = runtime.settings
+    env = {"CHAPAR_ENVIRONMENT": "test", "CHAPAR_DATABASE_URL": s.effective_database_url,
+           "CHAPAR_SECRET_KEY": s.secret_key, "CHAPAR_DATA_DIR": str(s.data_dir),
+           "CHAPAR_FEED_ALLOWED_HOSTS": "127.0.0.1"}
+    result = CliRunner().invoke(main, ["articles", "fetch", url], env=env, catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "malformed" in result.stderr, result.stderr
+    count, feed = counts(runtime)
+    assert count == 0 and feed is not None and feed.url == url
+    assert feed.last_status == "refused" and "malformed" in (feed.last_error or "")
 
 
 def test_the_shipped_sample_feed_loads_clean(runtime: Runtime) -> None:

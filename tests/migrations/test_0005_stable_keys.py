@@ -19,12 +19,12 @@ from service.db import UtcDateTime
 from service.instance_keys import SUPPRESSION, instance_key
 from service.migrations import alembic_config, upgrade
 from service.runtime import Runtime
-from service.settings import DEV_SECRET
 from service.subscribers import store
 from service.subscribers.importer import ImportReport, import_batch
 from service.subscribers.models import ConsentRecord, Status, Subscriber
 from tests.conftest import make_settings
 
+OLD_PLACEHOLDER = "dev-insecure-secret-change-me"  # the public secret of earlier versions
 OLD_SECRET = "the-secret-the-erasures-were-hashed-with-0123456"
 NEW_SECRET = "a-later-secret-after-a-rotation-0123456789abcdef"
 THEN = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
@@ -109,7 +109,7 @@ def test_without_erasures_the_key_is_random_and_not_the_secret(fresh_url: str,
             key = instance_key(session, SUPPRESSION)
     finally:
         rt.close()
-    assert len(key) == 32 and key not in (DEV_SECRET.encode(), NEW_SECRET.encode())
+    assert len(key) == 32 and key not in (OLD_PLACEHOLDER.encode(), NEW_SECRET.encode())
 
 
 def test_0005_downgrades_and_upgrades_again(fresh_url: str) -> None:

@@ -47,6 +47,23 @@ def test_a_persian_local_part_is_accepted_when_the_relay_speaks_smtputf8() -> No
     assert normalize_address("علی@example.com", allow_smtputf8=True) == "علی@example.com"
 
 
+@pytest.mark.parametrize(("local", "accepted"), [
+    ("a" * 64, True),
+    ("a" * 65, False),
+    ("A" * 65, False),
+    ("ع" * 32, True),  # 64 octets in UTF-8
+    ("ع" * 33, False),  # 33 characters but 66 octets: RFC 5321 counts octets
+])
+def test_a_local_part_may_be_at_most_64_octets_as_sent(local: str, accepted: bool) -> None:
+    address = f"{local}@example.com"
+    if accepted:
+        assert normalize_address(address, allow_smtputf8=True) == address.lower()
+    else:
+        with pytest.raises(AddressError) as caught:
+            normalize_address(address, allow_smtputf8=True)
+        assert caught.value.code == "too_long"
+
+
 def test_the_erasure_hash_is_keyed() -> None:
     first = address_hash(b"key-one", "reader@example.com")
     assert first == address_hash(b"key-one", "reader@example.com")

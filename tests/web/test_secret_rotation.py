@@ -37,7 +37,7 @@ def rotated_runtime(old: Runtime, tmp_path: Path, fallbacks: str) -> Runtime:
 
 @pytest.fixture
 def rotated(runtime: Runtime, tmp_path: Path) -> Iterator[Runtime]:
-    rt = rotated_runtime(runtime, tmp_path, f" other-retired-secret , {runtime.settings.secret_key}")
+    rt = rotated_runtime(runtime, tmp_path, f" other-retired-secret-of-2025-0123456789abcdef , {runtime.settings.secret_key}")
     yield rt
     rt.close()
 

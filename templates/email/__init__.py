@@ -1,0 +1,1 @@
+"""The email templates; installed as the package `service.email_templates` (see pyproject.toml)."""
