@@ -2,11 +2,11 @@
 
 from service.articles.models import Article, Feed
 from service.db import Base
-from service.delivery.models import Bounce, Delivery
+from service.delivery.models import Bounce, Delivery, SendingHealth
 from service.digests.models import Issue, IssueArticle, ScheduleSlot
 from service.subscribers.models import Subscriber, SubscriberEvent, Suppression
 
 __all__ = [
     "Article", "Base", "Bounce", "Delivery", "Feed", "Issue", "IssueArticle", "ScheduleSlot",
-    "Subscriber", "SubscriberEvent", "Suppression",
+    "SendingHealth", "Subscriber", "SubscriberEvent", "Suppression",
 ]
