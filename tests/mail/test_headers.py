@@ -86,8 +86,8 @@ def test_from_is_folded_within_78_in_the_digest_and_in_single_emails(name: str, 
     for data in (single, digest):
         head = data.split(b"\r\n\r\n")[0]
         from_lines = head.split(b"\r\nFrom:")[1].split(b"\r\n")
-        from_lines = [b"From:" + from_lines[0]] + list(
-            itertools.takewhile(lambda line: line.startswith(b" "), from_lines[1:]))
+        continued = itertools.takewhile(lambda line: line.startswith(b" "), from_lines[1:])
+        from_lines = [b"From:" + from_lines[0], *continued]
         assert from_lines[0].strip() != b"From:"  # not folded right after the colon
         # Longer only where nothing can be folded: one encoded-word or one address alone.
         assert all(len(line) <= 78 or b" " not in line.strip() for line in from_lines), from_lines
