@@ -2,12 +2,12 @@
 
 from service.articles.models import Article, Feed
 from service.db import Base
-from service.delivery.models import Bounce, Delivery
+from service.delivery.models import Bounce, Delivery, SendingHealth
 from service.digests.models import Issue, IssueArticle, ScheduleSlot
 from service.instance_keys import InstanceKey
 from service.subscribers.models import ConsentRecord, Subscriber, SubscriberEvent, Suppression
 
 __all__ = [
     "Article", "Base", "Bounce", "ConsentRecord", "Delivery", "Feed", "InstanceKey", "Issue",
-    "IssueArticle", "ScheduleSlot", "Subscriber", "SubscriberEvent", "Suppression",
+    "IssueArticle", "ScheduleSlot", "SendingHealth", "Subscriber", "SubscriberEvent", "Suppression",
 ]

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     broker_url: str = ""  # default: kombu filesystem transport in data_dir
     redis_url: str = ""  # rate limits and throttles; default: from broker_url when it is Redis
     smtp_url: str = "smtp://127.0.0.1:8025"
+    smtp_helo: str = ""  # the name given in EHLO; default: the From domain
+    smtp_idle_seconds: float = Field(default=30.0, gt=0)  # an unused connection is closed with QUIT
+    smtp_ca_file: Path | None = None  # PEM bundle trusted in addition to the system store
+    smtp_tls_server_name: str = ""  # name the certificate must carry (and SNI); default: the URL's host
+    smtp_tls_verify: bool = True  # false: development only, refused in production
     public_url: str = "http://127.0.0.1:8000"
     secret_key: str = ""  # required, except on the embedded setup (see embedded_secret)
     # Earlier secrets, comma-separated: links signed with them still work; nothing new is signed.
@@ -185,6 +190,13 @@ class Settings(BaseSettings):
         """CHAPAR_SECRET_KEY_FALLBACKS as a list, newest first; blanks ignored."""
         return tuple(key.strip() for key in self.secret_key_fallbacks.split(",") if key.strip())
 
+    @model_validator(mode="after")
+    def _refuse_unverified_tls_in_production(self) -> Settings:
+        if self.environment == "production" and not self.smtp_tls_verify:
+            raise ValueError("CHAPAR_SMTP_TLS_VERIFY=false is for development only; in production "
+                             "trust a private CA with CHAPAR_SMTP_CA_FILE instead")
+        return self
+
     def as_environment(self) -> dict[str, str]:
         """CHAPAR_* variables that make a child process load exactly these settings."""
         env: dict[str, str] = {}
@@ -231,6 +243,10 @@ class Settings(BaseSettings):
     @property
     def from_domain(self) -> str:
         return self.from_address.rpartition("@")[2]
+
+    @property
+    def helo_name(self) -> str:
+        return self.smtp_helo or self.from_domain or "localhost"
 
     @property
     def verp_domain(self) -> str:

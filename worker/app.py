@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from service.settings import Settings
 
@@ -105,6 +105,16 @@ def _fresh_runtime_after_fork(**_: Any) -> None:
     from worker import tasks
 
     tasks.reset_runtime()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _quit_smtp_sessions(**_: Any) -> None:
+    # Say QUIT rather than drop the socket: pool processes get worker_process_shutdown,
+    # the solo pool (the main process sends) gets worker_shutdown.
+    from service.delivery.sender import close_connections
+
+    close_connections()
 
 
 app = create_celery(Settings())

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.bounces.reports import Failure, Kind, Report, parse_report
-from service.bounces.verp import VerpSigner
+from service.bounces.verp import SUBSCRIBER, VerpSigner
 from service.delivery.models import Bounce, Delivery
 from service.subscribers.models import Status, Subscriber
 from service.subscribers.store import mark_bounced, record
@@ -46,22 +46,25 @@ def take_report(session: Session, raw: bytes, signer: VerpSigner, now: datetime,
     report = parse_report(raw)
     if not report.is_report:
         return Intake("not_a_report")
-    delivery = _matched_delivery(session, report, signer)
-    if delivery is None or delivery.subscriber_id is None:
-        delivery_id = delivery.id if delivery else None
+    delivery, subscriber_id = _matched(session, report, signer)
+    delivery_id = delivery.id if delivery else None
+    if subscriber_id is None:
         for failure in report.failures:
             session.add(_bounce(failure, now, delivery_id, None, f"unmatched ({source})", report))
         session.flush()
         return Intake("unmatched", delivery_id, stored=len(report.failures))
     failure = _worst(report.failures)
-    subscriber_id = delivery.subscriber_id
-    repeated_soft = failure.kind is Kind.SOFT and _soft_bounce_known(session, delivery.id)
-    session.add(_bounce(failure, now, delivery.id, subscriber_id, source, report))
+    # A soft bounce of an email outside the ledger (a confirmation) is only stored: the
+    # soft-bounce policy counts digests, one per issue.
+    repeated_soft = failure.kind is Kind.SOFT and (
+        delivery_id is None or _soft_bounce_known(session, delivery_id))
+    session.add(_bounce(failure, now, delivery_id, subscriber_id, source, report))
     session.flush()
     subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
     if subscriber is None:
-        return Intake(failure.kind.value, delivery.id, stored=1)
-    detail = f"{failure.kind.value} bounce {failure.status or ''} {failure.diagnostic or ''}"
+        return Intake(failure.kind.value, delivery_id, stored=1)
+    about = "" if delivery else " (confirmation)"
+    detail = f"{failure.kind.value} bounce{about} {failure.status or ''} {failure.diagnostic or ''}"
     if failure.kind is Kind.HARD:
         mark_bounced(session, subscriber_id, now, f"{source}: {detail.strip()}")
     elif failure.kind is Kind.COMPLAINT:
@@ -74,7 +77,7 @@ def take_report(session: Session, raw: bytes, signer: VerpSigner, now: datetime,
                          f"{source}: {policy.limit} soft bounces within "
                          f"{policy.window.days} days; last: {detail.strip()}")
     session.flush()
-    return Intake(failure.kind.value, delivery.id, subscriber_id, subscriber.status.value, 1)
+    return Intake(failure.kind.value, delivery_id, subscriber_id, subscriber.status.value, 1)
 
 
 def take_report_from(session: Session, raw: bytes, secret: str, now: datetime,
@@ -85,12 +88,19 @@ def take_report_from(session: Session, raw: bytes, secret: str, now: datetime,
     return take_report(session, raw, VerpSigner(secret), now, policy, source)
 
 
-def _matched_delivery(session: Session, report: Report, signer: VerpSigner) -> Delivery | None:
+def _matched(session: Session, report: Report,
+             signer: VerpSigner) -> tuple[Delivery | None, int | None]:
+    """The delivery row and the subscriber a report's signed return path names."""
     for address in report.verp_addresses:
-        delivery_id = signer.read(address)
-        if delivery_id is not None:
-            return session.get(Delivery, delivery_id)
-    return None
+        ref = signer.read_address(address)
+        if ref is None:
+            continue
+        if ref.kind == SUBSCRIBER:
+            found = session.scalar(select(Subscriber.id).where(Subscriber.id == ref.id))
+            return None, found
+        delivery = session.get(Delivery, ref.id)
+        return delivery, delivery.subscriber_id if delivery else None
+    return None, None
 
 
 def _worst(failures: tuple[Failure, ...]) -> Failure:

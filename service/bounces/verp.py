@@ -1,9 +1,14 @@
-"""VERP return paths: `bounces+<token>@domain`, where the token names one ledger row.
+"""VERP return paths: `bounces+<token>@domain`, where the token names what bounced.
 
 A bounce is addressed to the envelope sender of the message that bounced, so a
 return path that names the delivery row tells us exactly which (issue, subscriber)
 bounced, whatever the report's own format. The token is signed, or anyone could
 mail a forged report to our bounce mailbox and unsubscribe a stranger.
+
+A digest message names its ledger row (the bare hexadecimal id). An email outside
+the ledger, such as a confirmation, names its subscriber: the id carries the letter
+`s` first (not a hex digit, so the two kinds never read as each other), and the
+letter is signed with the id, so one kind cannot be passed off as the other.
 
 Some MTAs fold the local part to lower case on the way back, so the token uses only
 digits and lower-case letters: the row id in hexadecimal, a dash, then the first 80
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from functools import lru_cache
 
 from itsdangerous import Signer
@@ -31,6 +37,18 @@ SALT = "chapar.verp"
 SIGNATURE_BYTES = 10  # 80 bits: forging one needs 2**80 guesses at our mailbox
 _HEX = frozenset("0123456789abcdef")
 MAX_DELIVERY_ID = 2**63 - 1  # deliveries.id is a BIGINT; a larger id must not reach a query
+DELIVERY = "delivery"
+SUBSCRIBER = "subscriber"
+_LETTERS = {DELIVERY: "", SUBSCRIBER: "s"}
+_KINDS = {letter: kind for kind, letter in _LETTERS.items()}
+
+
+@dataclass(frozen=True)
+class VerpRef:
+    """What a return path names: a ledger row (`delivery`) or a subscriber (`subscriber`)."""
+
+    kind: str
+    id: int
 
 
 Secrets = Tokens | str | tuple[str, ...]
@@ -55,38 +73,50 @@ class VerpSigner:
         digest = hmac.digest(key, id_text.encode("ascii"), "sha256")  # one-shot, in C
         return digest[:SIGNATURE_BYTES].hex()
 
-    def token(self, delivery_id: int) -> str:
+    def token(self, delivery_id: int, kind: str = DELIVERY) -> str:
         if not 0 < delivery_id <= MAX_DELIVERY_ID:
-            raise ValueError("delivery ids are positive SQL integers")
-        id_text = format(delivery_id, "x")
+            raise ValueError("ids are positive SQL integers")
+        id_text = _LETTERS[kind] + format(delivery_id, "x")
         return f"{id_text}-{self._signature(self._keys[0], id_text)}"
 
-    def address(self, delivery_id: int, domain: str) -> str:
-        """The return path for one delivery row: `bounces+<token>@domain`."""
-        return f"{PREFIX}{self.token(delivery_id)}@{domain}"
+    def address(self, delivery_id: int, domain: str, kind: str = DELIVERY) -> str:
+        """The return path for one delivery row (or subscriber): `bounces+<token>@domain`."""
+        return f"{PREFIX}{self.token(delivery_id, kind)}@{domain}"
 
-    def read_token(self, token: str) -> int | None:
-        """The delivery id a token stands for, or None when it is forged or mangled."""
+    def read_ref(self, token: str) -> VerpRef | None:
+        """What a token names, or None when it is forged or mangled."""
         id_text, dash, signature = token.strip().lower().partition("-")
-        if not dash or not 0 < len(id_text) <= 16 or id_text.startswith("0"):
+        letter = id_text[0] if id_text and id_text[0] in _KINDS else ""
+        digits = id_text[len(letter):]
+        if not dash or not 0 < len(digits) <= 16 or digits.startswith("0"):
             return None
-        if not id_text.isascii() or not all(c in _HEX for c in id_text):
+        if not digits.isascii() or not all(c in _HEX for c in digits):
             return None
-        if int(id_text, 16) > MAX_DELIVERY_ID:
+        if int(digits, 16) > MAX_DELIVERY_ID:
             return None
         if not any(hmac.compare_digest(self._signature(key, id_text), signature) for key in self._keys):
             return None
-        return int(id_text, 16)
+        return VerpRef(_KINDS[letter], int(digits, 16))
 
-    def read(self, address: str) -> int | None:
-        """The delivery id a VERP address stands for, or None if it is not one of ours.
+    def read_token(self, token: str) -> int | None:
+        """The delivery id a token stands for, or None when it is forged, mangled or not a row's."""
+        ref = self.read_ref(token)
+        return ref.id if ref is not None and ref.kind == DELIVERY else None
+
+    def read_address(self, address: str) -> VerpRef | None:
+        """What a VERP address names, or None if it is not one of ours.
 
         Accepts `<bounces+...@domain>`, a bare local part, and any letter case.
         """
         local = address.strip().strip("<>").rpartition("@")[0] or address.strip().strip("<>")
         if not local.lower().startswith(PREFIX):
             return None
-        return self.read_token(local[len(PREFIX):])
+        return self.read_ref(local[len(PREFIX):])
+
+    def read(self, address: str) -> int | None:
+        """The delivery id a VERP address stands for, or None if it does not name a row of ours."""
+        ref = self.read_address(address)
+        return ref.id if ref is not None and ref.kind == DELIVERY else None
 
 
 @lru_cache(maxsize=8)

@@ -2,6 +2,10 @@
 
 How a send goes (RELIABILITY.md says why):
 
+0. `preflight.check_before_send` (run by `chapar digest send` and the automatic
+   send) refuses to start when the DKIM key or the relay (connection, TLS, AUTH)
+   cannot work; failures like these during a send are kept in `health` for
+   `chapar status`, until a message goes out.
 1. `control.start_and_ring` moves a draft issue to sending and writes one ledger
    row per confirmed subscriber in one INSERT ... SELECT (`ledger.start_send`),
    commits, runs ANALYZE on PostgreSQL (the claim needs statistics for the new
@@ -28,4 +32,8 @@ How a send goes (RELIABILITY.md says why):
 5. The sweeper (beat, every minute) settles expired leases and give-up times,
    finishes issues with no pending row, and rings again for issues with due rows,
    so a broker that lost every message only delays a send.
+
+Emails outside a digest (confirmations, and later invitations, test sends, alerts)
+go through `outbox.send_email`: the same transport, HELO, TLS policy and DKIM, with
+a signed VERP return path that names their subscriber.
 """

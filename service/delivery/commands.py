@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from service.clock import utcnow
 from service.db import unit_of_work
-from service.delivery import control, ledger
+from service.delivery import control, ledger, preflight
 from service.digests.commands import digest
-from service.digests.models import Issue
+from service.digests.models import Issue, IssueStatus
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -62,6 +62,12 @@ def send(number: int) -> None:
     with _runtime() as rt:
         with rt.sessions() as session:
             issue_id = issue_id_for(session, number)
+            status = session.scalar(select(Issue.status).where(Issue.id == issue_id))
+        if status is IssueStatus.DRAFT:
+            try:
+                preflight.check_before_send(rt, utcnow())
+            except preflight.SendRefused as exc:
+                raise click.ClickException(str(exc)) from exc
         rows = control.start_and_ring(rt, issue_id, utcnow())
         if rows is None:
             raise click.ClickException(f"issue {number} is not a draft: see `chapar status`")

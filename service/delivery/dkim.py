@@ -13,7 +13,9 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -22,7 +24,15 @@ SIGNED_HEADERS = (
     "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "Feedback-ID",
 )
 
+if TYPE_CHECKING:
+    from service.settings import Settings
+
 _WSP = re.compile(rb"[ \t]+")
+_WSP_EOL = re.compile(rb"[ \t]+\r\n")
+
+
+class DkimKeyError(ValueError):
+    """DKIM is configured but its key cannot be used; the text is one line for ops."""
 
 
 def relaxed_header(name: bytes, value: bytes) -> bytes:
@@ -35,6 +45,24 @@ def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4 for bodies that are already CRLF lines without trailing blanks."""
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
+
+
+def relaxed_lines(body: bytes) -> bytes:
+    """RFC 6376 3.4.4 in full, for bodies that may carry trailing or repeated blanks."""
+    return _WSP_EOL.sub(b"\r\n", _WSP.sub(b" ", body))
+
+
+def split_headers(head: bytes) -> list[tuple[bytes, bytes]]:
+    """`Name: value` lines (folded with CRLF + blank) as (name, raw value) pairs."""
+    pairs: list[tuple[bytes, bytes]] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and pairs:
+            name, value = pairs[-1]
+            pairs[-1] = (name, value + b"\r\n" + line)
+        elif line:
+            name, _, value = line.partition(b":")
+            pairs.append((name, value.lstrip(b" ")))
+    return pairs
 
 
 class DkimSigner:
@@ -53,6 +81,30 @@ class DkimSigner:
     @classmethod
     def from_file(cls, path: Path, domain: str, selector: str) -> DkimSigner:
         return cls(path.read_bytes(), domain, selector)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DkimSigner | None:
+        """The configured signer, None without DKIM; DkimKeyError when the key cannot be used."""
+        selector, path = settings.dkim_selector, settings.dkim_private_key_path
+        if not selector and path is None:
+            return None
+        if not selector or path is None:
+            raise DkimKeyError("DKIM half configured: set both CHAPAR_DKIM_SELECTOR and "
+                               "CHAPAR_DKIM_PRIVATE_KEY_PATH, or neither")
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise DkimKeyError(f"DKIM key unreadable: {exc.strerror or exc}: {path}") from exc
+        try:
+            return cls(pem, settings.from_domain, selector)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise DkimKeyError(f"DKIM key invalid ({path}): {exc}") from exc
+
+    def sign(self, message: bytes, timestamp: int) -> bytes:
+        """A complete message (CRLF lines) with its DKIM-Signature put first."""
+        head, _, body = message.partition(b"\r\n\r\n")
+        signature = self.signature_header(split_headers(head), relaxed_lines(body), timestamp)
+        return signature + message
 
     def signature_header(self, headers: Sequence[tuple[bytes, bytes]], body: bytes,
                          timestamp: int) -> bytes:

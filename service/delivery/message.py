@@ -16,8 +16,6 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.headerregistry import Address
-from email.policy import SMTP
 from email.utils import format_datetime
 
 from itsdangerous.encoding import base64_encode
@@ -25,7 +23,7 @@ from itsdangerous.encoding import base64_encode
 from service.bounces.verp import VerpSigner
 from service.delivery.dkim import DkimSigner
 from service.mail.compose import sender
-from service.mail.headers import encode_unstructured
+from service.mail.headers import encode_address, encode_unstructured
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
 from service.persian import single_line
 from service.tokens import Purpose, Tokens
@@ -72,10 +70,6 @@ def message_id(issue_number: int, subscriber_id: int, secret: str, domain: str) 
     return f"<chapar.{issue_number}.{subscriber_id}.{digest}@{domain}>"
 
 
-def _header(name: str, value: str | Address) -> bytes:
-    """One header line, RFC 2047-encoded and folded at 78 characters where needed."""
-    folded: str = SMTP.header_factory(name, value).fold(policy=SMTP)
-    return folded.encode("ascii")
 
 
 def _b64_lines(data: bytes) -> bytes:
@@ -131,8 +125,8 @@ class IssueMessage:
         self.verp = VerpSigner(tokens)
         from_header = sender(from_name, from_address)
         self.fixed_headers: list[tuple[bytes, bytes]] = [
-            (b"From", _value(_header("From", from_header))),
-            (b"Subject", _value(encode_unstructured("Subject", single_line(subject)).encode() + b"\r\n")),
+            (b"From", _value(encode_address("From", from_header).encode("ascii"))),
+            (b"Subject", _value(encode_unstructured("Subject", single_line(subject)).encode())),
             (b"MIME-Version", b"1.0"),
             (b"List-Id", _list_id(list_name, list_id)),
             (b"List-Unsubscribe-Post", b"List-Unsubscribe=One-Click"),
@@ -189,5 +183,5 @@ def _list_id(list_name: str, list_id: str) -> bytes:
 
 
 def _value(line: bytes) -> bytes:
-    """The value part of a folded `Name: value\\r\\n` line."""
-    return line.split(b":", 1)[1].strip(b" ").removesuffix(b"\r\n")
+    """The value part of a folded `Name: value` header."""
+    return line.split(b":", 1)[1].lstrip(b" ")

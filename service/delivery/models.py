@@ -77,3 +77,18 @@ class Bounce(Base):
     kind: Mapped[str] = mapped_column(String(16))  # hard | soft | unknown
     recipient: Mapped[str | None] = mapped_column(String(320))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class SendingHealth(Base):
+    """Whether Chapar can send at all: a failure that is not a recipient's, until a send works.
+
+    One row (name "smtp"). Workers, the confirmation sender and the pre-send check
+    write it; `chapar status` in another process reads it.
+    """
+
+    __tablename__ = "sending_health"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    failing_since: Mapped[datetime | None]  # None: the last send worked
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -25,13 +27,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
-from service.delivery import ledger
-from service.delivery.dkim import DkimSigner
+from service.delivery import health, ledger
+from service.delivery.dkim import DkimKeyError, DkimSigner
 from service.delivery.ledger import Outcome
 from service.delivery.message import IssueMessage, Recipient
 from service.delivery.models import DeliveryStatus
 from service.delivery.throttle import Throttle
-from service.delivery.transport import Envelope, Result, SmtpConnection, SmtpError
+from service.delivery.transport import Envelope, Result, SmtpConnection, SmtpError, connection_for
 from service.digests.models import Issue, IssueStatus
 from service.instance_keys import MESSAGE_ID, instance_key
 from service.runtime import Runtime
@@ -39,6 +41,7 @@ from service.runtime import Runtime
 log = logging.getLogger(__name__)
 CHUNK = 100  # rows marked `sending` at once: the most a killed worker can leave uncertain
 IDLE_CHECK_SECONDS = 20.0
+QUIT_WAIT_SECONDS = 10.0  # a stopping worker waits this long for a send to finish its chunk
 TASK_BUDGET_SECONDS = 120.0  # then the task rings again and returns, so no task runs for hours
 
 
@@ -50,17 +53,79 @@ class BatchReport:
     more: bool = False  # stopped early with work left: ring again
 
 
+class IdleCloser:
+    """Says QUIT on a connection left unused for `seconds` (RFC 5321 4.1.1.10).
+
+    Without it a worker between sends holds its session until the server times it
+    out (Postfix logs "timeout after END-OF-MESSAGE" after 300 s). A timer thread
+    closes it while the process waits for its next task; `use()` holds the lock, so
+    the timer never closes a connection in the middle of a send.
+    """
+
+    def __init__(self, connection: SmtpConnection, seconds: float) -> None:
+        self.connection = connection
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[SmtpConnection]:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            try:
+                yield self.connection
+            finally:
+                if self.connection.is_open():
+                    self._timer = threading.Timer(self.seconds, self._close_if_idle)
+                    self._timer.daemon = True
+                    self._timer.start()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            c = self.connection
+            # A timer that fired while a send held the lock finds the connection fresh.
+            if c.is_open() and time.monotonic() - c.last_used >= self.seconds:
+                c.close()
+
+    def close(self) -> None:
+        """QUIT now (the worker is stopping); waits briefly for a send in progress."""
+        if self._lock.acquire(timeout=QUIT_WAIT_SECONDS):
+            try:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self.connection.close()
+            finally:
+                self._lock.release()
+
+
 class DeliveryAgent:
     """One per worker process: its SMTP connection, its throttle, its built messages."""
 
     def __init__(self, rt: Runtime, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.rt = rt
         self.clock = clock
-        self.connection = SmtpConnection(rt.settings.smtp, helo=rt.settings.from_domain or "localhost")
+        self.connection = connection_for(rt.settings)
+        self.idle = IdleCloser(self.connection, rt.settings.smtp_idle_seconds)
         self.throttle = Throttle(rt.settings)
         self.messages: dict[int, IssueMessage] = {}
-        self.dkim = _signer(rt)
+        self.dkim: DkimSigner | None = None
+        self.dkim_loaded = False
         self.connect_error = ""
+
+    def load_dkim(self) -> bool:
+        """Load the DKIM key once; False (and the failure recorded) when it cannot be used."""
+        if not self.dkim_loaded:
+            try:
+                self.dkim = DkimSigner.from_settings(self.rt.settings)
+            except DkimKeyError as exc:
+                log.warning("cannot send: %s", exc)
+                with unit_of_work(self.rt.sessions) as session:
+                    health.record_failure(session, str(exc), self.clock())
+                return False
+            self.dkim_loaded = True
+        return True
 
     def name(self) -> str:
         """A fresh claimant name per batch: a lease is never confused across tasks."""
@@ -85,7 +150,13 @@ class DeliveryAgent:
 
     def deliver(self, issue_id: int, *, budget: float = TASK_BUDGET_SECONDS) -> BatchReport:
         """Send due rows of one issue until none is left or the time budget is spent."""
+        with self.idle.use():
+            return self._deliver(issue_id, budget)
+
+    def _deliver(self, issue_id: int, budget: float) -> BatchReport:
         report = BatchReport()
+        if not self.load_dkim():  # rows stay due; the sweeper rings again
+            return report
         message = self.message_for(issue_id)
         if message is None:
             return report
@@ -161,6 +232,11 @@ class DeliveryAgent:
                 return False
             mine = [(r, e) for r, e in zip(chunk, envelopes, strict=True) if r.delivery_id in ours]
             results = self.connection.send_many([e for _, e in mine])
+            refused = next((r for r in results if r.stage == "mail" and r.kind != "sent"), None)
+            if refused is not None:  # the relay refuses our sender: nobody gets mail
+                with unit_of_work(self.rt.sessions) as session:
+                    health.record_failure(session, f"MAIL FROM refused: {refused.code} "
+                                          f"{refused.text}", self.clock())
             outcomes = [self._outcome(r, result) for (r, _), result in zip(mine, results, strict=True)]
             unrecorded.extend(outcomes)
             report.outcomes.update(o.status.value for o in outcomes)
@@ -171,6 +247,8 @@ class DeliveryAgent:
             s = self.rt.settings
             ledger.record_outcomes(session, outcomes, worker, self.clock(), s.retry_base_seconds,
                                    s.resend_uncertain)
+            if any(o.status is DeliveryStatus.SENT for o in outcomes):
+                health.record_success(session)
 
     def _outcome(self, recipient: Recipient, result: Result) -> Outcome:
         if result.slows_domain:
@@ -214,6 +292,7 @@ class DeliveryAgent:
         """The server refused the connection: nothing was sent; retry these with back-off."""
         detail = self.connect_error or reason
         with unit_of_work(self.rt.sessions) as session:
+            health.record_failure(session, detail, self.clock())
             ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
                                        self.clock(), lease)
             outcomes = [Outcome(i, DeliveryStatus.DEFERRED, None, detail) for i in sorted(ours)]
@@ -223,13 +302,6 @@ class DeliveryAgent:
         if ids:
             with unit_of_work(self.rt.sessions) as session:
                 ledger.release(session, ids, worker, self.clock())
-
-
-def _signer(rt: Runtime) -> DkimSigner | None:
-    s = rt.settings
-    if not (s.dkim_selector and s.dkim_private_key_path):
-        return None
-    return DkimSigner.from_file(s.dkim_private_key_path, s.from_domain, s.dkim_selector)
 
 
 # Keyed by the runtime's identity (Runtime is not hashable); a worker process has one.
@@ -242,6 +314,12 @@ def agent_for(rt: Runtime) -> DeliveryAgent:
     if found is None or found[0]() is not rt:
         found = _agents[id(rt)] = (weakref.ref(rt), DeliveryAgent(rt))
     return found[1]
+
+
+def close_connections() -> None:
+    """QUIT every SMTP session this process holds: the worker process is stopping."""
+    for _ref, agent in list(_agents.values()):
+        agent.idle.close()
 
 
 def send_batches(rt: Runtime, issue_id: int) -> BatchReport:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.settings import SmtpTarget
+from service.settings import Settings, SmtpTarget
 
 # Enhanced status codes (RFC 3463) that mean the address itself is bad.
 _BAD_MAILBOX = re.compile(r"\b5\.1\.(1|2|3|6|10)\b")
@@ -33,13 +33,20 @@ _NO_SUCH_USER = re.compile(
     r"mailbox (not found|unavailable)|recipient (address )?rejected", re.IGNORECASE)
 
 
-class SmtpError(Exception):
-    """The connection could not be opened or set up (greeting, EHLO, TLS, AUTH)."""
+QUIT_TIMEOUT = 5.0  # a server that does not answer QUIT is not waited for longer
 
-    def __init__(self, code: int | None, text: str) -> None:
-        super().__init__(f"{code} {text}" if code else text)
+
+class SmtpError(Exception):
+    """The connection could not be opened or set up (greeting, EHLO, TLS, AUTH).
+
+    Its text is one line that names the step that failed, fit for `chapar status`.
+    """
+
+    def __init__(self, code: int | None, text: str, step: str = "") -> None:
+        super().__init__(text)
         self.code = code
         self.text = text
+        self.step = step  # connect | tls | greeting | ehlo | starttls | auth
 
 
 @dataclass(frozen=True)
@@ -57,18 +64,64 @@ class Result:
     code: int | None
     text: str
     mailbox_gone: bool = False  # a 5xx that says the address does not exist
+    stage: str = ""  # the reply's command: mail | rcpt | data | dot; empty when no reply
+
+    @property
+    def recipient_refused(self) -> bool:
+        """A permanent refusal of this recipient itself (5xx to RCPT)."""
+        return self.kind == "failed" and self.stage == "rcpt"
 
     @property
     def slows_domain(self) -> bool:
         return self.code == 421
 
 
-def classify(code: int, text: str) -> Result:
+def classify(code: int, text: str, stage: str = "") -> Result:
     """A reply other than success, as the ledger sees it."""
     if 400 <= code < 500:
-        return Result("deferred", code, text)
+        return Result("deferred", code, text, stage=stage)
     gone = code in (550, 551, 553) and bool(_BAD_MAILBOX.search(text) or _NO_SUCH_USER.search(text))
-    return Result("failed", code, text, mailbox_gone=gone)
+    return Result("failed", code, text, mailbox_gone=gone, stage=stage)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The one TLS policy for every SMTP connection Chapar opens.
+
+    The system's trusted CAs, plus CHAPAR_SMTP_CA_FILE (a private CA or a relay's
+    self-signed certificate); certificates and host names are checked unless
+    CHAPAR_SMTP_TLS_VERIFY=false, which Settings refuses in production.
+    """
+    context = ssl.create_default_context()
+    if settings.smtp_ca_file is not None:
+        context.load_verify_locations(cafile=str(settings.smtp_ca_file))
+    if not settings.smtp_tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connection_for(settings: Settings, *, timeout: float = 60.0) -> SmtpConnection:
+    """An unopened connection to the configured relay, with its HELO name and TLS policy."""
+    return SmtpConnection(settings.smtp, timeout=timeout, helo=settings.helo_name,
+                          tls=tls_context(settings),
+                          server_name=settings.smtp_tls_server_name or None)
+
+
+def _setup_failure(step: str, where: str, exc: BaseException) -> SmtpError:
+    """One line that says which step of opening the connection failed, and why."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SmtpError(None, f"TLS certificate verify failed ({where}): {exc.verify_message}",
+                         "tls")
+    if isinstance(exc, ssl.SSLError):
+        return SmtpError(None, f"TLS handshake failed ({where}): {exc.reason or exc}", "tls")
+    if isinstance(exc, ConnectionRefusedError):
+        return SmtpError(None, f"connection refused by {where}", "connect")
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return SmtpError(None, f"{_STEP_NAMES.get(step, step)} with {where} failed: {detail}", step)
+
+
+_STEP_NAMES = {"connect": "connecting", "tls": "TLS", "greeting": "greeting", "ehlo": "EHLO",
+               "starttls": "STARTTLS", "auth": "AUTH"}
 
 
 class _Lost(Exception):
@@ -79,9 +132,12 @@ class SmtpConnection:
     """One logged-in SMTP session, reused for as many messages as it lives."""
 
     def __init__(self, target: SmtpTarget, *, timeout: float = 60.0, helo: str = "localhost",
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
         self.target = target
         self.tls = tls or ssl.create_default_context()  # certificates verified by default
+        # The name the certificate must carry (and the SNI): the URL's host unless the
+        # URL names the relay by address and its certificate by name.
+        self.server_name = server_name or target.host
         self.timeout = timeout
         self.helo = helo
         self.sock: socket.socket | None = None
@@ -92,39 +148,47 @@ class SmtpConnection:
     # -- setup ---------------------------------------------------------------------------
     def open(self) -> None:
         """Connect, greet, secure and log in; raises SmtpError for every way that fails."""
+        where = f"{self.target.host}:{self.target.port}"
+        step = "connect"
         try:
             sock = socket.create_connection((self.target.host, self.target.port), timeout=self.timeout)
             # Small pipelined writes must not wait for the previous write's ACK (Nagle).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.target.tls == "implicit":
-                sock = self.tls.wrap_socket(sock, server_hostname=self.target.host)
+                step = "tls"
+                sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
         except OSError as exc:
-            raise SmtpError(None, f"cannot connect: {exc}") from exc
+            raise _setup_failure(step, where, exc) from exc
         self.sock, self._buffer = sock, b""
         try:
-            self._expect(220, self._reply())
+            step = "greeting"
+            self._expect(220, self._reply(), step)
+            step = "ehlo"
             self._ehlo()
             if self.target.tls == "starttls":
+                step = "starttls"
                 if "STARTTLS" not in self.extensions:
-                    raise SmtpError(None, "server does not offer STARTTLS")
-                self._command(b"STARTTLS\r\n", 220)
-                self.sock = self.tls.wrap_socket(
-                    self.sock, server_hostname=self.target.host)
+                    raise SmtpError(None, f"{where} does not offer STARTTLS", step)
+                self._command(b"STARTTLS\r\n", 220, step)
+                step = "tls"
+                self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.server_name)
                 self._buffer = b""
+                step = "ehlo"
                 self._ehlo()
             if self.target.username:
+                step = "auth"
                 secret = f"\0{self.target.username}\0{self.target.password or ''}".encode()
-                self._command(b"AUTH PLAIN " + base64.b64encode(secret) + b"\r\n", 235)
+                self._command(b"AUTH PLAIN " + base64.b64encode(secret) + b"\r\n", 235, step)
         except (OSError, _Lost) as exc:
             self.close()
-            raise SmtpError(None, f"connection failed: {exc}") from exc
+            raise _setup_failure(step, where, exc) from exc
         except SmtpError:
             self.close()
             raise
         self.last_used = time.monotonic()
 
     def _ehlo(self) -> None:
-        _code, text = self._command(f"EHLO {self.helo}\r\n".encode(), 250)
+        _code, text = self._command(f"EHLO {self.helo}\r\n".encode(), 250, "ehlo")
         self.extensions = {line.split()[0].upper() for line in text.splitlines()[1:] if line.split()}
 
     @property
@@ -147,9 +211,12 @@ class SmtpConnection:
         return code == 250
 
     def close(self) -> None:
+        """Say QUIT and wait briefly for the 221 (RFC 5321 4.1.1.10), then close the socket."""
         if self.sock is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, _Lost):
+                self.sock.settimeout(min(self.timeout, QUIT_TIMEOUT))
                 self.sock.sendall(b"QUIT\r\n")
+                self._reply()
             with contextlib.suppress(OSError):
                 self.sock.close()
         self.sock = None
@@ -181,17 +248,19 @@ class SmtpConnection:
                 except ValueError as exc:
                     raise _Lost(f"unreadable reply {text!r}") from exc
 
-    def _command(self, line: bytes, expected: int) -> tuple[int, str]:
+    def _command(self, line: bytes, expected: int, step: str) -> tuple[int, str]:
         assert self.sock is not None
         self.sock.sendall(line)
         reply = self._reply()
-        self._expect(expected, reply)
+        self._expect(expected, reply, step)
         return reply
 
     @staticmethod
-    def _expect(expected: int, reply: tuple[int, str]) -> None:
+    def _expect(expected: int, reply: tuple[int, str], step: str) -> None:
         if reply[0] != expected:
-            raise SmtpError(reply[0], reply[1])
+            text = " ".join(reply[1].split())
+            raise SmtpError(reply[0], f"{_STEP_NAMES.get(step, step)} refused: {reply[0]} {text}",
+                            step)
 
     # -- sending -------------------------------------------------------------------------
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
@@ -251,27 +320,27 @@ class SmtpConnection:
         mail = self._reply()
         rcpt = self._reply()
         data = self._reply()
-        for code, text in (mail, rcpt):
+        for stage, (code, text) in (("mail", mail), ("rcpt", rcpt)):
             if code >= 400:
-                results[i] = classify(code, text)
+                results[i] = classify(code, text, stage)
                 if data[0] == 354:  # a server that accepted DATA anyway: send an empty body
                     self._write(b".\r\n")
                     self._reply()
                 return None
         if data[0] != 354:
-            results[i] = classify(*data)
+            results[i] = classify(*data, "data")
             return None
         return i
 
     def _lockstep_open(self, envelope: Envelope, results: list[Result | None], i: int) -> int | None:
         assert self.sock is not None
-        for line in (b"MAIL FROM:<" + envelope.sender.encode() + b">"
-                     + (b" SMTPUTF8" if _needs_utf8(envelope) else b"") + b"\r\n",
-                     b"RCPT TO:<" + envelope.recipient.encode() + b">\r\n"):
+        for stage, line in (("mail", b"MAIL FROM:<" + envelope.sender.encode() + b">"
+                             + (b" SMTPUTF8" if _needs_utf8(envelope) else b"") + b"\r\n"),
+                            ("rcpt", b"RCPT TO:<" + envelope.recipient.encode() + b">\r\n")):
             self.sock.sendall(line)
             code, text = self._reply()
             if code >= 400:
-                results[i] = classify(code, text)
+                results[i] = classify(code, text, stage)
                 if code != 421:
                     self.sock.sendall(b"RSET\r\n")
                     self._reply()
@@ -279,7 +348,7 @@ class SmtpConnection:
         self.sock.sendall(b"DATA\r\n")
         code, text = self._reply()
         if code != 354:
-            results[i] = classify(code, text)
+            results[i] = classify(code, text, "data")
             return None
         return i
 
@@ -317,7 +386,8 @@ class SmtpConnection:
         except _Lost as exc:
             results[i] = Result("uncertain", None, f"no reply after the final '.': {exc}")
             raise
-        results[i] = Result("sent", code, text) if code == 250 else classify(code, text)
+        results[i] = (Result("sent", code, text, stage="dot") if code == 250
+                      else classify(code, text, "dot"))
 
 
 def _remaining(parts: list[memoryview], offset: int) -> list[memoryview]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,8 +67,13 @@ class TickResult:
     rows: int = 0  # ledger rows written in the tick's transaction; the caller rings after commit
 
 
-def tick(session: Session, settings: Settings, now: datetime, build: Builder | None = None) -> TickResult:
-    """Claim the due slot, if nobody has, and build its issue in this transaction."""
+def tick(session: Session, settings: Settings, now: datetime, build: Builder | None = None,
+         refusal: str | None = None) -> TickResult:
+    """Claim the due slot, if nobody has, and build its issue in this transaction.
+
+    `refusal` is why sending cannot work now (the pre-send check): the issue is
+    built and left a draft instead of being sent.
+    """
     slot_at = slot_before(settings, now)
     if now - slot_at > GRACE:
         return TickResult(None)
@@ -88,10 +94,15 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
         log.info("slot %s skipped: %s", slot_at.isoformat(), result.reason)
         return TickResult(slot_at)
     slot.issue_id = result.issue.id
-    slot.outcome = "sent" if settings.digest_auto_send else "built"
+    auto_send = settings.digest_auto_send and refusal is None
+    slot.outcome = "sent" if auto_send else "built"
     log.info("slot %s: issue %s built", slot_at.isoformat(), result.issue.number)
+    if settings.digest_auto_send and refusal is not None:
+        slot.reason = refusal
+        log.warning("slot %s: issue %s not sent: %s", slot_at.isoformat(), result.issue.number,
+                    refusal)
     rows = 0
-    if settings.digest_auto_send:
+    if auto_send:
         # The fan-out commits with the slot: a tick that dies after its commit can no
         # longer leave a slot marked sent with its issue still a draft.
         from service.delivery import ledger
@@ -105,10 +116,33 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
 
 def run_tick(rt: Runtime, now: datetime, build: Builder | None = None) -> TickResult:
     """The `chapar.schedule_tick` task: tick (and fan out, if automatic), commit, then ring."""
+    refusal = auto_send_refusal(rt, now)
     with unit_of_work(rt.sessions) as session:
-        result = tick(session, rt.settings, now, build)
+        result = tick(session, rt.settings, now, build, refusal)
     if result.rows and result.issue_id is not None:
         from service.delivery.control import ring_fanned_out
 
         ring_fanned_out(rt, result.issue_id, result.rows)
     return result
+
+
+def auto_send_refusal(rt: Runtime, now: datetime) -> str | None:
+    """Before a slot that will be sent automatically is claimed: why sending cannot work, if so.
+
+    Checked outside the tick's transaction (a network round trip must not hold
+    SQLite's write lock), and only while the slot is due and unclaimed.
+    """
+    settings = rt.settings
+    slot_at = slot_before(settings, now)
+    if not settings.digest_auto_send or now - slot_at > GRACE:
+        return None
+    with rt.sessions() as session:
+        if session.scalar(select(ScheduleSlot.id).where(ScheduleSlot.slot_at == slot_at)) is not None:
+            return None
+    from service.delivery.preflight import SendRefused, check_before_send
+
+    try:
+        check_before_send(rt, now)
+    except SendRefused as exc:
+        return str(exc)
+    return None

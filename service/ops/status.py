@@ -17,11 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.clock import utcnow
-from service.delivery import ledger
+from service.delivery import health, ledger
 from service.delivery.models import PENDING, Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
 from service.digests.schedule import describe, next_slot
 from service.ops.queues import queue_depths, workers_alive
+from service.persian import jalali_date
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -83,10 +84,24 @@ def current_issue(session: Session, now: datetime) -> IssueProgress | None:
                          issue.send_started_at, issue.finished_at)
 
 
+def sending_problem(failure: health.SendingFailure, settings: Settings) -> str:
+    """«sending is failing since 08:14 (جمعه ۷ آذر ۱۴۰۵, Tehran time): <the last error>»."""
+    tz = settings.tz
+    since = failure.since.astimezone(tz)
+    text = (f"sending is failing since {since:%H:%M} ({jalali_date(since, tz)}, "
+            f"{settings.timezone.rpartition('/')[2].replace('_', ' ')} time): {failure.error}")
+    if failure.last_at - failure.since >= timedelta(minutes=1):
+        text += f" (last seen {failure.last_at.astimezone(tz):%H:%M})"
+    return text
+
+
 def snapshot(rt: Runtime, now: datetime) -> Snapshot:
     problems: list[str] = []
     with rt.sessions() as session:
         progress = current_issue(session, now)
+        failure = health.current_failure(session)
+    if failure is not None:
+        problems.append(sending_problem(failure, rt.settings))
     queues = queue_depths(rt.settings, rt.celery)
     if any(v is None for v in queues.values()):
         problems.append("broker unreachable")

@@ -15,17 +15,17 @@ UPDATE of `confirmation_mailing_at` and releases the claim when it is done.
 from __future__ import annotations
 
 import logging
-import smtplib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from service.bounces.verp import SUBSCRIBER, VerpRef
 from service.db import is_sqlite, unit_of_work
-from service.mail.compose import build_message
+from service.delivery import outbox
+from service.delivery.transport import Result
 from service.mail.render import RenderedEmail
-from service.mail.smtp import connect
 from service.persian import single_line
 from service.runtime import Runtime
 from service.subscribers.models import Status, Subscriber
@@ -138,46 +138,32 @@ def mark_confirmation_mailed(session: Session, owed: OwedConfirmation, now: date
     )
 
 
-def mail(rt: Runtime, owed: OwedConfirmation, now: datetime) -> None:
-    """Render and hand the email to the SMTP server; raises OSError if it did not take it."""
-    s = rt.settings
-    message = build_message(render_confirmation(rt, owed.subscriber_id, owed.nonce), from_name=s.from_name,
-                            from_address=s.from_address, to=owed.address, now=now)
-    client = connect(s.smtp)
-    try:
-        client.send_message(message)
-    finally:
-        try:
-            client.quit()
-        except OSError:
-            client.close()  # the message was accepted; a failed goodbye changes nothing
+def mail(rt: Runtime, owed: OwedConfirmation, now: datetime) -> Result:
+    """Render the email and offer it to the SMTP server; the server's verdict.
 
-
-def mailbox_refused(exc: smtplib.SMTPRecipientsRefused) -> str | None:
-    """The permanent (5xx) refusal of the recipient, or None if trying later may work."""
-    replies = list(exc.recipients.values())
-    if replies and all(500 <= code < 600 for code, _ in replies):
-        code, text = replies[0]
-        return f"{code} {text.decode('utf-8', 'replace')}"
-    return None
+    Raises outbox.NotSent (an OSError) when the relay cannot be reached at all.
+    """
+    return outbox.send_email(rt, render_confirmation(rt, owed.subscriber_id, owed.nonce), owed.address,
+                             kind="confirmation", now=now,
+                             bounce_ref=VerpRef(SUBSCRIBER, owed.subscriber_id))
 
 
 def mail_or_bounce(rt: Runtime, session: Session, owed: OwedConfirmation, now: datetime) -> bool:
     """Mail the email and record it; a permanent refusal of the mailbox marks it bounced.
 
-    A 4xx refusal or a lost connection raises OSError, so the task retries it later.
+    A 4xx refusal, a lost connection or an unreachable relay raises OSError, so the
+    task retries it later.
     """
-    try:
-        mail(rt, owed, now)
-    except smtplib.SMTPRecipientsRefused as exc:
-        refusal = mailbox_refused(exc)
-        if refusal is None:
-            raise
+    result = mail(rt, owed, now)
+    if result.recipient_refused:
+        refusal = f"{result.code} {result.text}"
         # No retry and no sweep: asking again every minute for a day cannot help.
         log.info("confirmation for subscriber %s refused: %s", owed.subscriber_id, refusal)
         mark_bounced(session, owed.subscriber_id, now, f"confirmation refused: {refusal}")
         release_claim(session, owed.subscriber_id, now)
         return False
+    if result.kind != "sent":
+        raise outbox.NotSent(f"confirmation not accepted ({result.kind}): {result.code} {result.text}")
     mark_confirmation_mailed(session, owed, now)
     return True
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.bounces.intake import SoftBouncePolicy, take_report
-from service.bounces.verp import VerpSigner
+from service.bounces.verp import SUBSCRIBER, VerpSigner
 from service.delivery.models import Bounce
 from service.subscribers.models import Status, Subscriber, SubscriberEvent
 from tests.bounces.factories import add_subscriber, sent_delivery
@@ -151,3 +151,22 @@ def test_a_bounce_for_an_erased_subscriber_is_kept_anonymous(session: Session) -
                                               "erased@example.test"), SIGNER, LATER, POLICY, "api")
     assert intake.outcome == "unmatched"
     assert session.scalar(select(Subscriber.id)) is None
+
+
+def test_a_bounce_of_a_confirmation_marks_its_subscriber_and_a_soft_one_is_only_kept(
+        session: Session) -> None:
+    gone = add_subscriber(session, "pending-gone@example.test")
+    full = add_subscriber(session, "pending-full@example.test")
+    hard = hard_bounce(SIGNER.address(gone.id, "chapar.test", SUBSCRIBER), gone.email)
+    soft = soft_bounce(SIGNER.address(full.id, "chapar.test", SUBSCRIBER), full.email)
+
+    results = [take_report(session, raw, SIGNER, LATER, POLICY, "mailbox") for raw in (hard, soft)]
+
+    assert [(r.outcome, r.subscriber_id, r.delivery_id) for r in results] == [
+        ("hard", gone.id, None), ("soft", full.id, None)]
+    session.refresh(gone)
+    session.refresh(full)
+    assert gone.status is Status.BOUNCED and full.status is Status.CONFIRMED
+    assert full.soft_bounces == 0  # the soft-bounce policy counts digests
+    assert [(b.subscriber_id, b.delivery_id) for b in bounces(session)] == [(gone.id, None),
+                                                                            (full.id, None)]

@@ -9,7 +9,7 @@ import random
 import pytest
 from itsdangerous import Signer
 
-from service.bounces.verp import VerpSigner, read_verp, verp_address
+from service.bounces.verp import DELIVERY, SUBSCRIBER, VerpRef, VerpSigner, read_verp, verp_address
 from service.tokens import Tokens
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
@@ -99,3 +99,21 @@ def test_the_signature_differs_from_other_link_tokens() -> None:
 def test_zero_and_negative_ids_are_refused() -> None:
     with pytest.raises(ValueError):
         VerpSigner(SECRET).address(0, "chapar.test")
+
+
+def test_a_subscriber_token_names_a_subscriber_and_never_a_row() -> None:
+    signer = VerpSigner(SECRET)
+    for subscriber_id in (1, 42, 2**63 - 1):
+        address = signer.address(subscriber_id, "chapar.test", SUBSCRIBER)
+        local = address.partition("@")[0]
+        assert len(local) <= 64 and local == local.lower()
+        assert signer.read_address(address.upper()) == VerpRef(SUBSCRIBER, subscriber_id)
+        assert signer.read(address) is None  # not a delivery row
+    # The kind is signed: a row's token with the letter added, or a subscriber's without it,
+    # is a forgery.
+    row = signer.address(42, "chapar.test")
+    assert signer.read_address(row.replace("bounces+", "bounces+s")) is None
+    subscriber = signer.address(42, "chapar.test", SUBSCRIBER)
+    assert signer.read_address(subscriber.replace("bounces+s", "bounces+")) is None
+    # A digest's return path made before subscriber tokens existed still reads as its row.
+    assert signer.read_address(row) == VerpRef(DELIVERY, 42) and signer.read(row) == 42

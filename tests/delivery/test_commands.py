@@ -18,11 +18,13 @@ from service.runtime import Runtime
 from tests.conftest import make_settings, truncate_all
 from tests.delivery.factories import add_subscribers, make_issue
 from tests.support.processes import settings_env
+from tests.support.smtp import SmtpRecorder
 
 
 @pytest.fixture
-def embedded(sqlite_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url))
+def embedded(sqlite_url: str, tmp_path: Path, smtp: SmtpRecorder) -> Iterator[Runtime]:
+    # A relay that answers: `digest send` checks it before the send starts.
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url, smtp_url=smtp.url))
     truncate_all(rt)
     yield rt
     truncate_all(rt)

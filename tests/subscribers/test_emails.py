@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
+import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from redis import Redis
 
+from service.bounces.intake import SoftBouncePolicy, take_report
+from service.bounces.verp import SUBSCRIBER, VerpRef, VerpSigner
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.runtime import Runtime
 from service.subscribers import emails, store
 from service.subscribers.models import Status, Subscriber
+from tests.bounces.messages import hard_bounce
 from tests.conftest import make_settings, truncate_all
 from tests.subscribers.factories import confirm
 from tests.subscribers.rings import rung
@@ -277,3 +284,52 @@ def test_without_redis_every_sweep_rings(runtime: Runtime) -> None:
     assert emails.sweep_confirmations(runtime, utcnow()) == 1
     assert emails.sweep_confirmations(runtime, utcnow()) == 1
     assert len(rung(runtime.settings)) == 2
+
+
+def dkim_key(folder: Path) -> tuple[Path, bytes]:
+    """An RSA key file for DKIM and its DNS TXT record."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "dkim.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_the_confirmation_leaves_like_a_digest_signed_with_a_verp_return_path(
+        runtime: Runtime, smtp: SmtpRecorder, tmp_path: Path) -> None:
+    path, record = dkim_key(tmp_path)
+    rt = Runtime(settings=make_settings(tmp_path, database_url=runtime.settings.database_url,
+                                        smtp_url=smtp.url, dkim_selector="s1",
+                                        dkim_private_key_path=path),
+                 engine=runtime.engine, sessions=runtime.sessions, tokens=runtime.tokens)
+    sid = subscribe(rt, "signed@example.com")
+    assert emails.send_confirmation(rt, sid, utcnow())
+    [received] = smtp.to("signed@example.com")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"s1._domainkey.chapar.test."
+        return record
+
+    assert received.data.startswith(b"DKIM-Signature:") and dkim.verify(received.data, dnsfunc=dns)
+    assert received.helo == "chapar.test"  # the From domain, not Python's [127.0.0.1]
+    ref = VerpSigner(rt.settings.secret_key).read_address(received.mail_from)
+    assert ref == VerpRef(SUBSCRIBER, sid) and received.mail_from.endswith("@chapar.test")
+    assert len(received.mail_from.partition("@")[0]) <= 64
+
+    # A bounce of it comes back to that return path and marks the reader bounced.
+    with unit_of_work(rt.sessions) as session:
+        intake = take_report(session, hard_bounce(received.mail_from, "signed@example.com"),
+                             VerpSigner(rt.settings.secret_key), utcnow(), SoftBouncePolicy(), "api")
+    assert (intake.outcome, intake.subscriber_id, intake.delivery_id) == ("hard", sid, None)
+    assert subscriber(rt, sid).status is Status.BOUNCED
+
+
+def test_the_helo_name_is_a_setting(runtime: Runtime, smtp: SmtpRecorder, tmp_path: Path) -> None:
+    rt = Runtime(settings=make_settings(tmp_path, database_url=runtime.settings.database_url,
+                                        smtp_url=smtp.url, smtp_helo="mta1.chapar.test"),
+                 engine=runtime.engine, sessions=runtime.sessions, tokens=runtime.tokens)
+    assert emails.send_confirmation(rt, subscribe(rt, "helo@example.com"), utcnow())
+    assert [m.helo for m in smtp.messages] == ["mta1.chapar.test"]
+    assert smtp.quits == 1  # and the session ends with QUIT

@@ -9,6 +9,7 @@ before the final "." is read) or right after the final ".".
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    helo: str = ""  # the name the client gave in EHLO/HELO
 
     @property
     def message(self) -> EmailMessage:
@@ -68,7 +70,7 @@ class _Handler:
             reply = rec._take(rec.faults.after_data, r)
             if reply:
                 return reply
-        rec._store(Received(envelope.mail_from, recipients, data))
+        rec._store(Received(envelope.mail_from, recipients, data, session.host_name or ""))
         if any(rec._take_flag(rec.faults.drop_after_dot, r) for r in recipients):
             _drop(server)
             return "421 dropped"
@@ -86,6 +88,13 @@ MID_DATA_BYTES = 1024
 
 
 class _FaultySMTP(SMTP):
+    async def smtp_QUIT(self, arg: str) -> None:
+        recorder: SmtpRecorder = self.event_handler.recorder
+        with recorder._lock:
+            recorder.quits += 1
+            recorder.quits_by_helo[self.session.host_name or ""] += 1
+        await super().smtp_QUIT(arg)
+
     async def _handle_client(self) -> None:  # type: ignore[override]
         recorder: SmtpRecorder = self.event_handler.recorder
         if recorder._take_greeting_fault():
@@ -125,20 +134,34 @@ class _Controller(Controller):
 
 
 class SmtpRecorder:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    """`tls` makes it a TLS server: STARTTLS (required) or, with `implicit`, TLS from the start."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 tls: ssl.SSLContext | None = None, implicit: bool = False) -> None:
         self.faults = Faults()
         self.messages: list[Received] = []
         self.mid_data_drops = 0  # connections aborted with a body half read
+        self.quits = 0  # QUIT commands received
+        # By the name the client gave in EHLO: a test that names its own client counts only its
+        # goodbyes, not those of connections an earlier test left to close on their idle timer.
+        self.quits_by_helo: Counter[str] = Counter()
         self._lock = threading.Lock()
+        options: dict[str, Any] = {}
+        if tls is not None and implicit:
+            options["ssl_context"] = tls
+        elif tls is not None:
+            options.update(tls_context=tls, require_starttls=True)
+        self.scheme = "smtps" if tls and implicit else "smtp+starttls" if tls else "smtp"
         self._controller = _Controller(_Handler(self), hostname=host, port=port or free_port(),
                                        decode_data=False, enable_SMTPUTF8=True,
-                                       data_size_limit=50 * 1024 * 1024, ready_timeout=10)
+                                       data_size_limit=50 * 1024 * 1024, ready_timeout=10,
+                                       **options)
         self.host = host
         self.port = self._controller.port
 
     @property
     def url(self) -> str:
-        return f"smtp://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self) -> SmtpRecorder:
         self._controller.start()
@@ -152,6 +175,8 @@ class SmtpRecorder:
             self.messages.clear()
             self.faults = Faults()
             self.mid_data_drops = 0
+            self.quits = 0
+            self.quits_by_helo.clear()
 
     def _store(self, received: Received) -> None:
         with self._lock:

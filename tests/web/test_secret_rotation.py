@@ -37,7 +37,8 @@ def rotated_runtime(old: Runtime, tmp_path: Path, fallbacks: str) -> Runtime:
 
 @pytest.fixture
 def rotated(runtime: Runtime, tmp_path: Path) -> Iterator[Runtime]:
-    rt = rotated_runtime(runtime, tmp_path, f" other-retired-secret-of-2025-0123456789abcdef , {runtime.settings.secret_key}")
+    retired = "other-retired-secret-of-2025-0123456789abcdef"
+    rt = rotated_runtime(runtime, tmp_path, f" {retired} , {runtime.settings.secret_key}")
     yield rt
     rt.close()
 
