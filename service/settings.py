@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from functools import cached_property
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     redis_url: str = ""  # rate limits and throttles; default: from broker_url when it is Redis
     smtp_url: str = "smtp://127.0.0.1:8025"
     public_url: str = "http://127.0.0.1:8000"
+    # Reverse proxies (addresses or networks, comma-separated, or *) whose X-Forwarded-For
+    # names the reader; empty: nobody's, the connecting address is the client.
+    trusted_proxies: str = ""
     secret_key: str = DEV_SECRET
     api_key: str = ""  # for the CMS and bounce endpoints; empty disables them
     from_address: str = "newsletter@chapar.localhost"
@@ -116,6 +120,15 @@ class Settings(BaseSettings):
         if self.environment == "production" and len(self.secret_key) < 32:
             raise ValueError("CHAPAR_SECRET_KEY must be at least 32 characters in production")
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if entries == ["*"]:
+            return "*"
+        # As networks (a lone address is a /32 or /128): the ValueError names a bad entry.
+        return ",".join(str(ip_network(entry, strict=False)) for entry in entries)
 
     def as_environment(self) -> dict[str, str]:
         """CHAPAR_* variables that make a child process load exactly these settings."""
