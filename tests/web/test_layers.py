@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from service.runtime import Runtime
 from service.subscribers.store import find_by_email
 from service.web.app import create_app
-from tests.conftest import make_settings, truncate_all
+from tests.conftest import emptied_runtime, make_settings
 from tests.web.headers import csp_directives
 
 LIMIT = 2048
@@ -24,12 +24,8 @@ LIMIT = 2048
 
 @pytest.fixture
 def rt(sqlite_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url,
-                                                  max_request_bytes=LIMIT))
-    truncate_all(runtime)
-    yield runtime
-    truncate_all(runtime)
-    runtime.close()
+    with emptied_runtime(tmp_path, database_url=sqlite_url, max_request_bytes=LIMIT) as runtime:
+        yield runtime
 
 
 @pytest.fixture
@@ -115,13 +111,9 @@ def subscribe_from(rt: Runtime, peer: str, forwarded_for: str | None, email: str
 
 @pytest.fixture
 def proxied(sqlite_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime.from_settings(make_settings(
-        tmp_path, database_url=sqlite_url, trusted_proxies="10.0.0.0/8, 192.0.2.7",
-        subscribe_rate_per_client="2/minute"))
-    truncate_all(runtime)
-    yield runtime
-    truncate_all(runtime)
-    runtime.close()
+    with emptied_runtime(tmp_path, database_url=sqlite_url, subscribe_rate_per_client="2/minute",
+                         trusted_proxies="10.0.0.0/8, 192.0.2.7") as runtime:
+        yield runtime
 
 
 def test_behind_a_trusted_proxy_each_reader_has_a_bucket_and_a_consent_address(

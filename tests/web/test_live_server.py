@@ -14,7 +14,7 @@ from service.db import unit_of_work
 from service.runtime import Runtime
 from service.subscribers import store
 from service.tokens import Purpose
-from tests.conftest import make_settings, truncate_all
+from tests.conftest import emptied_runtime
 from tests.support.network import free_port
 from tests.support.processes import ChaparProcess
 
@@ -25,20 +25,16 @@ GONE = "client went away"
 def served(sqlite_url: str, tmp_path_factory: pytest.TempPathFactory,
            ) -> Iterator[tuple[str, Runtime, ChaparProcess]]:
     """`chapar serve` on a free port, the per-client limit at three a minute."""
-    tmp_path = tmp_path_factory.mktemp("served")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url, public_url=base,
-                                             subscribe_rate_per_client="3/minute"))
-    truncate_all(rt)
-    server = ChaparProcess(rt.settings, ["serve", "--port", str(port)],
-                           ready_marker="Application startup complete", name="web").start()
-    try:
-        yield base, rt, server
-    finally:
-        server.stop()
-        truncate_all(rt)
-        rt.close()
+    with emptied_runtime(tmp_path_factory.mktemp("served"), database_url=sqlite_url,
+                         public_url=base, subscribe_rate_per_client="3/minute") as rt:
+        server = ChaparProcess(rt.settings, ["serve", "--port", str(port)],
+                               ready_marker="Application startup complete", name="web").start()
+        try:
+            yield base, rt, server
+        finally:
+            server.stop()
 
 
 def lines_after(server: ChaparProcess, start: int, count: int, *markers: str,

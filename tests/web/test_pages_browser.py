@@ -25,7 +25,7 @@ from service.subscribers import store
 from service.subscribers.models import Status
 from service.tokens import Purpose
 from service.web.app import create_app
-from tests.conftest import ARTIFACTS, make_settings, truncate_all
+from tests.conftest import ARTIFACTS, emptied_runtime
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Another name for 127.0.0.1, for a CHAPAR_PUBLIC_URL that is not the address a page came from.
@@ -58,24 +58,21 @@ def serving(sqlite_url: str, tmp_path: Path, public_url: str | None = None,
     """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url,
-                                             public_url=(public_url or base).format(port=port)))
-    truncate_all(rt)
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield base, rt
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        truncate_all(rt)
-        rt.close()
+    with emptied_runtime(tmp_path, database_url=sqlite_url,
+                         public_url=(public_url or base).format(port=port)) as rt:
+        server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
+                                               log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        try:
+            yield base, rt
+        finally:
+            server.should_exit = True
+            thread.join(10)
 
 
 @pytest.fixture
