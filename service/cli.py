@@ -14,13 +14,10 @@ from typing import TextIO
 import click
 
 from service.clock import utcnow
+from service.commands import load_runtime, require_current_schema
 from service.db import unit_of_work
 from service.runtime import Runtime
 from service.settings import Settings
-
-
-def load_runtime() -> Runtime:
-    return Runtime.from_settings(Settings())
 
 
 class ChaparGroup(click.Group):
@@ -42,8 +39,9 @@ class ChaparGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """Chapar: newsletter delivery for right-to-left news sites."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service.web.logs import LOG_FORMAT
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
 
 
 @main.group()
@@ -76,10 +74,14 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the web app."""
     import uvicorn
 
-    Settings()  # refuse a bad configuration here, in one line, before uvicorn imports the app
+    from service.web.logs import log_config
 
+    # A refused configuration or an old schema ends here in one line, before uvicorn imports the app.
+    require_current_schema(Settings())
+    # Forwarded headers are the app's to judge (CHAPAR_TRUSTED_PROXIES), not uvicorn's.
     uvicorn.run("service.web.asgi:app", host=host, port=port, workers=workers,
-                proxy_headers=True, log_level="info")
+                proxy_headers=False, log_level="info",
+                log_config=log_config(logging.getLogger().level))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -90,6 +92,7 @@ def worker(ctx: click.Context, concurrency: int, queues: str) -> None:
     """Run a Celery worker (extra arguments go to Celery)."""
     from worker.app import app
 
+    require_current_schema(Settings())
     app.worker_main(["worker", f"--concurrency={concurrency}", f"--queues={queues}",
                      "--loglevel=INFO", *ctx.args])
 
@@ -102,7 +105,7 @@ def beat(schedule_file: Path | None) -> None:
     from worker.app import app
 
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    require_current_schema(settings)
     schedule = schedule_file or settings.data_dir / "celerybeat-schedule"
     app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
 

@@ -7,12 +7,13 @@ import os
 import secrets
 import tempfile
 from functools import cached_property
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Placeholders that sample configurations (ours once, and many others) ship with: a secret
@@ -111,6 +112,9 @@ class Settings(BaseSettings):
     smtp_tls_server_name: str = ""  # name the certificate must carry (and SNI); default: the URL's host
     smtp_tls_verify: bool = True  # false: development only, refused in production
     public_url: str = "http://127.0.0.1:8000"
+    # Reverse proxies (addresses or networks, comma-separated, or *) whose X-Forwarded-For
+    # names the reader; empty: nobody's, the connecting address is the client.
+    trusted_proxies: str = ""
     secret_key: str = ""  # required, except on the embedded setup (see embedded_secret)
     # Earlier secrets, comma-separated: links signed with them still work; nothing new is signed.
     secret_key_fallbacks: str = ""
@@ -196,6 +200,15 @@ class Settings(BaseSettings):
             raise ValueError("CHAPAR_SMTP_TLS_VERIFY=false is for development only; in production "
                              "trust a private CA with CHAPAR_SMTP_CA_FILE instead")
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if entries == ["*"]:
+            return "*"
+        # As networks (a lone address is a /32 or /128): the ValueError names a bad entry.
+        return ",".join(str(ip_network(entry, strict=False)) for entry in entries)
 
     def as_environment(self) -> dict[str, str]:
         """CHAPAR_* variables that make a child process load exactly these settings."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -139,15 +140,23 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{backend}_url"))
 
 
+@contextmanager
+def emptied_runtime(tmp_path: Path, **overrides: object) -> Iterator[Runtime]:
+    """A Runtime on these settings whose tables are empty before and after, then closed."""
+    rt = Runtime.from_settings(make_settings(tmp_path, **overrides))
+    truncate_all(rt)
+    try:
+        yield rt
+    finally:
+        truncate_all(rt)
+        rt.close()
+
+
 @pytest.fixture
 def runtime(database_url: str, tmp_path: Path, smtp_server: SmtpRecorder) -> Iterator[Runtime]:
     """A Runtime on committed tables, emptied after the test (for multi-process tests)."""
-    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
-                                             smtp_url=smtp_server.url))
-    truncate_all(rt)
-    yield rt
-    truncate_all(rt)
-    rt.close()
+    with emptied_runtime(tmp_path, database_url=database_url, smtp_url=smtp_server.url) as rt:
+        yield rt
 
 
 @pytest.fixture

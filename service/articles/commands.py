@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 
 from service.clock import utcnow
+from service.commands import load_runtime
 from service.db import unit_of_work
-from service.runtime import Runtime
-from service.settings import Settings
 
 
 @click.group()
@@ -24,7 +23,7 @@ def fetch_articles(source: str | None) -> None:
     from service.articles.fetch import FetchFailed, FetchRefused
     from service.articles.refresh import feed_policy, load_feed_file, refresh_feed
 
-    rt = Runtime.from_settings(Settings())
+    rt = load_runtime()
     try:
         target = source or rt.settings.feed_url
         if not target:
@@ -60,7 +59,7 @@ def list_articles(limit: int) -> None:
     from service.articles.curation import recent_articles
     from service.persian import jalali_datetime
 
-    rt = Runtime.from_settings(Settings())
+    rt = load_runtime()
     try:
         with rt.sessions() as session:
             for a in recent_articles(session, limit):
@@ -74,7 +73,7 @@ def list_articles(limit: int) -> None:
 def _mark(article_id: int, **flags: bool) -> None:
     from service.articles.curation import NoSuchArticle, mark
 
-    rt = Runtime.from_settings(Settings())
+    rt = load_runtime()
     try:
         with unit_of_work(rt.sessions) as session:
             article = mark(session, article_id, **flags)

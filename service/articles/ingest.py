@@ -28,6 +28,9 @@ from service.articles.models import Article
 from service.persian import single_line
 
 URL_MAX = 2000  # the width of the url columns
+# Publication times an article may carry; anything outside is a mistake in the source.
+PUBLISHED_FROM = datetime(1900, 1, 1, tzinfo=UTC)
+PUBLISHED_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ def make_article(
         raise ValueError("title: must not be empty")
     if published_at is not None and published_at.tzinfo is None:
         raise ValueError("published_at: must carry a time zone")
+    if published_at is not None and not PUBLISHED_FROM <= published_at < PUBLISHED_UNTIL:
+        # Also keeps astimezone() below from overflowing at the ends of the calendar.
+        raise ValueError(f"published_at: must be in the years {PUBLISHED_FROM.year}"
+                         f" to {PUBLISHED_UNTIL.year - 1}")
     return ArticleIn(
         guid=single_line(guid)[:1000] if guid and single_line(guid) else canonical,
         url=canonical,

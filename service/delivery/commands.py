@@ -6,8 +6,7 @@ workers; it never sends mail itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 
 import click
@@ -15,21 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.clock import utcnow
+from service.commands import opened_runtime
 from service.db import unit_of_work
 from service.delivery import control, ledger, preflight
 from service.digests.commands import digest
 from service.digests.models import Issue, IssueStatus
-from service.runtime import Runtime
 from service.settings import Settings
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    rt = Runtime.from_settings(Settings())
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 def issue_id_for(session: Session, number: int) -> int:
@@ -40,7 +30,7 @@ def issue_id_for(session: Session, number: int) -> int:
 
 
 def _change(number: int, change: Callable[[Session, int], object], then_ring: bool) -> None:
-    with _runtime() as rt:
+    with opened_runtime() as rt:
         try:
             with unit_of_work(rt.sessions) as session:
                 issue_id = issue_id_for(session, number)
@@ -59,7 +49,7 @@ def _change(number: int, change: Callable[[Session, int], object], then_ring: bo
 @click.argument("number", type=int)
 def send(number: int) -> None:
     """Send issue NUMBER to every confirmed subscriber (a second call sends nothing twice)."""
-    with _runtime() as rt:
+    with opened_runtime() as rt:
         with rt.sessions() as session:
             issue_id = issue_id_for(session, number)
             status = session.scalar(select(Issue.status).where(Issue.id == issue_id))

@@ -8,9 +8,8 @@ import click
 from sqlalchemy import select
 
 from service.clock import utcnow
+from service.commands import load_runtime
 from service.db import unit_of_work
-from service.runtime import Runtime
-from service.settings import Settings
 
 
 @click.group()
@@ -34,7 +33,7 @@ def build(intro: str | None) -> None:
     """Build the next issue as a draft and write a preview of it."""
     from service.digests.build import build_issue
 
-    rt = Runtime.from_settings(Settings())
+    rt = load_runtime()
     try:
         with unit_of_work(rt.sessions) as session:
             result = build_issue(session, rt.settings, utcnow(), intro=intro)
@@ -63,7 +62,7 @@ def preview(number: int, output: Path | None) -> None:
     """Write issue NUMBER's HTML and text to files."""
     from service.digests.models import Issue
 
-    rt = Runtime.from_settings(Settings())
+    rt = load_runtime()
     try:
         with rt.sessions() as session:
             issue = session.scalars(select(Issue).where(Issue.number == number)).one_or_none()

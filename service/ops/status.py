@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.clock import utcnow
+from service.commands import load_runtime
 from service.delivery import health, ledger
 from service.delivery.models import PENDING, Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
@@ -164,7 +165,7 @@ def watch(rt: Runtime, interval: float = 1.0) -> None:
 @click.option("--once", is_flag=True, help="Print one snapshot even in a terminal.")
 def status(once: bool) -> None:
     """Queue depth, live workers, and the issue being sent with its counts and rate."""
-    rt = Runtime.from_settings(Settings())
+    rt = load_runtime()
     try:
         if once or not sys.stdout.isatty():
             click.echo(render_text(snapshot(rt, utcnow())))

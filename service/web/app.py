@@ -3,24 +3,56 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service.runtime import Runtime
 from service.web import archive, articles_api, bounces_api, health, reader
 from service.web.guards import LimitBodySize
+from service.web.layers import HeadAsGet, SecurityHeaders, content_security_policy
 from service.web.limits import SubscribeLimits
+from service.web.openapi import request_schemas
 from service.web.pages import error
 
 log = logging.getLogger(__name__)
 
 
+class ChaparApp(FastAPI):
+    """FastAPI with Chapar's outer layers around the whole stack, error pages included."""
+
+    def __init__(self, rt: Runtime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.runtime = rt
+
+    def build_middleware_stack(self) -> ASGIApp:
+        settings = self.state.runtime.settings
+        stack: ASGIApp = HeadAsGet(super().build_middleware_stack())
+        if settings.trusted_proxies:
+            # The client address (rate limits, consent records, the access log) comes from
+            # X-Forwarded-For only when the connection comes from one of these proxies.
+            proxied = ProxyHeadersMiddleware(stack, trusted_hosts=settings.trusted_proxies)  # type: ignore[arg-type]
+            stack = proxied  # type: ignore[assignment]
+        return SecurityHeaders(stack, content_security_policy(settings.public_url))
+
+    def openapi(self) -> dict[str, Any]:
+        fresh = self.openapi_schema is None
+        document = super().openapi()
+        if fresh:  # request bodies the routes read themselves (see service.web.openapi)
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                request_schemas())
+        return document
+
+
 def create_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="Chapar", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    app.state.runtime = rt
+    app = ChaparApp(rt, title="Chapar", docs_url=None, redoc_url=None,
+                    openapi_url="/api/openapi.json")
     app.state.limits = SubscribeLimits(rt.settings)
     app.include_router(reader.router)
     app.include_router(health.router)
@@ -38,20 +70,16 @@ def create_app(rt: Runtime) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error(request, 422, code="validation_error")
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody is left to read an answer; one line says what happened.
+        log.info("client went away before sending the whole request: %s %s",
+                 request.method, request.url.path)
+        return Response(status_code=400)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error(request, 500)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response: Response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        # Pages that set their own frame-ancestors (the embeddable form and its answers)
-        # may be framed by the news site; every other page may not.
-        if "frame-ancestors" not in response.headers.get("content-security-policy", ""):
-            response.headers.setdefault("X-Frame-Options", "DENY")
-        return response
 
     return app

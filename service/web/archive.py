@@ -20,6 +20,9 @@ from service.web.pages import error, page
 router = APIRouter()
 QueryT = TypeVar("QueryT", bound=Select[Any])
 PUBLISHED = (IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.SENT)
+# Issue numbers are a 32-bit integer column; a number past it names no issue, and asking
+# the database about it would fail (PostgreSQL and SQLite refuse such parameters).
+ISSUE_NUMBERS = range(1, 2**31)
 
 
 def published(query: QueryT) -> QueryT:
@@ -54,6 +57,8 @@ async def archive_index(request: Request) -> Response:
 @router.get("/archive/{number}")
 async def archive_issue(request: Request, number: int) -> Response:
     rt: Runtime = request.app.state.runtime
+    if number not in ISSUE_NUMBERS:
+        return error(request, 404)
 
     def load() -> str | None:
         with rt.sessions() as session:

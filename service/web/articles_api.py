@@ -21,6 +21,7 @@ from service.articles.ingest import ArticleIn, IngestReport, make_article, upser
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.runtime import Runtime
+from service.web.openapi import json_body
 
 router = APIRouter()
 SOURCE = "api"
@@ -40,7 +41,25 @@ class ArticlePayload(BaseModel):
 
 
 class ArticleBatch(BaseModel):
+    """What the CMS posts: up to 500 articles, each added or updated by GUID or URL."""
+
     articles: list[ArticlePayload] = Field(min_length=1, max_length=500)
+
+
+class IngestCounts(BaseModel):
+    added: int
+    updated: int
+    unchanged: int
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='Where the error is, e.g. ["articles", 2, "url"].')
+    msg: str
+
+
+class InvalidBatch(BaseModel):
+    error: str = "invalid"
+    errors: list[FieldError]
 
 
 def _key_matches(request: Request, api_key: str) -> bool:
@@ -79,7 +98,8 @@ def store(rt: Runtime, articles: list[ArticleIn]) -> IngestReport:
         return upsert_articles(session, articles, utcnow())
 
 
-@router.post("/api/v1/articles")
+@router.post("/api/v1/articles", openapi_extra=json_body(ArticleBatch),
+             responses={200: {"model": IngestCounts}, 422: {"model": InvalidBatch}})
 async def post_articles(request: Request) -> JSONResponse:
     rt: Runtime = request.app.state.runtime
     if not rt.settings.api_key:  # off until a key is configured

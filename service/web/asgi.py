@@ -1,4 +1,8 @@
-"""ASGI entry point for uvicorn: `uvicorn service.web.asgi:app`."""
+"""ASGI entry point for uvicorn, as `chapar serve` runs it.
+
+Run by hand, give uvicorn `--no-proxy-headers`: the app itself decides whose
+X-Forwarded-For to believe (CHAPAR_TRUSTED_PROXIES).
+"""
 
 from service.runtime import Runtime
 from service.settings import Settings

@@ -14,8 +14,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.bounces.inbox import receive_report
+from service.bounces.intake import Intake
 from service.clock import utcnow
 from service.runtime import Runtime
+from service.web.openapi import raw_body
 
 router = APIRouter()
 
@@ -35,7 +37,9 @@ def authorized(request: Request, api_key: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8"), api_key.encode("utf-8"))
 
 
-@router.post("/api/v1/bounces")
+@router.post("/api/v1/bounces", status_code=202, responses={202: {"model": Intake}},
+             openapi_extra=raw_body("message/rfc822", "One bounce or complaint report, "
+                                    "exactly as received (a whole email message)."))
 async def post_bounce(request: Request) -> JSONResponse:
     rt: Runtime = request.app.state.runtime
     if not rt.settings.api_key:  # the endpoint is off until a key is configured

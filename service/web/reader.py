@@ -18,6 +18,7 @@ from service.subscribers import store
 from service.subscribers.addresses import AddressError, normalize_address
 from service.subscribers.models import Status, Subscriber
 from service.tokens import Purpose, TokenError
+from service.web.layers import content_security_policy
 from service.web.pages import error, page, wants_json
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,17 @@ def subscribe_page(request: Request) -> Response:
 EMBED_SOURCE = "embed"
 
 
-def framable(response: Response) -> Response:
+def framable(request: Request, response: Response) -> Response:
     """Let the news site show this page in an iframe on its own pages."""
-    response.headers["Content-Security-Policy"] = "frame-ancestors *"
+    response.headers["Content-Security-Policy"] = content_security_policy(
+        runtime(request).settings.public_url, frame_ancestors="*")
     return response
 
 
 @router.get("/embed")
 def embed_page(request: Request) -> Response:
-    return framable(page(request, "embed.html", subscribe_url=runtime(request).url("/subscribe")))
+    return framable(request, page(request, "embed.html",
+                                  subscribe_url=runtime(request).url("/subscribe")))
 
 
 @router.post("/subscribe")
@@ -92,7 +95,7 @@ async def subscribe(request: Request) -> Response:
     source = single_line(fields.get("source", ""))[:60] or "api"
     response = await subscribe_fields(request, runtime(request), fields, source)
     # The embedded form's answers show inside the news site's iframe.
-    return framable(response) if source == EMBED_SOURCE else response
+    return framable(request, response) if source == EMBED_SOURCE else response
 
 
 async def subscribe_fields(request: Request, rt: Runtime, fields: dict[str, str],

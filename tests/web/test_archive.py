@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -64,3 +65,13 @@ def test_drafts_and_unknown_numbers_are_not_found(client: TestClient, runtime: R
     assert client.get("/archive/2").status_code == 404
     assert client.get("/archive/99").status_code == 404
     assert client.get("/archive/x").status_code in (404, 422)
+
+
+@pytest.mark.parametrize("number", ["0", "2147483648", "9223372036854775808", "1" + "0" * 40])
+def test_a_number_past_any_issue_is_not_found(client: TestClient, runtime: Runtime,
+                                              number: str, caplog: pytest.LogCaptureFixture) -> None:
+    make_issues(runtime)
+    with caplog.at_level(logging.WARNING):
+        response = client.get(f"/archive/{number}")
+    assert response.status_code == 404 and 'dir="rtl"' in response.text
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

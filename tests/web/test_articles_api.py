@@ -58,6 +58,10 @@ def test_batch_is_upserted_and_cleaned(client: TestClient, runtime: Runtime) -> 
     ({"articles": [item(), item(title="   ")]}, ["articles", 1, "title"]),
     ({"articles": [item(published_at="2026-11-26T10:00:00")]}, ["articles", 0, "published_at"]),
     ({"articles": [item(published_at="not a date")]}, ["articles", 0, "published_at"]),
+    # Ends of the calendar: converting them to UTC overflowed (a 500) before.
+    ({"articles": [item(published_at="0001-01-01T00:00:00+03:30")]}, ["articles", 0, "published_at"]),
+    ({"articles": [item(published_at="9999-12-31T23:00:00-05:00")]}, ["articles", 0, "published_at"]),
+    ({"articles": [item(published_at="9999-06-01T00:00:00+00:00")]}, ["articles", 0, "published_at"]),
     ({"articles": [{"title": "بی نشانی"}]}, ["articles", 0, "url"]),
     ({"articles": []}, ["articles"]),
     ({"items": []}, ["articles"]),

@@ -25,12 +25,15 @@ from service.subscribers import store
 from service.subscribers.models import Status
 from service.tokens import Purpose
 from service.web.app import create_app
-from tests.conftest import ARTIFACTS, make_settings, truncate_all
+from tests.conftest import ARTIFACTS, emptied_runtime
 from tests.subscribers.factories import confirm, confirm_token
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Another name for 127.0.0.1, for a CHAPAR_PUBLIC_URL that is not the address a page came from.
+OTHER_NAME = "chapar-public.test"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--host-resolver-rules=MAP {OTHER_NAME} 127.0.0.1"]
 WIDTHS = {"phone": 375, "desktop": 1280}
 
 pytestmark = [
@@ -46,28 +49,37 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def site(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
-    """The real app served by uvicorn on a free 127.0.0.1 port, on the embedded database."""
+@contextmanager
+def serving(sqlite_url: str, tmp_path: Path, public_url: str | None = None,
+            ) -> Iterator[tuple[str, Runtime]]:
+    """The real app served by uvicorn on a free 127.0.0.1 port, on the embedded database.
+
+    Its CHAPAR_PUBLIC_URL is the address it is served on, unless `public_url` ("{port}"
+    filled in) names it otherwise.
+    """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url, public_url=base))
-    truncate_all(rt)
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield base, rt
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        truncate_all(rt)
-        rt.close()
+    with emptied_runtime(tmp_path, database_url=sqlite_url,
+                         public_url=(public_url or base).format(port=port)) as rt:
+        server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
+                                               log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        try:
+            yield base, rt
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+
+@pytest.fixture
+def site(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
+    with serving(sqlite_url, tmp_path) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +99,13 @@ def page(request: pytest.FixtureRequest, browser: Browser) -> Iterator[Page]:
                                   device_scale_factor=2 if width < 600 else 1)
     tab = context.new_page()
     tab.set_default_timeout(15_000)
+    # Whatever the Content-Security-Policy blocks, Chromium reports on the console.
+    blocked: list[str] = []
+    tab.on("console", lambda message: blocked.append(message.text)
+           if "Content Security Policy" in message.text else None)
     yield tab
     context.close()
+    assert blocked == [], blocked
 
 
 def shot(page: Page, name: str) -> Path:
@@ -187,6 +204,18 @@ def test_confirm_preferences_and_embed_pages_are_rtl(site: tuple[str, Runtime], 
     page.goto(f"{base}/embed")
     assert direction(page, "body") == "rtl"
     shot(page, "embed")
+
+
+def test_forms_post_to_the_public_url_when_the_page_came_by_another_name(
+        sqlite_url: str, tmp_path: Path, page: Page) -> None:
+    with serving(sqlite_url, tmp_path, public_url=f"http://{OTHER_NAME}:{{port}}") as (base, rt):
+        page.goto(base + "/")
+        page.fill("#email", "other.name@example.com")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=یک قدم مانده است")
+        assert page.url.startswith(f"http://{OTHER_NAME}:")
+        with rt.sessions() as session:
+            assert store.find_by_email(session, "other.name@example.com") is not None
 
 
 @contextmanager

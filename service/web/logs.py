@@ -1,0 +1,63 @@
+"""Web logs without the tokens in signed links.
+
+A token in /confirm/<t>, /unsubscribe/<t> or /preferences/<t>/... opens someone's
+subscription and the lasting ones never expire, so no log line may carry one:
+uvicorn's access and error logs and Chapar's own lines all pass through RedactTokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from typing import Any
+
+from service.tokens import Purpose
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+REDACTED = "[token]"
+# Every signed link is /<purpose>/<token>[/...]; the token is one path segment.
+PURPOSES = "|".join(re.escape(purpose.value) for purpose in Purpose)
+SIGNED_PATH = re.compile(rf"(/(?:{PURPOSES})/)[^/?#\s\"']+")
+
+
+def redact_tokens(text: str) -> str:
+    """`text` with the token segment of every signed path replaced."""
+    return SIGNED_PATH.sub(rf"\g<1>{REDACTED}", text)
+
+
+def _redacted(value: object) -> object:
+    return redact_tokens(value) if isinstance(value, str) else value
+
+
+class RedactTokens(logging.Filter):
+    """Redact tokens in a record's message, its arguments and its traceback text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_tokens(record.msg)
+        # uvicorn's access formatter reads the arguments one by one, so they stay a tuple.
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redacted(arg) for key, arg in record.args.items()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_tokens(record.exc_text)
+        return True
+
+
+def log_config(level: int = logging.INFO) -> dict[str, Any]:
+    """uvicorn's logging configuration, plus Chapar's lines, every handler redacting tokens."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact_tokens": {"()": f"{__name__}.RedactTokens"}}
+    config["formatters"]["chapar"] = {"format": LOG_FORMAT}
+    config["handlers"]["chapar"] = {"class": "logging.StreamHandler", "formatter": "chapar",
+                                    "stream": "ext://sys.stderr"}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact_tokens"]
+    config["root"] = {"handlers": ["chapar"], "level": logging.getLevelName(level)}
+    return config
