@@ -33,6 +33,13 @@ def find(session: Session, email: str) -> StaffAccount | None:
     ).one_or_none()
 
 
+def get(session: Session, account_id: int) -> StaffAccount:
+    account = session.get(StaffAccount, account_id)
+    if account is None:
+        raise AccountError("no such staff account")
+    return account
+
+
 def all_accounts(session: Session) -> list[StaffAccount]:
     return list(session.scalars(select(StaffAccount).order_by(StaffAccount.email)))
 
@@ -121,3 +128,9 @@ def _keep_one_admin(session: Session, leaving: StaffAccount) -> None:
     )
     if not others:
         raise AccountError("this is the last active admin; make another admin first")
+
+
+def set_totp(session: Session, actor: Actor, account: StaffAccount, secret: str, now: datetime) -> None:
+    """Require a one-time code from now on (the caller checked one code against the secret)."""
+    account.totp_secret = secret
+    audit.record(session, actor, "staff.totp", target(account), now)

@@ -15,12 +15,13 @@ from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.settings import Settings
-from service.staff import accounts, audit, totp
+from service.staff import accounts, audit, sessions, totp
 from service.staff.audit import Actor
-from service.staff.models import StaffAccount
+from service.staff.models import StaffAccount, StaffSession
 from service.staff.passwords import HASHER, needs_rehash, verify_password
 
 log = logging.getLogger(__name__)
@@ -90,3 +91,25 @@ def _failed(session: Session, account: StaffAccount, client: str, now: datetime,
         account.locked_until = now + lockout.duration
         audit.record(session, Actor(None, "login", client), "staff.lock", accounts.target(account), now,
                      f"{lockout.failures} failed logins")
+
+
+def sign_in(session: Session, email: str, password: str, code: str, client: str, user_agent: str,
+            now: datetime, lockout: Lockout) -> str | None:
+    """Authenticate and start a session; the session's cookie token, or None."""
+    account = authenticate(session, email, password, code, client, now, lockout)
+    if account is None:
+        return None
+    token, row = sessions.start(session, account, now, client, user_agent)
+    audit.record(session, Actor.of(account, client), "session.login", f"session:{row.id}", now)
+    return token
+
+
+def sign_out(session: Session, token: str, client: str, now: datetime) -> None:
+    """End the session this cookie token belongs to, if it is still live."""
+    row = session.scalars(
+        select(StaffSession).where(StaffSession.token_hash == sessions.token_hash(token))
+    ).one_or_none()
+    if row is None or row.ended_at is not None:
+        return
+    sessions.end(row, now, "signed out")
+    audit.record(session, Actor.of(row.account, client), "session.logout", f"session:{row.id}", now)

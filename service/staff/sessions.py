@@ -11,6 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.settings import Settings
+from service.staff import audit
+from service.staff.audit import Actor
 from service.staff.models import StaffAccount, StaffSession
 
 
@@ -102,3 +104,13 @@ def live(session: Session, account: StaffAccount, now: datetime,
         .order_by(StaffSession.id.desc())
     )
     return [row for row in rows if expired(row, now, lifetime) is None]
+
+
+def revoke(session: Session, actor: Actor, account: StaffAccount, session_id: int, now: datetime) -> bool:
+    """End one of the account's own sessions; False if it is not theirs or already over."""
+    row = session.get(StaffSession, session_id)
+    if row is None or row.account_id != account.id or row.ended_at is not None:
+        return False
+    end(row, now, "revoked")
+    audit.record(session, actor, "session.revoke", f"session:{row.id}", now)
+    return True

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.runtime import Runtime
-from service.web import archive, articles_api, bounces_api, health, reader
+from service.web import archive, articles_api, bounces_api, desk, health, reader
 from service.web.guards import LimitBodySize
 from service.web.limits import SubscribeLimits
 from service.web.pages import error
@@ -27,6 +27,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(bounces_api.router)
     app.include_router(articles_api.router)
     app.include_router(archive.router)
+    desk.install(app)  # the staff desk at /desk/ and its /static/ files
     app.add_middleware(LimitBodySize, max_bytes=rt.settings.max_request_bytes,
                        api_max_bytes=rt.settings.api_max_request_bytes)
 
