@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from service.clock import utcnow
@@ -26,6 +24,7 @@ from service.subscribers.models import Status
 from service.tokens import Purpose
 from service.web.app import create_app
 from tests.conftest import ARTIFACTS, make_settings, truncate_all
+from tests.support.web import served
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -52,19 +51,10 @@ def site(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
     base = f"http://127.0.0.1:{port}"
     rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url, public_url=base))
     truncate_all(rt)
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield base, rt
+        with served(create_app(rt), port):
+            yield base, rt
     finally:
-        server.should_exit = True
-        thread.join(10)
         truncate_all(rt)
         rt.close()
 
