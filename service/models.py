@@ -5,9 +5,11 @@ from service.db import Base
 from service.delivery.models import Bounce, Delivery, SendingHealth
 from service.digests.models import Issue, IssueArticle, ScheduleSlot
 from service.instance_keys import InstanceKey
+from service.staff.models import AuditEntry, StaffAccount, StaffSession
 from service.subscribers.models import ConsentRecord, Subscriber, SubscriberEvent, Suppression
 
 __all__ = [
-    "Article", "Base", "Bounce", "ConsentRecord", "Delivery", "Feed", "InstanceKey", "Issue",
-    "IssueArticle", "ScheduleSlot", "SendingHealth", "Subscriber", "SubscriberEvent", "Suppression",
+    "Article", "AuditEntry", "Base", "Bounce", "ConsentRecord", "Delivery", "Feed", "InstanceKey",
+    "Issue", "IssueArticle", "ScheduleSlot", "SendingHealth", "StaffAccount", "StaffSession",
+    "Subscriber", "SubscriberEvent", "Suppression",
 ]

@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     domain_slowdown_seconds: float = 60.0  # a 421 pauses its receiving domain this long
     resend_uncertain: bool = True  # at-least-once: resend rows whose outcome is unknown
 
+    # Staff desk: server-side sessions end after this long unused, or this long after login,
+    # whichever comes first. Logins are throttled per submitted address and per client, and
+    # an account is locked for a while after this many failures in a row.
+    staff_session_idle_minutes: int = Field(default=60, ge=1)
+    staff_session_max_hours: float = Field(default=12.0, gt=0)
+    staff_login_rate_per_account: str = "5/minute;30/hour"
+    staff_login_rate_per_client: str = "20/minute;200/hour"
+    staff_lockout_failures: int = Field(default=10, ge=1)
+    staff_lockout_minutes: int = Field(default=15, ge=1)
+    staff_require_totp: bool = False  # admins must set up TOTP before using the desk
+    staff_invite_max_age_hours: int = Field(default=72, ge=1)
+
     @model_validator(mode="after")
     def _require_a_real_secret(self) -> Settings:
         """Every mode refuses a missing, placeholder or weak secret; the embedded setup makes its own.

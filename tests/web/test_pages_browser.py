@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from service.clock import utcnow
@@ -27,6 +25,7 @@ from service.tokens import Purpose
 from service.web.app import create_app
 from tests.conftest import ARTIFACTS, emptied_runtime
 from tests.subscribers.factories import confirm, confirm_token
+from tests.support.web import served
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Another name for 127.0.0.1, for a CHAPAR_PUBLIC_URL that is not the address a page came from.
@@ -60,26 +59,15 @@ def serving(sqlite_url: str, tmp_path: Path, public_url: str | None = None,
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with emptied_runtime(tmp_path, database_url=sqlite_url,
-                         public_url=(public_url or base).format(port=port)) as rt:
-        server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        try:
-            yield base, rt
-        finally:
-            server.should_exit = True
-            thread.join(10)
+                         public_url=(public_url or base).format(port=port)) as rt, \
+            served(create_app(rt), port):
+        yield base, rt
 
 
 @pytest.fixture
 def site(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
-    with serving(sqlite_url, tmp_path) as served:
-        yield served
+    with serving(sqlite_url, tmp_path) as served_site:
+        yield served_site
 
 
 @pytest.fixture(scope="module")

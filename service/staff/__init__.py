@@ -1,0 +1,1 @@
+"""Staff accounts for the desk: roles and permissions, password hashes, sessions, audit log."""

@@ -1,0 +1,115 @@
+"""Signing in: throttled per address and per client, locked after repeated failures.
+
+Every refusal gives the same answer, whether the address is unknown, the password
+or code is wrong, the account is disabled or it is locked, and an unknown address
+still costs one argon2 verification, so neither the words nor the time tell which.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.settings import Settings
+from service.staff import accounts, audit, sessions, totp
+from service.staff.audit import Actor
+from service.staff.models import StaffAccount, StaffSession
+from service.staff.passwords import HASHER, needs_rehash, verify_password
+
+log = logging.getLogger(__name__)
+
+
+class LoginThrottle:
+    """Login attempts per submitted address and per client (Redis, or per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        redis_url = settings.effective_redis_url
+        self._limiter = MovingWindowRateLimiter(storage_from_string(redis_url or "memory://"))
+        self._per_account = parse_many(settings.staff_login_rate_per_account)
+        self._per_client = parse_many(settings.staff_login_rate_per_client)
+
+    def _hit(self, limits: list[RateLimitItem], namespace: str, key: str) -> bool:
+        try:
+            return all([self._limiter.hit(limit, namespace, key) for limit in limits])
+        except RedisError:
+            # The lock-out in the database still stops guessing when Redis is away.
+            log.warning("login throttle store unreachable; letting an attempt through")
+            return True
+
+    def allow(self, email: str, client: str) -> bool:
+        """Count one attempt; False if the address or the client has tried too often."""
+        by_client = self._hit(self._per_client, "chapar-staff-login-client", client)
+        by_account = self._hit(self._per_account, "chapar-staff-login-account", email.strip().lower())
+        return by_client and by_account
+
+
+@dataclass(frozen=True)
+class Lockout:
+    failures: int
+    duration: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lockout:
+        return cls(settings.staff_lockout_failures, timedelta(minutes=settings.staff_lockout_minutes))
+
+
+def authenticate(session: Session, email: str, password: str, code: str, client: str, now: datetime,
+                 lockout: Lockout) -> StaffAccount | None:
+    """The account these credentials open, or None (one answer for every reason)."""
+    account = accounts.find(session, email)
+    if account is None:
+        verify_password(None, password)  # the same work as for a wrong password
+        return None
+    locked = account.locked_until is not None and account.locked_until > now
+    password_ok = verify_password(account.password_hash, password)
+    code_ok = account.totp_secret is None or totp.verify(account.totp_secret, code, now)
+    if locked or not account.active:
+        return None
+    if not (password_ok and code_ok):
+        _failed(session, account, client, now, lockout)
+        return None
+    account.failed_logins = 0
+    account.locked_until = None
+    if account.password_hash and needs_rehash(account.password_hash):
+        account.password_hash = HASHER.hash(password)
+    return account
+
+
+def _failed(session: Session, account: StaffAccount, client: str, now: datetime,
+            lockout: Lockout) -> None:
+    account.failed_logins += 1
+    if account.failed_logins >= lockout.failures:
+        account.failed_logins = 0
+        account.locked_until = now + lockout.duration
+        audit.record(session, Actor(None, "login", client), "staff.lock", accounts.target(account), now,
+                     f"{lockout.failures} failed logins")
+
+
+def sign_in(session: Session, email: str, password: str, code: str, client: str, user_agent: str,
+            now: datetime, lockout: Lockout) -> str | None:
+    """Authenticate and start a session; the session's cookie token, or None."""
+    account = authenticate(session, email, password, code, client, now, lockout)
+    if account is None:
+        return None
+    token, row = sessions.start(session, account, now, client, user_agent)
+    audit.record(session, Actor.of(account, client), "session.login", f"session:{row.id}", now)
+    return token
+
+
+def sign_out(session: Session, token: str, client: str, now: datetime) -> None:
+    """End the session this cookie token belongs to, if it is still live."""
+    row = session.scalars(
+        select(StaffSession).where(StaffSession.token_hash == sessions.token_hash(token))
+    ).one_or_none()
+    if row is None or row.ended_at is not None:
+        return
+    sessions.end(row, now, "signed out")
+    audit.record(session, Actor.of(row.account, client), "session.logout", f"session:{row.id}", now)

@@ -1,0 +1,88 @@
+"""Every desk route, for every role and for nobody signed in: the status a person gets.
+
+The expected access is written out here, separately from the table the app uses, and
+the routes are read from the app: a new route without an entry here fails the test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from service.clock import utcnow
+from service.db import unit_of_work
+from service.runtime import Runtime
+from service.staff import accounts, invites, sessions
+from service.staff.permissions import ROLES
+from service.web.app import create_app
+from tests.staff.factories import staff_account
+from tests.web.desk.support import csrf_from, desk_client, desk_routes, sign_in
+
+EVERYONE = set(ROLES)
+STAFF_MANAGERS = {"admin"}
+EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
+    ("GET", "/desk/login"): None,
+    ("POST", "/desk/login"): None,
+    ("GET", "/desk/welcome/{token}"): None,
+    ("POST", "/desk/welcome/{token}"): None,
+    ("POST", "/desk/logout"): EVERYONE,
+    ("GET", "/desk/"): EVERYONE,
+    ("POST", "/desk/sessions/{session_id}/revoke"): EVERYONE,
+    ("GET", "/desk/account/totp"): EVERYONE,
+    ("POST", "/desk/account/totp"): EVERYONE,
+    ("GET", "/desk/api"): EVERYONE,
+    ("GET", "/desk/staff"): STAFF_MANAGERS,
+    ("POST", "/desk/staff/invite"): STAFF_MANAGERS,
+    ("POST", "/desk/staff/{account_id}/role"): STAFF_MANAGERS,
+    ("POST", "/desk/staff/{account_id}/disable"): STAFF_MANAGERS,
+    ("POST", "/desk/staff/{account_id}/enable"): STAFF_MANAGERS,
+    ("GET", "/desk/audit"): STAFF_MANAGERS,
+}
+
+
+def test_every_desk_route_has_an_expected_access(runtime: Runtime) -> None:
+    assert set(desk_routes(create_app(runtime))) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("role", [*ROLES, "nobody"])
+def test_role_by_route_matrix(runtime: Runtime, role: str) -> None:
+    with unit_of_work(runtime.sessions) as db:
+        for each in ROLES:
+            staff_account(db, f"{each}@example.com", each)
+        other = staff_account(db, "other@example.com", "viewer")
+        invited = staff_account(db, "invited@example.com", "viewer")
+        invited.password_hash = None
+        db.flush()
+        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited)}
+    client = desk_client(runtime)
+    if role != "nobody":
+        assert sign_in(client, f"{role}@example.com").status_code == 303
+    with unit_of_work(runtime.sessions) as db:
+        # Another session of the signed-in person, so revoking it is not signing out.
+        mine = accounts.find(db, f"{role}@example.com") or other
+        _, spare = sessions.start(db, mine, utcnow())
+        fill["{session_id}"] = str(spare.id)
+    for (method, template), allowed in EXPECTED.items():
+        path = template
+        for key, value in fill.items():
+            path = path.replace(key, value)
+        if method == "GET":
+            response = client.get(path)
+        else:
+            token = csrf_from(client.get("/desk/login" if role == "nobody" or allowed is None
+                                         else "/desk/api"))
+            response = client.post(path, data={"csrf_token": token})
+        where = f"{role} {method} {template}"
+        if allowed is None:
+            assert response.status_code in (200, 303, 401, 422), where
+        elif role == "nobody":
+            assert response.status_code == 303, where
+            assert response.headers["location"].startswith("/desk/login"), where
+        elif role in allowed:
+            assert response.status_code not in (401, 403), where
+            assert not response.headers.get("location", "").startswith("/desk/login") or \
+                template == "/desk/logout", where
+        else:
+            assert response.status_code == 403, where
+            assert "دسترسی ندارید" in response.text, where
+        if template == "/desk/logout" and role != "nobody":
+            assert sign_in(client, f"{role}@example.com").status_code == 303
