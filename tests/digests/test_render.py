@@ -231,3 +231,22 @@ def test_subject_is_one_persian_line(issue: Issue) -> None:
 def test_persian_stays_utf8_not_numeric_entities(issue: Issue) -> None:
     assert not re.search(r"&#(x0*6[0-9a-f]{2}|0*1[5-7][0-9]{2});", issue.html, re.IGNORECASE)
     assert "خبرنامه هفتگی" in issue.html
+
+
+def test_a_long_summary_is_cut_near_the_configured_length(session: Session) -> None:
+    """A 1,400-character summary is a screen of text on a phone; the digest shows a teaser."""
+    summary = LONG_SUMMARY * 7
+    assert len(summary) > 1400
+    upsert_articles(session, [make_article(url="https://news.example.com/long", title="خبر بلند",
+                                           summary=f"<p>{summary}</p>", source="test",
+                                           published_at=NOW - timedelta(hours=1))], NOW)
+    for limit in (280, 600):
+        settings = Settings(environment="test", digest_summary_chars=limit)
+        built = build_issue(session, settings, NOW)
+        assert built.issue is not None
+        shown = tree(built.issue).xpath('//p[@class="summary"]')[0].text_content().strip()
+        assert limit - 80 <= len(shown) <= limit and shown.endswith("…")
+        assert summary.startswith(shown[:-1])
+        assert summary[len(shown) - 1] == " "  # the cut falls between two words
+        assert shown.count(ZWNJ) == summary[:len(shown)].count(ZWNJ)
+        assert f"\n{shown}\n" in built.issue.text
