@@ -6,17 +6,14 @@ look at; the assertions check what a reader would notice.
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from service.clock import utcnow
 from service.db import unit_of_work
@@ -26,56 +23,32 @@ from service.subscribers.models import Status
 from service.tokens import Purpose
 from service.web.app import create_app
 from tests.conftest import ARTIFACTS, make_settings, truncate_all
+from tests.support.browser import launched_chromium, needs_chromium, serving
+from tests.support.network import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 WIDTHS = {"phone": 375, "desktop": 1280}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def site(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
     """The real app served by uvicorn on a free 127.0.0.1 port, on the embedded database."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url, public_url=base))
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=sqlite_url,
+                                             public_url=f"http://127.0.0.1:{port}"))
     truncate_all(rt)
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield base, rt
+        with serving(create_app(rt), port) as base:
+            yield base, rt
     finally:
-        server.should_exit = True
-        thread.join(10)
         truncate_all(rt)
         rt.close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS,
-                                              headless=True)
-        yield chromium
-        chromium.close()
+    yield from launched_chromium()
 
 
 @pytest.fixture(params=list(WIDTHS), ids=list(WIDTHS))
