@@ -55,7 +55,9 @@ def build_sample_issue(rt: Runtime, now: datetime) -> int:
     articles = parse_feed(SAMPLE_FEED.read_bytes(), "https://news.example.test/feed")
     with unit_of_work(rt.sessions) as session:
         upsert_articles(session, articles, now)
-        result = build_issue(session, rt.settings, now)
+        # The sample articles carry fixed dates: let the issue reach back to them, however old.
+        settings = rt.settings.model_copy(update={"digest_max_lookback_days": 36500})
+        result = build_issue(session, settings, now)
         if result.issue is None:
             raise RuntimeError(f"no issue built: {result.reason}")
         return result.issue.id

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     feed_allowed_hosts: str = ""  # comma-separated names/addresses a feed may be on although not public
     digest_max_articles: int = 10
     digest_max_per_section: int = 0  # 0: no cap
+    # How far back the first issue (or the first after a pause) reaches for articles.
+    digest_max_lookback_days: float = Field(default=7.0, gt=0)
+    digest_summary_chars: int = Field(default=280, ge=40)  # summaries are cut near this length
     digest_weekday: int = 4  # Python weekday: Friday
     digest_hour: int = 8
     digest_minute: int = 0

@@ -14,7 +14,8 @@ import nh3
 
 from service.persian import normalize_text, single_line
 
-SUMMARY_MAX_CHARS = 480
+# The longest summary stored; the digest cuts shorter (CHAPAR_DIGEST_SUMMARY_CHARS).
+SUMMARY_MAX_CHARS = 2000
 TITLE_MAX_CHARS = 300
 # A small allow-list: emphasis, line breaks and links. Anything else is stripped,
 # and <script>/<style> lose their content too (nh3's default clean_content_tags).
@@ -44,18 +45,27 @@ def plain_text(fragment: str) -> str:
 
 
 def clean_summary(raw: str, base_url: str | None = None) -> str:
-    """A summary as HTML from a small allow-list; cut at a word boundary when long.
+    """A summary as HTML from a small allow-list, at most SUMMARY_MAX_CHARS of text.
 
-    A long summary becomes plain (escaped) text: cutting markup in the middle would
-    leave tags open, and a teaser needs no links.
+    The stored summary is kept long; the digest shortens it to its own length
+    (`shorten_summary`), so changing that length needs no new fetch.
     """
-    text = plain_text(normalize_text(raw))
-    if len(text) > SUMMARY_MAX_CHARS:
-        return html.escape(cut_at_word(single_line(text), SUMMARY_MAX_CHARS), quote=False)
     cleaned = sanitize_html(normalize_text(raw).replace("\r", " "))
     if base_url:
         cleaned = _resolve_hrefs(cleaned, base_url)
-    return _SPACES.sub(" ", cleaned).strip()
+    return shorten_summary(_SPACES.sub(" ", cleaned).strip(), SUMMARY_MAX_CHARS)
+
+
+def shorten_summary(summary_html: str, limit: int) -> str:
+    """The summary unchanged when its text fits in `limit` characters, else a teaser.
+
+    A teaser is plain (escaped) text cut at a word boundary and ending in «…»:
+    cutting markup in the middle would leave tags open, and a teaser needs no links.
+    """
+    text = plain_text(summary_html)
+    if len(text) <= limit:
+        return summary_html
+    return html.escape(cut_at_word(single_line(text), limit), quote=False)
 
 
 def sanitize_html(fragment: str) -> str:
@@ -82,14 +92,18 @@ def _resolve_hrefs(fragment: str, base_url: str) -> str:
 
 
 def cut_at_word(text: str, limit: int) -> str:
-    """At most `limit` characters, ending at a word boundary, with an ellipsis if cut."""
+    """At most `limit` characters, ending at a word boundary, with «…» if cut.
+
+    Only whitespace separates words: a ZWNJ (half-space) joins the parts of one word
+    («گزارش‌ها» stays whole) and punctuation stays with the word before it. A single
+    word longer than `limit` is the one case cut inside a word.
+    """
     if len(text) <= limit:
         return text
-    head = text[: limit - 1]
-    space = head.rfind(" ")
-    if space > limit // 2:
-        head = head[:space]
-    return head.rstrip(" ،,.؛:;-") + "…"
+    # The last whitespace at or before index limit - 1 leaves room for the ellipsis.
+    space = max((m.start() for m in _SPACES.finditer(text, 0, limit)), default=0)
+    head = text[:space] if space > 0 else text[: limit - 1]
+    return head.rstrip().rstrip(" ،,.؛:;-") + "…"
 
 
 def absolute_url(url: str | None, base_url: str | None) -> str | None:

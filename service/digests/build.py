@@ -7,7 +7,7 @@ one, and `chapar digest build` commits it by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -49,7 +49,8 @@ def build_issue(
     """
     window_end = slot_at or now
     choice = choose_articles(session, window_end, max_articles=settings.digest_max_articles,
-                             max_per_section=settings.digest_max_per_section)
+                             max_per_section=settings.digest_max_per_section,
+                             max_lookback=timedelta(days=settings.digest_max_lookback_days))
     if not choice.articles:
         return BuildResult(None, choice.reason)
     superseded = list(session.scalars(

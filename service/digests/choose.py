@@ -6,6 +6,10 @@ that issue, and the next window starts just after it, so no instant is counted t
 or skipped. An article that was published inside the previous window but reached us
 only after that issue was built (the feed is polled, the CMS may push late) is taken
 by the next issue, if it is less than a day late. The clock is a parameter.
+
+A window never reaches further back than `max_lookback` (a week by default): the
+first issue, and the first after a long pause, carry this week's news, not whatever
+old articles the feed still lists.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from service.articles.models import Article
@@ -23,6 +27,7 @@ from service.digests.models import Issue, IssueArticle
 NOTHING_NEW = "no new articles were published since the previous issue"
 # How far back a late-fetched article may have been published and still be sent.
 LATE_ARRIVAL = timedelta(days=1)
+DEFAULT_LOOKBACK = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -56,22 +61,27 @@ def choose_articles(
     *,
     max_articles: int,
     max_per_section: int = 0,
+    max_lookback: timedelta = DEFAULT_LOOKBACK,
 ) -> Choice:
     """The newest unsent articles of the window, pinned first, excluded ones left out.
 
-    Before the first issue there is no window start: every article published up to
-    now may be chosen, so a new installation's first issue is not empty.
+    The window starts where the previous sent issue's closed, but never earlier than
+    `max_lookback` before now: before the first issue, or after a pause, it starts there.
     """
-    start = previous_window_end(session)
+    previous_end = previous_window_end(session)
+    earliest = now - max_lookback
     already_sent = exists().where(IssueArticle.article_id == Article.id,
                                   IssueArticle.issue_id == Issue.id, WENT_OUT)
-    in_window = Article.published_at <= now
-    if start is not None:
+    if previous_end is not None and previous_end >= earliest:
+        start = previous_end
         # A late arrival (published just before the previous issue was cut, but fetched
         # after it) would fall between two windows forever; it goes out in this one.
         late_arrival = ((Article.published_at > start - LATE_ARRIVAL)
                         & (Article.created_at > start))
-        in_window = in_window & ((Article.published_at > start) | late_arrival)
+        in_window = (Article.published_at <= now) & ((Article.published_at > start) | late_arrival)
+    else:
+        start = earliest
+        in_window = (Article.published_at <= now) & (Article.published_at > start)
     # An editor's pin reaches back past the window: a pinned article that missed its
     # week still goes out once.
     pinned_before_now = Article.pinned & (Article.published_at <= now)
@@ -92,7 +102,4 @@ def choose_articles(
                 continue
             per_section[article.section] += 1
         chosen.append(article)
-    if start is None:
-        oldest: datetime | None = session.scalar(select(func.min(Article.published_at)))
-        start = min(oldest, now) if oldest is not None else now
     return Choice(window_start=start, window_end=now, articles=chosen)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from service.clock import utcnow
 from service.commands import load_runtime
 from service.db import unit_of_work
+from service.mail.placeholders import with_sample_links
 
 
 @click.group()
@@ -17,13 +18,14 @@ def digest() -> None:
     """The weekly digest."""
 
 
-def write_preview(html: str, text: str, folder: Path, number: int) -> tuple[Path, Path]:
-    """Write an issue's HTML and text next to each other; return both paths."""
+def write_preview(html: str, text: str, folder: Path, number: int,
+                  public_url: str) -> tuple[Path, Path]:
+    """Write an issue's HTML and text as a reader sees them, with sample personal links."""
     folder.mkdir(parents=True, exist_ok=True)
     html_path = folder / f"issue-{number}.html"
     text_path = folder / f"issue-{number}.txt"
-    html_path.write_text(html, encoding="utf-8")
-    text_path.write_text(text, encoding="utf-8")
+    html_path.write_text(with_sample_links(html, public_url), encoding="utf-8")
+    text_path.write_text(with_sample_links(text, public_url), encoding="utf-8")
     return html_path, text_path
 
 
@@ -44,7 +46,8 @@ def build(intro: str | None) -> None:
             number, subject, count = issue.number, issue.subject, len(issue.articles)
             html, text = issue.html, issue.text
             replaced = result.replaced
-        html_path, text_path = write_preview(html, text, rt.settings.data_dir / "previews", number)
+        html_path, text_path = write_preview(html, text, rt.settings.data_dir / "previews", number,
+                                             rt.settings.public_url)
         click.echo(f"built draft issue {number} with {count} articles: {subject}")
         if replaced:
             click.echo("  it replaces the unsent draft " + ", ".join(map(str, replaced)))
@@ -59,7 +62,7 @@ def build(intro: str | None) -> None:
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the files (default: DATA_DIR/previews).")
 def preview(number: int, output: Path | None) -> None:
-    """Write issue NUMBER's HTML and text to files."""
+    """Write issue NUMBER's HTML and text to files, with sample personal links."""
     from service.digests.models import Issue
 
     rt = load_runtime()
@@ -69,7 +72,8 @@ def preview(number: int, output: Path | None) -> None:
             if issue is None:
                 raise click.ClickException(f"there is no issue {number}")
             html, text = issue.html, issue.text
-        paths = write_preview(html, text, output or rt.settings.data_dir / "previews", number)
+        paths = write_preview(html, text, output or rt.settings.data_dir / "previews", number,
+                              rt.settings.public_url)
         for path in paths:
             click.echo(str(path))
     finally:

@@ -14,7 +14,7 @@ from html import escape, unescape
 
 from markupsafe import Markup
 
-from service.articles.clean import cut_at_word, plain_text, sanitize_html
+from service.articles.clean import cut_at_word, plain_text, sanitize_html, shorten_summary
 from service.digests.models import Issue, IssueArticle
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
 from service.mail.render import EmailTemplates, RenderedEmail
@@ -100,10 +100,12 @@ def issue_preheader(titles: Sequence[str]) -> str:
 
 
 def digest_article(item: IssueArticle, settings: Settings) -> DigestArticle:
+    """One article as the digest shows it: the summary a phone screen's teaser at most."""
+    summary = shorten_summary(item.summary_html, settings.digest_summary_chars)
     return DigestArticle(
         title=item.title,
-        summary_html=item.summary_html,
-        summary_text=plain_text(item.summary_html),
+        summary_html=summary,
+        summary_text=plain_text(summary),
         url=item.url,
         image_url=item.image_url,
         image_alt=f"تصویر خبر: {cut_at_word(item.title, 80)}",

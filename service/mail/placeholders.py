@@ -14,6 +14,8 @@ from collections.abc import Mapping
 UNSUBSCRIBE_URL = "%%CHAPAR_UNSUBSCRIBE_URL%%"
 PREFERENCES_URL = "%%CHAPAR_PREFERENCES_URL%%"
 ALL = (UNSUBSCRIBE_URL, PREFERENCES_URL)
+# Plainly not a real token: following a sample link opens the "invalid link" page.
+SAMPLE_TOKEN = "sample-link-for-preview"  # noqa: S105 - not a secret
 
 _MARKER = re.compile("(" + "|".join(re.escape(m) for m in ALL) + ")")
 
@@ -30,3 +32,19 @@ class Personalizer:
         for i in range(1, len(pieces), 2):
             pieces[i] = values[pieces[i]]
         return "".join(pieces)
+
+
+def sample_personal_links(public_url: str) -> dict[str, str]:
+    """The per-recipient links as a preview shows them: the real pages, a sample token.
+
+    Nobody's subscription can be reached through them, so a preview (or a test send to
+    staff) can be passed around without handing out anyone's unsubscribe link.
+    """
+    base = public_url.rstrip("/")
+    return {UNSUBSCRIBE_URL: f"{base}/unsubscribe/{SAMPLE_TOKEN}",
+            PREFERENCES_URL: f"{base}/preferences/{SAMPLE_TOKEN}"}
+
+
+def with_sample_links(body: str, public_url: str) -> str:
+    """A rendered body (HTML or text) as a reader sees it, personal links made samples."""
+    return Personalizer(body).fill(sample_personal_links(public_url))

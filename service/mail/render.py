@@ -38,6 +38,8 @@ def inline_css(html: str) -> str:
 
     strip_important=False keeps `!important` inside media queries (dark mode and the
     phone layout depend on it); allow_network=False: rendering never fetches a URL.
+    CSS widths stay CSS: the width attributes are Outlook's fixed sizes, and a fluid
+    `width:100%` copied into them would replace those.
     Costs ~40 ms, so it runs once per issue, never per recipient.
     """
     transformer = premailer.Premailer(
@@ -47,6 +49,7 @@ def inline_css(html: str) -> str:
         keep_style_tags=True,
         remove_classes=False,
         disable_validation=True,
+        disable_basic_attributes=["width", "height"],
         cssutils_logging_level="CRITICAL",
     )
     out: str = transformer.transform(pretty_print=False)

@@ -76,3 +76,19 @@ def test_only_http_urls_are_accepted() -> None:
     assert absolute_url("file:///etc/passwd", None) is None
     assert absolute_url("/a/b", "https://news.example.com/feed") == "https://news.example.com/a/b"
     assert absolute_url("data:text/html,x", "https://news.example.com/") is None
+
+
+def test_cut_at_word_never_cuts_inside_a_word() -> None:
+    long_word = f"گزارش{ZWNJ}های{ZWNJ}هفتگی{ZWNJ}دربارهٔ{ZWNJ}برنامه{ZWNJ}هسته{ZWNJ}ای"
+    # The only space before the limit is early on: the word is dropped, not split.
+    assert cut_at_word(f"یک دو {long_word} پایان", 20) == "یک دو…"
+    text = " ".join([f"گزارش{ZWNJ}ها،", "«هسته‌ای»", "برنامه‌ریزی؛", "نشست", "COP31", "ادامه…"] * 20)
+    for limit in range(12, len(text)):
+        cut = cut_at_word(text, limit)
+        assert len(cut) <= limit and cut.endswith("…")
+        kept = cut[:-1].split(" ")
+        words = text.split(" ")[: len(kept)]
+        assert kept[:-1] == words[:-1]
+        # The last word is whole; only a trailing comma or semicolon gives way to the ellipsis.
+        assert kept[-1] == words[-1].rstrip("،؛"), (limit, cut)
+        assert cut.count(ZWNJ) == sum(w.count(ZWNJ) for w in words)

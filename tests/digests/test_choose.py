@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -139,3 +140,36 @@ def test_a_draft_cancelled_before_sending_gives_its_articles_back(session: Sessi
     session.flush()
     again = build_issue(session, settings, FRIDAY).issue
     assert again is not None and [a.title for a in again.articles] == ["kept"]
+
+
+def test_the_first_issue_looks_back_one_week(session: Session) -> None:
+    """A new installation's feed still lists old articles; the first issue carries this week's."""
+    settings = Settings(environment="test")
+    article(session, FRIDAY - timedelta(days=21), title="three weeks old")
+    article(session, FRIDAY - WEEK - TICK, title="a week and a moment")
+    article(session, FRIDAY - WEEK + timedelta(hours=1), title="six days old")
+    issue = build_issue(session, settings, FRIDAY).issue
+    assert issue is not None and [a.title for a in issue.articles] == ["six days old"]
+    assert issue.window_start == FRIDAY - WEEK and issue.window_end == FRIDAY
+
+
+def test_after_a_long_pause_the_window_starts_one_week_back(session: Session) -> None:
+    settings = Settings(environment="test")
+    article(session, FRIDAY - 5 * WEEK - timedelta(hours=1), title="sent long ago")
+    assert sent_issue(session, settings, FRIDAY - 5 * WEEK) is not None
+    article(session, FRIDAY - 3 * WEEK, title="during the pause")
+    late = article(session, FRIDAY - 5 * WEEK - timedelta(minutes=5), title="late long ago")
+    late.created_at = FRIDAY - timedelta(hours=2)
+    article(session, FRIDAY - timedelta(days=2), title="this week")
+    issue = build_issue(session, settings, FRIDAY).issue
+    assert issue is not None and [a.title for a in issue.articles] == ["this week"]
+    assert issue.window_start == FRIDAY - WEEK
+
+
+def test_the_lookback_is_a_setting(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAPAR_DIGEST_MAX_LOOKBACK_DAYS", "30")
+    settings = Settings(environment="test")
+    article(session, FRIDAY - timedelta(days=21), title="three weeks old")
+    issue = build_issue(session, settings, FRIDAY).issue
+    assert issue is not None and [a.title for a in issue.articles] == ["three weeks old"]
+    assert issue.window_start == FRIDAY - timedelta(days=30)

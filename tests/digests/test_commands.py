@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from service.mail.placeholders import SAMPLE_TOKEN
 from tests.articles.feeds import RSS
 from tests.articles.feedserver import Route, feed_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = "service/articles/sample/feed.xml"
+SAMPLE_LOOKBACK = {"digest_max_lookback_days": "36500"}
 
 
 def chapar(data_dir: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
@@ -30,7 +32,8 @@ def test_sample_feed_then_a_draft_issue_then_its_preview(tmp_path: Path) -> None
     again = chapar(tmp_path, "articles", "fetch", SAMPLE)
     assert "added 0" in again.stdout and "unchanged 13" in again.stdout
 
-    built = chapar(tmp_path, "digest", "build")
+    # The sample articles carry fixed dates, as in scripts/demo.
+    built = chapar(tmp_path, "digest", "build", **SAMPLE_LOOKBACK)
     assert built.returncode == 0, built.stderr
     assert "built draft issue 1 with 10 articles" in built.stdout
     preview = tmp_path / "previews" / "issue-1.html"
@@ -38,16 +41,24 @@ def test_sample_feed_then_a_draft_issue_then_its_preview(tmp_path: Path) -> None
     assert 'dir="rtl"' in preview.read_text(encoding="utf-8")
 
     # Issue 1 was never sent: building again replaces it under the same number.
-    rebuilt = chapar(tmp_path, "digest", "build")
+    rebuilt = chapar(tmp_path, "digest", "build", **SAMPLE_LOOKBACK)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "built draft issue 1 with 10 articles" in rebuilt.stdout
     assert "replaces the unsent draft 1" in rebuilt.stdout
 
     out = tmp_path / "out"
-    shown = chapar(tmp_path, "digest", "preview", "1", "--output", str(out))
+    shown = chapar(tmp_path, "digest", "preview", "1", "--output", str(out),
+                   public_url="https://news.example.com/newsletter/")
     assert shown.returncode == 0, shown.stderr
+    # A preview shows what a reader sees: sample links where each reader's own links go.
     text = (out / "issue-1.txt").read_text(encoding="utf-8")
-    assert "%%CHAPAR_UNSUBSCRIBE_URL%%" in text and "خبرنامه" in text
+    html = (out / "issue-1.html").read_text(encoding="utf-8")
+    for body in (text, html):
+        assert "%%CHAPAR_" not in body and "خبرنامه" in body
+        assert f"https://news.example.com/newsletter/unsubscribe/{SAMPLE_TOKEN}" in body
+        assert f"https://news.example.com/newsletter/preferences/{SAMPLE_TOKEN}" in body
+    for body in (preview, tmp_path / "previews" / "issue-1.txt"):
+        assert "%%CHAPAR_" not in body.read_text(encoding="utf-8")
     assert chapar(tmp_path, "digest", "preview", "7").returncode != 0
 
 

@@ -6,38 +6,32 @@ client shows it without our server). Screenshots go to tests/artifacts/ for peop
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Route, sync_playwright
+from playwright.sync_api import Browser, Route
 from sqlalchemy.orm import Session
 
 from service.articles.ingest import make_article, upsert_articles
 from service.digests.build import build_issue
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
+from service.runtime import Runtime
 from service.settings import Settings
+from service.subscribers.emails import render_confirmation
 from tests.conftest import ARTIFACTS
 from tests.digests.factories import LONG_SUMMARY
+from tests.support.browser import launched_chromium, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
-]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
+    yield from launched_chromium()
 
 
 def issue_html(session: Session) -> str:
@@ -92,3 +86,36 @@ def test_article_text_is_right_to_left_and_right_aligned(session: Session, brows
     finally:
         page.close()
     assert all(url.startswith("https://news.example.com/") for url in requested)
+
+
+STYLE_ELEMENT = re.compile(r"<style\b[^>]*>.*?</style>", re.DOTALL | re.IGNORECASE)
+
+
+def without_style_elements(html: str) -> str:
+    """The email as a client that drops <style> shows it: inline styles only."""
+    stripped = STYLE_ELEMENT.sub("", html)
+    assert "<style" not in stripped.lower()
+    return stripped
+
+
+@pytest.mark.parametrize("email", ["digest", "confirmation"])
+@pytest.mark.parametrize("width", [375, 1280])
+def test_the_layout_is_fluid_without_any_style_element(session: Session, runtime: Runtime,
+                                                        browser: Browser, email: str,
+                                                        width: int) -> None:
+    """Gmail's mobile client for other accounts and Outlook drop @media: inline styles must fit."""
+    html = issue_html(session) if email == "digest" else render_confirmation(runtime, 4242).html
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.route("**/*", lambda route: route.abort())
+    page.set_content(without_style_elements(html), wait_until="load")
+    try:
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        container = page.eval_on_selector("table.container", "t => t.getBoundingClientRect().width")
+        if width >= 616:  # 600px and the wrapper's 8px on each side
+            assert container == 600
+        else:
+            assert container <= width
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{email}-no-style-{width}.png"), full_page=True)
+    finally:
+        page.close()

@@ -20,7 +20,9 @@ from service.digests.render import isolate_latin, isolate_latin_html
 from service.mail.compose import build_message
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
 from service.mail.render import RenderedEmail
+from service.runtime import Runtime
 from service.settings import Settings
+from service.subscribers.emails import render_confirmation
 from tests.digests.factories import LONG_SUMMARY
 
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)  # Friday 08:00 in Tehran
@@ -125,7 +127,10 @@ def test_font_stack_and_outlook_fallback(issue: Issue) -> None:
 def test_container_images_and_preheader(issue: Issue) -> None:
     doc = tree(issue)
     container = doc.xpath('//table[contains(@class, "container")]')[0]
-    assert container.get("width") == "600" and "max-width:600px" in container.get("style", "")
+    # Fluid up to 600px from inline styles alone; Outlook's conditional table holds 600px.
+    style = container.get("style", "").replace(" ", "")
+    assert container.get("width") == "100%" and "width:100%" in style and "max-width:600px" in style
+    assert re.search(r'<!--\[if mso\]><table [^>]*width="600"', issue.html)
     images = doc.xpath("//img")
     assert len(images) == 5
     for image in images:
@@ -231,3 +236,85 @@ def test_subject_is_one_persian_line(issue: Issue) -> None:
 def test_persian_stays_utf8_not_numeric_entities(issue: Issue) -> None:
     assert not re.search(r"&#(x0*6[0-9a-f]{2}|0*1[5-7][0-9]{2});", issue.html, re.IGNORECASE)
     assert "خبرنامه هفتگی" in issue.html
+
+
+def test_a_long_summary_is_cut_near_the_configured_length(session: Session) -> None:
+    """A 1,400-character summary is a screen of text on a phone; the digest shows a teaser."""
+    summary = LONG_SUMMARY * 7
+    assert len(summary) > 1400
+    upsert_articles(session, [make_article(url="https://news.example.com/long", title="خبر بلند",
+                                           summary=f"<p>{summary}</p>", source="test",
+                                           published_at=NOW - timedelta(hours=1))], NOW)
+    for limit in (280, 600):
+        settings = Settings(environment="test", digest_summary_chars=limit)
+        built = build_issue(session, settings, NOW)
+        assert built.issue is not None
+        shown = tree(built.issue).xpath('//p[@class="summary"]')[0].text_content().strip()
+        assert limit - 80 <= len(shown) <= limit and shown.endswith("…")
+        assert summary.startswith(shown[:-1])
+        assert summary[len(shown) - 1] == " "  # the cut falls between two words
+        assert shown.count(ZWNJ) == summary[:len(shown)].count(ZWNJ)
+        assert f"\n{shown}\n" in built.issue.text
+
+
+HEX = re.compile(r"^#([0-9a-f]{6}|[0-9a-f]{3})$")
+
+
+def hex_colour(value: str | None) -> str | None:
+    value = (value or "").strip().lower().removesuffix("!important").strip()
+    match = HEX.match(value)
+    if not match:
+        return None
+    digits = match.group(1)
+    return "#" + (digits if len(digits) == 6 else "".join(c * 2 for c in digits))
+
+
+def declarations(element: lxml_html.HtmlElement) -> dict[str, str]:
+    pairs = (d.split(":", 1) for d in element.get("style", "").split(";") if ":" in d)
+    return {k.strip().lower(): v.strip() for k, v in pairs}
+
+
+def near_invisible_text(html_text: str) -> list[tuple[str, str, str]]:
+    """Text whose colour is within SpamAssassin's distance 12 of its background.
+
+    SpamAssassin's HTML parser follows `color` and `background-color` (style and
+    attributes) down the tree from black on white, hidden or not, and scores text
+    closer than 12 (brightness-weighted RGB distance) as HTML_FONT_LOW_CONTRAST.
+    """
+    found: list[tuple[str, str, str]] = []
+
+    def distance(fg: str, bg: str) -> float:
+        a, b = (tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (fg, bg))
+        weights = (0.2126, 0.7152, 0.0722)
+        return float(sum((w * (x - y)) ** 2 for w, x, y in zip(weights, a, b, strict=True)) ** 0.5)
+
+    def check(text: str | None, fg: str, bg: str) -> None:
+        if text and text.strip(" \t\n\r\f\v\xa0\u200c") and distance(fg, bg) < 12:
+            found.append((text.strip()[:40], fg, bg))
+
+    def walk(element: lxml_html.HtmlElement, fg: str, bg: str) -> None:
+        style = declarations(element)
+        fg = hex_colour(style.get("color")) or hex_colour(element.get("color")) or fg
+        bg = (hex_colour(style.get("background-color")) or hex_colour(element.get("bgcolor"))
+              or bg)
+        check(element.text, fg, bg)
+        for child in element:
+            if isinstance(child.tag, str):  # comments (Outlook's conditionals) have no text to see
+                walk(child, fg, bg)
+            check(child.tail, fg, bg)
+
+    body = lxml_html.document_fromstring(html_text).find("body")
+    walk(body, "#000000", "#ffffff")
+    return found
+
+
+def test_no_text_is_coloured_like_its_background(issue: Issue, runtime: Runtime) -> None:
+    """The hidden preheader is hidden by display and size, not by same-colour text."""
+    confirmation = render_confirmation(runtime, 4242).html
+    for html_text in (issue.html, confirmation):
+        assert lxml_html.document_fromstring(html_text).xpath('//div[@class="preheader"]')
+        assert near_invisible_text(html_text) == []
+    # The check sees what SpamAssassin sees: pale text on the pale page.
+    pale = '<body style="background-color:#f3f4f6"><div style="color:#f3f4f6">x</div></body>'
+    assert near_invisible_text(pale) == [("x", "#f3f4f6", "#f3f4f6")]
+    assert near_invisible_text('<body><p style="color:#f3f4f6">x</p></body>') != []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,9 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from service.articles.clean import shorten_summary
+from service.articles.ingest import parse_feed
 from service.articles.models import Article
 from service.runtime import Runtime
 from service.web.app import create_app
+from tests.digests.factories import LONG_SUMMARY
 
 KEY = {"Authorization": "Bearer test-api-key"}
 
@@ -85,3 +89,25 @@ def test_the_api_key_is_required(client: TestClient, runtime: Runtime, headers: 
     response = client.post("/api/v1/articles", json={"articles": [item()]}, headers=headers)
     assert response.status_code == 401
     assert articles(runtime) == []
+
+
+def test_a_long_summary_is_stored_and_shortened_as_the_feed_path_does(client: TestClient,
+                                                                      runtime: Runtime) -> None:
+    """The CMS API and the feed clean a summary alike, and the digest shortens both alike."""
+    summary = "<p>" + LONG_SUMMARY * 7 + "</p>"
+    assert len(summary) > 1400
+    response = client.post("/api/v1/articles", headers=KEY,
+                           json={"articles": [item(summary=summary)]})
+    assert response.status_code == 200, response.text
+    from_api = articles(runtime)[0].summary_html
+    feed = RSS_ONE_ITEM.format(summary=html.escape(summary))
+    from_feed = parse_feed(feed, "https://news.example.com/feed.xml")[0].summary_html
+    assert from_api == from_feed
+    teaser = shorten_summary(from_api, runtime.settings.digest_summary_chars)
+    assert 200 <= len(teaser) <= 280 and teaser.endswith("…")
+
+
+RSS_ONE_ITEM = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>t</title><link>https://news.example.com/</link>
+<item><title>t</title><link>https://news.example.com/a/1</link><guid>g</guid>
+<description>{summary}</description></item></channel></rss>"""

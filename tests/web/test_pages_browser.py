@@ -6,7 +6,6 @@ look at; the assertions check what a reader would notice.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from service.clock import utcnow
 from service.db import unit_of_work
@@ -25,32 +24,17 @@ from service.tokens import Purpose
 from service.web.app import create_app
 from tests.conftest import ARTIFACTS, emptied_runtime
 from tests.subscribers.factories import confirm, confirm_token
-from tests.support.web import served
+from tests.support.browser import OTHER_NAME, launched_chromium, needs_chromium, serving
+from tests.support.network import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Another name for 127.0.0.1, for a CHAPAR_PUBLIC_URL that is not the address a page came from.
-OTHER_NAME = "chapar-public.test"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        f"--host-resolver-rules=MAP {OTHER_NAME} 127.0.0.1"]
 WIDTHS = {"phone": 375, "desktop": 1280}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+pytestmark = needs_chromium
 
 
 @contextmanager
-def serving(sqlite_url: str, tmp_path: Path, public_url: str | None = None,
-            ) -> Iterator[tuple[str, Runtime]]:
+def serving_site(sqlite_url: str, tmp_path: Path, public_url: str | None = None,
+                 ) -> Iterator[tuple[str, Runtime]]:
     """The real app served by uvicorn on a free 127.0.0.1 port, on the embedded database.
 
     Its CHAPAR_PUBLIC_URL is the address it is served on, unless `public_url` ("{port}"
@@ -60,23 +44,19 @@ def serving(sqlite_url: str, tmp_path: Path, public_url: str | None = None,
     base = f"http://127.0.0.1:{port}"
     with emptied_runtime(tmp_path, database_url=sqlite_url,
                          public_url=(public_url or base).format(port=port)) as rt, \
-            served(create_app(rt), port):
+            serving(create_app(rt), port):
         yield base, rt
 
 
 @pytest.fixture
 def site(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
-    with serving(sqlite_url, tmp_path) as served_site:
+    with serving_site(sqlite_url, tmp_path) as served_site:
         yield served_site
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS,
-                                              headless=True)
-        yield chromium
-        chromium.close()
+    yield from launched_chromium()
 
 
 @pytest.fixture(params=list(WIDTHS), ids=list(WIDTHS))
@@ -196,7 +176,7 @@ def test_confirm_preferences_and_embed_pages_are_rtl(site: tuple[str, Runtime], 
 
 def test_forms_post_to_the_public_url_when_the_page_came_by_another_name(
         sqlite_url: str, tmp_path: Path, page: Page) -> None:
-    with serving(sqlite_url, tmp_path, public_url=f"http://{OTHER_NAME}:{{port}}") as (base, rt):
+    with serving_site(sqlite_url, tmp_path, public_url=f"http://{OTHER_NAME}:{{port}}") as (base, rt):
         page.goto(base + "/")
         page.fill("#email", "other.name@example.com")
         page.click("button[type=submit]")

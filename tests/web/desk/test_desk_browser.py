@@ -17,24 +17,20 @@ from service.runtime import Runtime
 from service.web.app import create_app
 from tests.conftest import make_settings, truncate_all
 from tests.staff.factories import PASSWORD, staff_account
+from tests.support.browser import needs_chromium, serving
+from tests.support.network import free_port
 from tests.support.smtp import SmtpRecorder
-from tests.support.web import served
 from tests.web.test_pages_browser import (
-    CHROMIUM,
     WIDTHS,
     assert_fits_the_screen,
     browser,
     direction,
-    free_port,
     shot,
 )
 
 __all__ = ["browser"]  # the module-scoped Chromium fixture
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
-]
+pytestmark = needs_chromium
 LINK = re.compile(r"https?://\S+/desk/welcome/[\w.\-]+")
 
 
@@ -46,7 +42,7 @@ def desk_site(sqlite_url: str, tmp_path: Path, smtp: SmtpRecorder) -> Iterator[t
                                              smtp_url=smtp.url))
     truncate_all(rt)
     try:
-        with served(create_app(rt), port):
+        with serving(create_app(rt), port):
             yield base, rt
     finally:
         truncate_all(rt)
