@@ -104,7 +104,7 @@ def test_the_layout_is_fluid_without_any_style_element(session: Session, runtime
                                                         browser: Browser, email: str,
                                                         width: int) -> None:
     """Gmail's mobile client for other accounts and Outlook drop @media: inline styles must fit."""
-    html = issue_html(session) if email == "digest" else render_confirmation(runtime, 4242).html
+    html = issue_html(session) if email == "digest" else render_confirmation(runtime, 4242, None).html
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.route("**/*", lambda route: route.abort())
     page.set_content(without_style_elements(html), wait_until="load")

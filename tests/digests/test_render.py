@@ -310,7 +310,7 @@ def near_invisible_text(html_text: str) -> list[tuple[str, str, str]]:
 
 def test_no_text_is_coloured_like_its_background(issue: Issue, runtime: Runtime) -> None:
     """The hidden preheader is hidden by display and size, not by same-colour text."""
-    confirmation = render_confirmation(runtime, 4242).html
+    confirmation = render_confirmation(runtime, 4242, None).html
     for html_text in (issue.html, confirmation):
         assert lxml_html.document_fromstring(html_text).xpath('//div[@class="preheader"]')
         assert near_invisible_text(html_text) == []

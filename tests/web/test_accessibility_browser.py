@@ -31,6 +31,7 @@ from service.tokens import Purpose
 from service.web.app import create_app
 from tests.conftest import make_settings, truncate_all
 from tests.digests.factories import LONG_SUMMARY
+from tests.subscribers.factories import confirm, confirm_token
 from tests.support.browser import (
     axe_violations,
     launched_chromium,
@@ -71,7 +72,7 @@ def subscriber(rt: Runtime, status: Status = Status.PENDING) -> int:
         sid = store.subscribe(session, f"reader{next(_addresses)}@example.com",
                               store.Consent("web:test"), now).subscriber_id
         if status is not Status.PENDING:
-            store.confirm(session, sid, now, rt.settings.secret_key)
+            confirm(session, sid, now)
         if status is Status.UNSUBSCRIBED:
             store.unsubscribe(session, sid, now, "test")
         elif status is Status.BOUNCED:
@@ -92,8 +93,8 @@ PAGES: dict[str, Callable[[Site], Visit]] = {
     "subscribe-error": lambda s: Visit("/subscribe", {"email": "not an address", "source": "subscribe-page"}),
     "embed": lambda s: Visit("/embed"),
     "subscribed": lambda s: Visit("/subscribe", {"email": f"new{next(_addresses)}@example.com"}),
-    "confirm": lambda s: Visit(f"/confirm/{s.rt.tokens.confirm(subscriber(s.rt))}"),
-    "confirmed": lambda s: Visit(f"/confirm/{s.rt.tokens.confirm(subscriber(s.rt))}", {}),
+    "confirm": lambda s: Visit(f"/confirm/{confirm_token(s.rt, subscriber(s.rt))}"),
+    "confirmed": lambda s: Visit(f"/confirm/{confirm_token(s.rt, subscriber(s.rt))}", {}),
     "unsubscribe": lambda s: Visit(
         f"/unsubscribe/{s.rt.tokens.lasting(Purpose.UNSUBSCRIBE, subscriber(s.rt, Status.CONFIRMED))}"),
     "unsubscribed": lambda s: Visit(
@@ -174,7 +175,11 @@ def open_visit(page: Page, base: str, visit: Visit) -> None:
 
 def email_html(site: Site, name: str) -> str:
     if name == "confirmation-email":
-        return render_confirmation(site.rt, subscriber(site.rt)).html
+        sid = subscriber(site.rt)
+        with site.rt.sessions() as session:
+            row = session.get(Subscriber, sid)
+            assert row is not None
+            return render_confirmation(site.rt, sid, row.confirm_nonce).html
     with site.rt.sessions() as session:
         html = session.scalars(select(Issue.html).where(Issue.number == site.issue_number)).one()
     return with_sample_links(html, site.rt.settings.public_url)
