@@ -122,7 +122,9 @@ def smtp_capture(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int)
-def up(port: int) -> None:
+@click.option("--send", "send_number", type=int, default=None,
+              help="Once the SMTP capture answers, send issue N (as `chapar digest send N` does).")
+def up(port: int, send_number: int | None) -> None:
     """Run everything on the embedded defaults: web, worker, beat and the SMTP capture."""
     from service.devstack import chapar_command, embedded_settings, run_all
     from service.migrations import upgrade
@@ -133,21 +135,36 @@ def up(port: int) -> None:
     smtp = settings.smtp
     click.echo(f"\n  Chapar is starting. Open {settings.public_url}/ to subscribe.\n"
                f"  Mail is captured as .eml files in {settings.mail_capture_dir}\n")
-    threading.Thread(target=report_when_sent, args=(settings,), daemon=True).start()
+    env = {**os.environ, "CHAPAR_ENVIRONMENT": settings.environment}
+    threading.Thread(target=report_when_sent, args=(settings, send_number, env), daemon=True).start()
     commands = [
         chapar_command("smtp-capture", "--host", smtp.host, "--port", str(smtp.port)),
         chapar_command("worker", "--concurrency", "2"),
         chapar_command("beat"),
         chapar_command("serve", "--port", str(port)),
     ]
-    sys.exit(run_all(commands, {**os.environ, "CHAPAR_ENVIRONMENT": settings.environment}))
+    sys.exit(run_all(commands, env))
 
 
-def report_when_sent(settings: Settings) -> None:
-    """On the embedded start: once the issue being sent has finished, print `chapar status`."""
+def report_when_sent(settings: Settings, send_number: int | None, env: dict[str, str]) -> None:
+    """On the embedded start: send the issue asked for once the capture answers (the send
+    checks its relay first), then print `chapar status` once the issue being sent has finished."""
+    import socket
+    import subprocess
+
+    from service.devstack import chapar_command
     from service.digests.models import IssueStatus
     from service.ops.status import render_text, snapshot
 
+    if send_number is not None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((settings.smtp.host, settings.smtp.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        subprocess.run(chapar_command("digest", "send", str(send_number)), env=env, check=False)  # noqa: S603
     rt = Runtime.from_settings(settings)
     try:
         time.sleep(3)
