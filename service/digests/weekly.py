@@ -8,6 +8,7 @@ that reaches the slot finds it decided and does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -81,6 +82,10 @@ def current(session: Session, settings: Settings) -> Weekly:
     return Weekly(row.weekday, row.hour, row.minute, settings.tz)
 
 
+# A change to the schedule as the desk and the CLI apply it: (session, who, now).
+Change = Callable[[Session, Who, datetime], None]
+
+
 class ScheduleError(ValueError):
     """A schedule change that cannot be made; str() is Persian | English."""
 
@@ -121,7 +126,7 @@ def skip(session: Session, settings: Settings, who: Who, slot_at: datetime,
     who.require(Permission.ISSUES_PREPARE)
     actor = who.actor
     weekly = current(session, settings)
-    if slot_at <= now or slot_before(weekly, slot_at) != slot_at:
+    if slot_at.tzinfo is None or slot_at <= now or slot_before(weekly, slot_at) != slot_at:
         raise ScheduleError("این زمان یکی از نوبت‌های آیندهٔ ارسال نیست.",
                             f"{slot_at.isoformat()} is not a coming slot")
     row = session.scalar(select(ScheduleSlot).where(ScheduleSlot.slot_at == slot_at))
@@ -146,7 +151,7 @@ def unskip(session: Session, who: Who, slot_at: datetime, now: datetime) -> None
     """Undo `skip` for a slot still to come; the tick builds and decides it as usual."""
     who.require(Permission.ISSUES_PREPARE)
     actor = who.actor
-    if slot_at <= now:
+    if slot_at.tzinfo is None or slot_at <= now:
         raise ScheduleError("این نوبت گذشته است.", f"the slot {slot_at.isoformat()} has passed")
     removed = session.execute(delete(ScheduleSlot).where(ScheduleSlot.slot_at == slot_at,
                                                          ScheduleSlot.outcome == SKIPPED))
