@@ -277,6 +277,8 @@ def register_area_commands() -> None:
     from service.digests.commands import digest
     main.add_command(digest)
     import service.delivery.commands  # noqa: F401 - adds send/pause/resume/cancel/retry-failed to `digest`
+    from service.digests.review_commands import schedule_group  # also adds review/approve/... to `digest`
+    main.add_command(schedule_group)
     from service.ops.status import status
     main.add_command(status)
     from service.staff.commands import staff

@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     digest_hour: int = 8
     digest_minute: int = 0
     digest_auto_send: bool = False
+    # The coming slot's draft is built this long before it, for the editors; 0: only at the slot.
+    digest_draft_hours_before: float = Field(default=24.0, ge=0)
     beat_tick_seconds: float = Field(default=60.0, ge=1)  # schedule tick and delivery sweeper
 
     # Delivery

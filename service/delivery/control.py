@@ -55,9 +55,10 @@ def resume(session: Session, issue_id: int) -> None:
 def cancel(session: Session, issue_id: int, now: datetime) -> int:
     """Cancel every row not yet attempted or waiting for a retry; returns how many."""
     issue = _issue(session, issue_id)
-    if issue.status not in (IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.DRAFT):
+    if issue.status not in (IssueStatus.SENDING, IssueStatus.PAUSED, *ledger.STARTABLE):
         raise ControlError(f"issue {issue_id} is {issue.status.value}")
     issue.status = IssueStatus.CANCELLED
+    issue.scheduled_for = None
     issue.finished_at = now
     result = session.execute(
         update(Delivery)

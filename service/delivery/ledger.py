@@ -37,17 +37,23 @@ class Outcome:
     retry_at: datetime | None = None  # for deferrals that must wait longer (domain paused)
 
 
+# Every state before the send: the automatic weekly send starts whatever waits at its slot.
+STARTABLE = (IssueStatus.DRAFT, IssueStatus.IN_REVIEW, IssueStatus.APPROVED, IssueStatus.SCHEDULED)
+
+
 def start_send(session: Session, issue_id: int, now: datetime, retry_for: timedelta) -> int | None:
-    """Move a draft issue to sending and write one ledger row per confirmed subscriber.
+    """Move an unsent issue to sending and write one ledger row per confirmed subscriber.
 
     One INSERT ... SELECT, so a million rows take seconds, not a Python loop. Returns
-    the number of rows written, or None when the issue was not a draft (already
-    started: calling this twice sends nothing twice).
+    the number of rows written, or None when the issue was not waiting to be sent
+    (already started: calling this twice sends nothing twice). Who may start which
+    issue is service/digests/review.py's to decide.
     """
     started = session.execute(
         update(Issue)
-        .where(Issue.id == issue_id, Issue.status == IssueStatus.DRAFT)
-        .values(status=IssueStatus.SENDING, send_started_at=now, finished_at=None)
+        .where(Issue.id == issue_id, Issue.status.in_(STARTABLE))
+        .values(status=IssueStatus.SENDING, send_started_at=now, finished_at=None,
+                scheduled_for=None)
         .execution_options(synchronize_session=False)
     )
     if not started.rowcount:  # type: ignore[attr-defined]

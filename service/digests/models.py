@@ -13,6 +13,9 @@ from service.db import Base
 
 class IssueStatus(enum.StrEnum):
     DRAFT = "draft"
+    IN_REVIEW = "in_review"  # an editor asked for review; a chief editor approves or sends it back
+    APPROVED = "approved"  # sent at its weekly slot, or now
+    SCHEDULED = "scheduled"  # approved and sent at `scheduled_for`
     SENDING = "sending"
     PAUSED = "paused"
     CANCELLED = "cancelled"
@@ -39,6 +42,7 @@ class Issue(Base):
     created_at: Mapped[datetime]
     send_started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    scheduled_for: Mapped[datetime | None]  # when a scheduled issue goes
 
     articles: Mapped[list[IssueArticle]] = relationship(
         back_populates="issue", cascade="all, delete-orphan", order_by="IssueArticle.position"
@@ -74,6 +78,21 @@ class ScheduleSlot(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     slot_at: Mapped[datetime] = mapped_column(unique=True)
     issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
-    outcome: Mapped[str] = mapped_column(String(32))  # built | skipped | sent
+    # drafted (built ahead, waiting) | skipped | held (not approved) | blocked (checks) |
+    # refused (sending cannot work) | scheduled (goes at its own time) | sent | built
+    outcome: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime]
+
+
+class WeeklySchedule(Base):
+    """The weekly slot as staff set it on the desk; without a row the settings' values hold."""
+
+    __tablename__ = "weekly_schedule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # one row: id 1
+    weekday: Mapped[int]  # Python's: Monday is 0
+    hour: Mapped[int]
+    minute: Mapped[int]
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(320))

@@ -21,7 +21,8 @@ from service.commands import load_runtime
 from service.delivery import health, ledger
 from service.delivery.models import PENDING, Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
-from service.digests.schedule import describe, next_slot
+from service.digests.weekly import current as current_weekly
+from service.digests.weekly import describe, next_slot
 from service.ops.queues import queue_depths, workers_alive
 from service.persian import jalali_date
 from service.runtime import Runtime
@@ -101,13 +102,14 @@ def snapshot(rt: Runtime, now: datetime) -> Snapshot:
     with rt.sessions() as session:
         progress = current_issue(session, now)
         failure = health.current_failure(session)
+        weekly = current_weekly(session, rt.settings)
     if failure is not None:
         problems.append(sending_problem(failure, rt.settings))
     queues = queue_depths(rt.settings, rt.celery)
     if any(v is None for v in queues.values()):
         problems.append("broker unreachable")
     return Snapshot(queues, workers_alive(rt.celery), progress,
-                    describe(rt.settings, next_slot(rt.settings, now)), problems)
+                    describe(rt.settings, next_slot(weekly, now)), problems)
 
 
 def render_text(snap: Snapshot) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+
+from service.staff.audit import CLI, Actor
 
 
 class Permission(enum.StrEnum):
@@ -50,3 +53,32 @@ def check_role(role: str) -> str:
 def allows(role: str, permission: Permission) -> bool:
     """Whether a role has a permission; an unknown role has none."""
     return permission in ROLES.get(role, frozenset())
+
+
+class NotPermitted(PermissionError):
+    """The role lacks the permission; str() is Persian | English."""
+
+    def __init__(self, permission: Permission) -> None:
+        super().__init__(f"نقش شما اجازهٔ این کار را نمی‌دهد | this needs the permission {permission}")
+        self.permission = permission
+
+
+@dataclass(frozen=True)
+class Who:
+    """Someone acting on the domain: the actor the audit log names, and their role.
+
+    The command line acts as an admin: whoever runs it already holds the database.
+    """
+
+    actor: Actor
+    role: str
+
+    def may(self, permission: Permission) -> bool:
+        return allows(self.role, permission)
+
+    def require(self, permission: Permission) -> None:
+        if not self.may(permission):
+            raise NotPermitted(permission)
+
+
+COMMAND_LINE = Who(CLI, "admin")

@@ -136,10 +136,10 @@ def test_the_automatic_send_is_refused_too_and_leaves_a_draft(embedded: Runtime)
                dkim_private_key_path=MISSING_KEY)
     with unit_of_work(rt.sessions) as session:
         add_subscribers(session, 2)
-    result = run_tick(rt, FRIDAY_0800_TEHRAN + timedelta(seconds=20), fake_builder([]))
+    result = run_tick(rt, FRIDAY_0800_TEHRAN + timedelta(seconds=20), fake_builder([]), lambda s, i: [])
     assert result.issue_id is not None and result.rows == 0
     assert issue_status(rt, result.issue_id) is IssueStatus.DRAFT
     with rt.sessions() as session:
         slot = session.scalars(select(ScheduleSlot)).one()
-    assert slot.outcome == "built" and "DKIM key unreadable" in (slot.reason or "")
+    assert slot.outcome == "refused" and "DKIM key unreadable" in (slot.reason or "")
     assert "DKIM key unreadable" in render_text(snapshot(rt, utcnow()))

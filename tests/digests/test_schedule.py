@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from service.db import unit_of_work
 from service.delivery.models import Delivery
 from service.digests.models import Issue, IssueStatus, ScheduleSlot
+from service.digests.review import Checker
 from service.digests.schedule import describe, next_slot, run_tick, slot_before, tick
 from service.runtime import Runtime
 from service.settings import Settings
@@ -22,6 +23,7 @@ from tests.conftest import make_settings
 from tests.delivery.factories import add_subscribers, make_issue
 
 FRIDAY_0800_TEHRAN = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)  # Tehran is UTC+03:30
+CLEAN: Checker = lambda session, issue: []  # noqa: E731
 
 
 @dataclass
@@ -59,7 +61,7 @@ def test_a_tick_outside_the_grace_window_builds_nothing(runtime: Runtime) -> Non
     calls: list[datetime] = []
     with unit_of_work(runtime.sessions) as session:
         result = tick(session, runtime.settings, FRIDAY_0800_TEHRAN + timedelta(days=2),
-                      fake_builder(calls))
+                      fake_builder(calls), checks=CLEAN)
     assert result.slot_at is None and not calls
 
 
@@ -73,7 +75,8 @@ def test_concurrent_ticks_build_one_issue_per_slot(runtime: Runtime) -> None:
         try:
             barrier.wait()
             with unit_of_work(runtime.sessions) as session:
-                tick(session, runtime.settings, FRIDAY_0800_TEHRAN + timedelta(minutes=minute), build)
+                tick(session, runtime.settings, FRIDAY_0800_TEHRAN + timedelta(minutes=minute), build,
+                     checks=CLEAN)
         except BaseException as exc:
             errors.append(exc)
 
@@ -85,17 +88,18 @@ def test_concurrent_ticks_build_one_issue_per_slot(runtime: Runtime) -> None:
     assert not errors
     # A restart a minute later ticks again: still the same slot, nothing new.
     with unit_of_work(runtime.sessions) as session:
-        tick(session, runtime.settings, FRIDAY_0800_TEHRAN + timedelta(minutes=3), build)
+        tick(session, runtime.settings, FRIDAY_0800_TEHRAN + timedelta(minutes=3), build,
+             checks=CLEAN)
     with runtime.sessions() as session:
         slots = session.scalars(select(ScheduleSlot)).all()
-        assert [(s.slot_at, s.outcome) for s in slots] == [(FRIDAY_0800_TEHRAN, "built")]
+        assert [(s.slot_at, s.outcome) for s in slots] == [(FRIDAY_0800_TEHRAN, "held")]
         assert session.scalar(select(func.count()).select_from(Issue)) == 1
     assert calls == [FRIDAY_0800_TEHRAN]
 
 
 def test_an_empty_week_is_recorded_as_skipped_by_the_real_builder(runtime: Runtime) -> None:
     with unit_of_work(runtime.sessions) as session:
-        result = tick(session, runtime.settings, FRIDAY_0800_TEHRAN)
+        result = tick(session, runtime.settings, FRIDAY_0800_TEHRAN, checks=CLEAN)
     assert result.issue_id is None
     with runtime.sessions() as session:
         slot = session.scalars(select(ScheduleSlot)).one()
@@ -108,7 +112,7 @@ def test_automatic_send_starts_the_send_after_the_build(runtime: Runtime) -> Non
     with unit_of_work(rt.sessions) as session:
         add_subscribers(session, 7)
         add_subscribers(session, 2, prefix="p", status=Status.PENDING)
-    result = run_tick(rt, FRIDAY_0800_TEHRAN + timedelta(seconds=20), fake_builder([]))
+    result = run_tick(rt, FRIDAY_0800_TEHRAN + timedelta(seconds=20), fake_builder([]), CLEAN)
     with rt.sessions() as session:
         issue = session.get(Issue, result.issue_id)
         assert issue is not None and issue.status is IssueStatus.SENDING
@@ -122,7 +126,8 @@ def test_an_automatic_tick_commits_the_ledger_with_its_slot(runtime: Runtime) ->
     with unit_of_work(runtime.sessions) as session:
         add_subscribers(session, 3)
     with unit_of_work(runtime.sessions) as session:
-        result = tick(session, settings, FRIDAY_0800_TEHRAN + timedelta(seconds=5), fake_builder([]))
+        result = tick(session, settings, FRIDAY_0800_TEHRAN + timedelta(seconds=5), fake_builder([]),
+                      checks=CLEAN)
     assert result.rows == 3  # nothing rung: as if the process died here
     with runtime.sessions() as session:
         issue = session.get(Issue, result.issue_id)

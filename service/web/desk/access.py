@@ -50,6 +50,18 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/staff/{account_id}/disable"): P.STAFF_MANAGE,
     ("POST", "/desk/staff/{account_id}/enable"): P.STAFF_MANAGE,
     ("GET", "/desk/audit"): P.STAFF_MANAGE,
+    ("GET", "/desk/issues"): SIGNED_IN,
+    ("GET", "/desk/issues/{number}/review"): SIGNED_IN,
+    ("POST", "/desk/issues/{number}/review/request"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/review/approve"): P.ISSUES_APPROVE,
+    ("POST", "/desk/issues/{number}/review/send-back"): P.ISSUES_APPROVE,
+    ("POST", "/desk/issues/{number}/review/schedule"): P.ISSUES_APPROVE,
+    ("POST", "/desk/issues/{number}/review/send-now"): P.ISSUES_SEND,
+    # Everyone may read the coming slots; staff.manage moves the slot, editors skip a week.
+    ("GET", "/desk/schedule"): SIGNED_IN,
+    ("POST", "/desk/schedule"): P.STAFF_MANAGE,
+    ("POST", "/desk/schedule/skip"): P.ISSUES_PREPARE,
+    ("POST", "/desk/schedule/unskip"): P.ISSUES_PREPARE,
 }
 # Pages an admin without TOTP may still open while CHAPAR_STAFF_REQUIRE_TOTP is on.
 TOTP_SETUP = frozenset({("GET", "/desk/account/totp"), ("POST", "/desk/account/totp"),

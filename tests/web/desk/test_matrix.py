@@ -10,15 +10,20 @@ import pytest
 
 from service.clock import utcnow
 from service.db import unit_of_work
+from service.digests import review
 from service.runtime import Runtime
 from service.staff import accounts, invites, sessions
 from service.staff.permissions import ROLES
 from service.web.app import create_app
+from tests.delivery.factories import make_issue
 from tests.staff.factories import staff_account
 from tests.web.desk.support import csrf_from, desk_client, desk_routes, sign_in
 
 EVERYONE = set(ROLES)
 STAFF_MANAGERS = {"admin"}
+PREPARERS = {"admin", "chief-editor", "editor"}
+APPROVERS = {"admin", "chief-editor"}
+SENDERS = {"admin", "chief-editor"}
 EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/login"): None,
     ("POST", "/desk/login"): None,
@@ -36,6 +41,17 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/staff/{account_id}/disable"): STAFF_MANAGERS,
     ("POST", "/desk/staff/{account_id}/enable"): STAFF_MANAGERS,
     ("GET", "/desk/audit"): STAFF_MANAGERS,
+    ("GET", "/desk/issues"): EVERYONE,
+    ("GET", "/desk/issues/{number}/review"): EVERYONE,
+    ("POST", "/desk/issues/{number}/review/request"): PREPARERS,
+    ("POST", "/desk/issues/{number}/review/approve"): APPROVERS,
+    ("POST", "/desk/issues/{number}/review/send-back"): APPROVERS,
+    ("POST", "/desk/issues/{number}/review/schedule"): APPROVERS,
+    ("POST", "/desk/issues/{number}/review/send-now"): SENDERS,
+    ("GET", "/desk/schedule"): EVERYONE,
+    ("POST", "/desk/schedule"): STAFF_MANAGERS,
+    ("POST", "/desk/schedule/skip"): PREPARERS,
+    ("POST", "/desk/schedule/unskip"): PREPARERS,
 }
 
 
@@ -44,7 +60,8 @@ def test_every_desk_route_has_an_expected_access(runtime: Runtime) -> None:
 
 
 @pytest.mark.parametrize("role", [*ROLES, "nobody"])
-def test_role_by_route_matrix(runtime: Runtime, role: str) -> None:
+def test_role_by_route_matrix(runtime: Runtime, role: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(review, "run_checks_hook", lambda rt, session, issue: [])
     with unit_of_work(runtime.sessions) as db:
         for each in ROLES:
             staff_account(db, f"{each}@example.com", each)
@@ -52,7 +69,9 @@ def test_role_by_route_matrix(runtime: Runtime, role: str) -> None:
         invited = staff_account(db, "invited@example.com", "viewer")
         invited.password_hash = None
         db.flush()
-        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited)}
+        make_issue(db, 4)
+        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
+                "{number}": "4"}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303
