@@ -149,6 +149,7 @@ class Settings(BaseSettings):
     digest_hour: int = 8
     digest_minute: int = 0
     digest_auto_send: bool = False
+    test_send_addresses: str = ""  # comma-separated seed list that gets every test send
     beat_tick_seconds: float = Field(default=60.0, ge=1)  # schedule tick and delivery sweeper
 
     # Delivery
