@@ -40,7 +40,13 @@ def _published(value: str | None) -> datetime | None:
 
 def article_from_page(content: bytes, url: str) -> ArticleIn:
     """The article a page describes; raise ValueError when it names no title."""
-    document = lxml.html.document_fromstring(content or b"<html></html>")
+    # Most pages are UTF-8 whether or not they say so; lxml would guess Latin-1 without a
+    # <meta charset>. Anything else is left to lxml's own detection.
+    try:
+        markup: str | bytes = content.decode("utf-8")
+    except UnicodeDecodeError:
+        markup = content
+    document = lxml.html.document_fromstring(markup or "<html></html>")
     titles = document.xpath("//title/text()")
     title = _meta(document, "og:title", "twitter:title") or (str(titles[0]) if titles else "")
     return make_article(
