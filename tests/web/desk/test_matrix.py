@@ -6,19 +6,24 @@ the routes are read from the app: a new route without an entry here fails the te
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from service.clock import utcnow
 from service.db import unit_of_work
+from service.digests.build import build_issue
 from service.runtime import Runtime
 from service.staff import accounts, invites, sessions
 from service.staff.permissions import ROLES
 from service.web.app import create_app
+from tests.digests.factories import article
 from tests.staff.factories import staff_account
 from tests.web.desk.support import csrf_from, desk_client, desk_routes, sign_in
 
 EVERYONE = set(ROLES)
 STAFF_MANAGERS = {"admin"}
+PREPARERS = {"admin", "chief-editor", "editor"}
 EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/login"): None,
     ("POST", "/desk/login"): None,
@@ -36,6 +41,18 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/staff/{account_id}/disable"): STAFF_MANAGERS,
     ("POST", "/desk/staff/{account_id}/enable"): STAFF_MANAGERS,
     ("GET", "/desk/audit"): STAFF_MANAGERS,
+    ("GET", "/desk/issues/{number}"): EVERYONE,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/move"): PREPARERS,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/exclude"): PREPARERS,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/pin"): PREPARERS,
+    ("POST", "/desk/issues/{number}/lead"): PREPARERS,
+    ("POST", "/desk/issues/{number}/grouping"): PREPARERS,
+    ("POST", "/desk/issues/{number}/text"): PREPARERS,
+    ("POST", "/desk/issues/{number}/rebuild"): PREPARERS,
+    ("POST", "/desk/issues/{number}/add"): PREPARERS,
+    ("GET", "/desk/issues/{number}/preview"): PREPARERS,
+    ("GET", "/desk/issues/{number}/preview/email"): PREPARERS,
+    ("POST", "/desk/issues/{number}/test-send"): PREPARERS,
 }
 
 
@@ -52,7 +69,11 @@ def test_role_by_route_matrix(runtime: Runtime, role: str) -> None:
         invited = staff_account(db, "invited@example.com", "viewer")
         invited.password_hash = None
         db.flush()
-        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited)}
+        article(db, utcnow() - timedelta(hours=1))
+        issue = build_issue(db, runtime.settings, utcnow()).issue
+        assert issue is not None
+        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
+                "{number}": str(issue.number), "{item_id}": str(issue.articles[0].id)}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303
