@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     digest_auto_send: bool = False
     # The coming slot's draft is built this long before it, for the editors; 0: only at the slot.
     digest_draft_hours_before: float = Field(default=24.0, ge=0)
+    test_send_addresses: str = ""  # comma-separated seed list that gets every test send
     beat_tick_seconds: float = Field(default=60.0, ge=1)  # schedule tick and delivery sweeper
 
     # Delivery

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import click
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.clock import utcnow
 from service.commands import load_runtime
 from service.db import unit_of_work
 from service.mail.placeholders import with_sample_links
+from service.settings import Settings
+from service.staff.audit import CLI
+
+if TYPE_CHECKING:
+    from service.digests.models import Issue
 
 
 @click.group()
@@ -78,3 +86,197 @@ def preview(number: int, output: Path | None) -> None:
             click.echo(str(path))
     finally:
         rt.close()
+
+
+def edit_issue(number: int, change: Callable[[Session, Settings, Issue], str]) -> None:
+    """Run one editing function on issue NUMBER in one transaction; echo what it says."""
+    from service.digests.editing import EditRefused, find_issue
+
+    rt = load_runtime()
+    try:
+        with unit_of_work(rt.sessions) as session:
+            message = change(session, rt.settings, find_issue(session, number))
+        click.echo(message)
+    except EditRefused as exc:
+        raise click.ClickException(f"{exc.persian} | {exc}") from exc
+    finally:
+        rt.close()
+
+
+def item_at(issue: Issue, position: int) -> int:
+    """The id of the article at POSITION (1 = first, as `chapar digest articles` lists them)."""
+    from service.digests.editing import EditRefused, ordered_items
+
+    items = ordered_items(issue)
+    if not 1 <= position <= len(items):
+        raise EditRefused(f"issue {issue.number} has no article at position {position}",
+                          "در این جایگاه خبری نیست.")
+    return items[position - 1].id
+
+
+@digest.command("articles")
+@click.argument("number", type=int)
+def list_issue_articles(number: int) -> None:
+    """Issue NUMBER's articles in the order readers see them."""
+    from service.digests.editing import ordered_items, pinned_article_ids
+
+    def show(session: Session, settings: Settings, issue: Issue) -> str:
+        pinned = pinned_article_ids(session, issue)
+        lines = [f"issue {issue.number} ({issue.status.value}): {issue.subject}",
+                 f"  preheader: {issue.preheader}",
+                 f"  grouped by section: {'yes' if issue.group_by_section else 'no'}"]
+        for position, item in enumerate(ordered_items(issue), start=1):
+            flags = ",".join(name for name, on in (
+                ("lead", item.article_id == issue.lead_article_id),
+                ("pinned", item.article_id in pinned)) if on)
+            lines.append(f"{position:>3}. {item.title} [{item.section or '-'}]"
+                         f"{' (' + flags + ')' if flags else ''}  {item.url}")
+        return "\n".join(lines)
+
+    edit_issue(number, show)
+
+
+@digest.command("edit")
+@click.argument("number", type=int)
+@click.option("--subject", default=None, help="The subject; an empty one follows the articles again.")
+@click.option("--preheader", default=None, help="The inbox preview line; empty: automatic.")
+@click.option("--intro", default=None, help="Plain text; a blank line starts a paragraph.")
+def edit(number: int, subject: str | None, preheader: str | None, intro: str | None) -> None:
+    """Edit issue NUMBER's subject, preheader and introduction."""
+    from service.digests.editing import edit_text
+
+    def change(session: Session, settings: Settings, issue: Issue) -> str:
+        changed = edit_text(session, settings, issue, CLI, utcnow(), subject=subject,
+                            preheader=preheader, intro=intro)
+        return f"changed: {', '.join(changed)}" if changed else "nothing changed"
+
+    edit_issue(number, change)
+
+
+@digest.command("move")
+@click.argument("number", type=int)
+@click.argument("position", type=int)
+@click.argument("direction", type=click.Choice(["up", "down"]))
+def move_article(number: int, position: int, direction: Literal["up", "down"]) -> None:
+    """Move the article at POSITION of issue NUMBER up or down by one."""
+    from service.digests.editing import move
+
+    def change(session: Session, settings: Settings, issue: Issue) -> str:
+        move(session, settings, issue, item_at(issue, position), direction, CLI, utcnow())
+        return f"moved {direction}"
+
+    edit_issue(number, change)
+
+
+@digest.command("lead")
+@click.argument("number", type=int)
+@click.argument("position", type=int, required=False)
+def lead(number: int, position: int | None) -> None:
+    """Make the article at POSITION the lead story; without POSITION, have none."""
+    from service.digests.editing import set_lead
+
+    def change(session: Session, settings: Settings, issue: Issue) -> str:
+        item = item_at(issue, position) if position is not None else None
+        set_lead(session, settings, issue, item, CLI, utcnow())
+        return "lead story set" if item is not None else "no lead story"
+
+    edit_issue(number, change)
+
+
+@digest.command("exclude")
+@click.argument("number", type=int)
+@click.argument("position", type=int)
+def exclude_article(number: int, position: int) -> None:
+    """Take the article at POSITION out of issue NUMBER (and out of later builds)."""
+    from service.digests.editing import exclude
+
+    def change(session: Session, settings: Settings, issue: Issue) -> str:
+        exclude(session, settings, issue, item_at(issue, position), CLI, utcnow())
+        return "excluded"
+
+    edit_issue(number, change)
+
+
+@digest.command("pin")
+@click.argument("number", type=int)
+@click.argument("position", type=int)
+@click.option("--off", is_flag=True, help="Unpin instead.")
+def pin_article(number: int, position: int, off: bool) -> None:
+    """Pin the article at POSITION so a rebuild keeps it."""
+    from service.digests.editing import pin
+
+    def change(session: Session, settings: Settings, issue: Issue) -> str:
+        pin(session, settings, issue, item_at(issue, position), not off, CLI, utcnow())
+        return "unpinned" if off else "pinned"
+
+    edit_issue(number, change)
+
+
+@digest.command("group")
+@click.argument("number", type=int)
+@click.argument("state", type=click.Choice(["on", "off"]))
+def group(number: int, state: str) -> None:
+    """Group issue NUMBER's articles by section (on) or show one list (off)."""
+    from service.digests.editing import set_grouping
+
+    def change(session: Session, settings: Settings, issue: Issue) -> str:
+        set_grouping(session, settings, issue, state == "on", CLI, utcnow())
+        return f"grouping by section {state}"
+
+    edit_issue(number, change)
+
+
+@digest.command("rebuild")
+@click.argument("number", type=int)
+def rebuild_command(number: int) -> None:
+    """Choose draft NUMBER's articles again; the editor's text, lead and grouping stay."""
+    from service.digests.editing import rebuild
+
+    def change(session: Session, settings: Settings, issue: Issue) -> str:
+        new = rebuild(session, settings, issue, CLI, utcnow())
+        return f"rebuilt issue {new.number} with {len(new.articles)} articles"
+
+    edit_issue(number, change)
+
+
+@digest.command("add-url")
+@click.argument("number", type=int)
+@click.argument("url")
+def add_url(number: int, url: str) -> None:
+    """Add the article at URL (known, or read from its page) to the end of issue NUMBER."""
+    from service.digests.editing import EditRefused, add_by_url
+
+    rt = load_runtime()
+    try:
+        click.echo(f"added: {add_by_url(rt, number, url, CLI, utcnow())}")
+    except EditRefused as exc:
+        raise click.ClickException(f"{exc.persian} | {exc}") from exc
+    finally:
+        rt.close()
+
+
+@digest.command("test-send")
+@click.argument("number", type=int)
+@click.option("--to", "extra", multiple=True, help="Another address (repeatable).")
+def test_send(number: int, extra: tuple[str, ...]) -> None:
+    """Send issue NUMBER, subject prefixed «[آزمایشی]», to CHAPAR_TEST_SEND_ADDRESSES and --to."""
+    from service.delivery.outbox import NotSent
+    from service.digests.editing import EditRefused, recipients_of_test, send_test
+    from service.subscribers.addresses import AddressError
+
+    rt = load_runtime()
+    try:
+        recipients = recipients_of_test(rt.settings, None, extra)
+        results = send_test(rt, number, recipients, CLI, utcnow())
+    except AddressError as exc:
+        raise click.ClickException(exc.message) from exc
+    except EditRefused as exc:
+        raise click.ClickException(f"{exc.persian} | {exc}") from exc
+    except NotSent as exc:
+        raise click.ClickException(f"not sent: {exc}") from exc
+    finally:
+        rt.close()
+    for to, result in results:
+        click.echo(f"{to}: {result.kind} {result.code} {result.text}".rstrip())
+    if any(result.kind != "sent" for _, result in results):
+        raise SystemExit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base
@@ -43,6 +43,13 @@ class Issue(Base):
     send_started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     scheduled_for: Mapped[datetime | None]  # when a scheduled issue goes
+    # The editor's hand (service/digests/editing.py): the lead story is an article id, so a
+    # rebuild keeps it while the article is still in the issue.
+    lead_article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
+    group_by_section: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # An edited subject or preheader survives a rebuild; an untouched one follows the articles.
+    subject_by_editor: Mapped[bool] = mapped_column(default=False, server_default=false())
+    preheader_by_editor: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     articles: Mapped[list[IssueArticle]] = relationship(
         back_populates="issue", cascade="all, delete-orphan", order_by="IssueArticle.position"

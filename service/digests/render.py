@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from html import escape, unescape
 
+import nh3
 from markupsafe import Markup
 
 from service.articles.clean import cut_at_word, plain_text, sanitize_html, shorten_summary
 from service.digests.models import Issue, IssueArticle
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
 from service.mail.render import EmailTemplates, RenderedEmail
-from service.persian import jalali_date, persian_digits, single_line
+from service.persian import jalali_date, normalize_text, persian_digits, single_line
 from service.settings import Settings
 
 TEMPLATE = "weekly-digest"
@@ -31,6 +32,12 @@ PERSONAL_END = "<!--/chapar:personal-->"
 # punctuation that occurs in brand names, versions and addresses.
 _LATIN_RUN = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*(?:[ .\-_/:@&+'][A-Za-z0-9]+)*")
 _TAG = re.compile(r"(<[^>]*>)")
+# A bare web address in the editor's introduction; trailing punctuation is the sentence's.
+_WEB_ADDRESS = re.compile(r"https?://[^\s<>\"'«»]+?(?=[.,;:!?)\]،؛]*(?:\s|$))")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+INTRO_TAGS = {"p", "br", "a", "span"}
+INTRO_ATTRIBUTES = {"a": {"href"}, "span": {"dir"}}
+OTHER_SECTION = "دیگر خبرها"  # the heading of articles without a section, when grouped
 
 
 def isolate_latin(text: str) -> Markup:
@@ -54,6 +61,39 @@ def isolate_latin_html(fragment: str) -> Markup:
     return Markup("".join(parts))  # noqa: S704 - nh3 tags plus text escaped by isolate_latin
 
 
+def clean_intro(raw: str) -> str:
+    """The editor's introduction as plain text: any markup dropped, paragraphs kept."""
+    text = unescape(nh3.clean(normalize_text(raw).replace("\r\n", "\n").replace("\r", "\n"),
+                              tags=set()))
+    lines = [line.strip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def intro_html(text: str) -> Markup:
+    """Plain text as paragraphs: a blank line starts a paragraph, a web address is a link.
+
+    Every piece is escaped first; nh3 then keeps only paragraphs, line breaks, links to
+    http(s) and the direction spans, so whatever the editor typed cannot add markup.
+    """
+    paragraphs = []
+    for block in _PARAGRAPH_BREAK.split(text.strip()):
+        lines = []
+        for line in block.split("\n"):
+            out: list[str] = []
+            last = 0
+            for match in _WEB_ADDRESS.finditer(line):
+                url = escape(match.group(0))
+                out.append(str(isolate_latin(line[last:match.start()])))
+                out.append(f'<a href="{url}"><span dir="ltr">{url}</span></a>')
+                last = match.end()
+            out.append(str(isolate_latin(line[last:])))
+            lines.append("".join(out))
+        paragraphs.append(f"<p>{'<br>'.join(lines)}</p>")
+    cleaned = nh3.clean("".join(paragraphs), tags=INTRO_TAGS, attributes=INTRO_ATTRIBUTES,
+                        url_schemes={"http", "https"}, link_rel=None, strip_comments=True)
+    return Markup(cleaned)  # noqa: S704 - sanitised by nh3 just above
+
+
 @dataclass(frozen=True)
 class DigestArticle:
     title: str
@@ -68,6 +108,14 @@ class DigestArticle:
 
 
 @dataclass(frozen=True)
+class DigestGroup:
+    """Articles under one section heading; `section` None: no heading (not grouped)."""
+
+    section: str | None
+    articles: list[DigestArticle]
+
+
+@dataclass(frozen=True)
 class DigestContext:
     """Everything the weekly-digest templates see; JSON-safe."""
 
@@ -77,7 +125,10 @@ class DigestContext:
     number: int
     date: str
     intro: str | None
-    articles: list[DigestArticle]
+    articles: list[DigestArticle]  # all of them, in the order the email shows them
+    lead: DigestArticle | None  # shown first, larger, with its image
+    groups: list[DigestGroup]  # the articles after the lead
+    grouped: bool
     archive_url: str
     archive_index_url: str
     unsubscribe_url: str
@@ -115,9 +166,33 @@ def digest_article(item: IssueArticle, settings: Settings) -> DigestArticle:
     )
 
 
+def in_email_order(issue: Issue, items: Sequence[IssueArticle]) -> list[IssueArticle]:
+    """The issue's articles as the email shows them: the lead story first, then by position."""
+    ordered = sorted(items, key=lambda item: item.position)
+    return sorted(ordered, key=lambda item: item.article_id != issue.lead_article_id)
+
+
+def section_groups(articles: Sequence[DigestArticle], grouped: bool) -> list[DigestGroup]:
+    """One group without a heading, or one per section in order of first appearance."""
+    if not grouped:
+        return [DigestGroup(None, list(articles))] if articles else []
+    by_section: dict[str | None, list[DigestArticle]] = {}
+    for article in articles:
+        by_section.setdefault(article.section, []).append(article)
+    groups = [DigestGroup(name, members) for name, members in by_section.items() if name]
+    if None in by_section:
+        groups.append(DigestGroup(OTHER_SECTION, by_section[None]))
+    return groups
+
+
 def digest_context(issue: Issue, items: Sequence[IssueArticle], settings: Settings,
                    *, issue_date: datetime) -> DigestContext:
     base = settings.public_url.rstrip("/")
+    ordered = in_email_order(issue, items)
+    articles = [digest_article(item, settings) for item in ordered]
+    has_lead = bool(ordered) and ordered[0].article_id == issue.lead_article_id
+    lead = articles[0] if has_lead else None
+    grouped = bool(issue.group_by_section)
     return DigestContext(
         list_name=settings.list_name,
         subject=issue.subject,
@@ -125,7 +200,10 @@ def digest_context(issue: Issue, items: Sequence[IssueArticle], settings: Settin
         number=issue.number,
         date=jalali_date(issue_date, settings.tz),
         intro=issue.intro,
-        articles=[digest_article(item, settings) for item in items],
+        articles=articles,
+        lead=lead,
+        groups=section_groups(articles[1:] if lead else articles, grouped),
+        grouped=grouped,
         archive_url=f"{base}/archive/{issue.number}",
         archive_index_url=f"{base}/archive",
         unsubscribe_url=UNSUBSCRIBE_URL,
@@ -139,6 +217,7 @@ def digest_templates(settings: Settings) -> EmailTemplates:
     templates = EmailTemplates(settings.templates_dir)
     templates.env.filters["ltr"] = isolate_latin
     templates.env.filters["ltr_html"] = isolate_latin_html
+    templates.env.filters["intro_html"] = intro_html
     return templates
 
 

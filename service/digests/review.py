@@ -197,15 +197,17 @@ def send_now(session: Session, issue: Issue, who: Who, now: datetime, retry_for:
     return start_send(session, issue, who.actor, now, retry_for, checks, who=who, override=override)
 
 
-def note_edit(session: Session, issue: Issue, actor: Actor, now: datetime, detail: str = "") -> None:
+def note_edit(session: Session, issue: Issue, actor: Actor, now: datetime, detail: str = "",
+              action: str = "issue.edit") -> None:
     """Record an edit of an issue's content; an issue under review or approved returns to draft.
 
-    Called after every change the desk or the CLI makes to an issue's content.
+    Called after every change the desk or the CLI makes to an issue's content; `action`
+    names the change in the audit log (issue.move, issue.lead, ...).
     """
     _require_state(issue, UNSENT, "edit")
     if issue.status is not S.DRAFT:
         _move(session, issue, S.DRAFT, actor, "issue.back_to_draft", now, "edited")
-    audit.record(session, actor, "issue.edit", target(issue), now, detail)
+    audit.record(session, actor, action, target(issue), now, detail)
 
 
 def history(session: Session, issue: Issue) -> list[AuditEntry]:

@@ -62,6 +62,18 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/schedule"): P.STAFF_MANAGE,
     ("POST", "/desk/schedule/skip"): P.ISSUES_PREPARE,
     ("POST", "/desk/schedule/unskip"): P.ISSUES_PREPARE,
+    ("GET", "/desk/issues/{number}"): SIGNED_IN,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/move"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/exclude"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/pin"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/lead"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/grouping"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/text"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/rebuild"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/add"): P.ISSUES_PREPARE,
+    ("GET", "/desk/issues/{number}/preview"): P.ISSUES_PREPARE,
+    ("GET", "/desk/issues/{number}/preview/email"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/test-send"): P.ISSUES_PREPARE,
 }
 # Pages an admin without TOTP may still open while CHAPAR_STAFF_REQUIRE_TOTP is on.
 TOTP_SETUP = frozenset({("GET", "/desk/account/totp"), ("POST", "/desk/account/totp"),

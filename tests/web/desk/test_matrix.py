@@ -6,16 +6,19 @@ the routes are read from the app: a new route without an entry here fails the te
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.digests import review
+from service.digests.build import build_issue
 from service.runtime import Runtime
 from service.staff import accounts, invites, sessions
 from service.staff.permissions import ROLES
 from service.web.app import create_app
-from tests.delivery.factories import make_issue
+from tests.digests.factories import article
 from tests.staff.factories import staff_account
 from tests.web.desk.support import csrf_from, desk_client, desk_routes, sign_in
 
@@ -52,6 +55,18 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/schedule"): STAFF_MANAGERS,
     ("POST", "/desk/schedule/skip"): PREPARERS,
     ("POST", "/desk/schedule/unskip"): PREPARERS,
+    ("GET", "/desk/issues/{number}"): EVERYONE,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/move"): PREPARERS,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/exclude"): PREPARERS,
+    ("POST", "/desk/issues/{number}/articles/{item_id}/pin"): PREPARERS,
+    ("POST", "/desk/issues/{number}/lead"): PREPARERS,
+    ("POST", "/desk/issues/{number}/grouping"): PREPARERS,
+    ("POST", "/desk/issues/{number}/text"): PREPARERS,
+    ("POST", "/desk/issues/{number}/rebuild"): PREPARERS,
+    ("POST", "/desk/issues/{number}/add"): PREPARERS,
+    ("GET", "/desk/issues/{number}/preview"): PREPARERS,
+    ("GET", "/desk/issues/{number}/preview/email"): PREPARERS,
+    ("POST", "/desk/issues/{number}/test-send"): PREPARERS,
 }
 
 
@@ -69,9 +84,11 @@ def test_role_by_route_matrix(runtime: Runtime, role: str, monkeypatch: pytest.M
         invited = staff_account(db, "invited@example.com", "viewer")
         invited.password_hash = None
         db.flush()
-        make_issue(db, 4)
+        article(db, utcnow() - timedelta(hours=1))
+        issue = build_issue(db, runtime.settings, utcnow()).issue
+        assert issue is not None
         fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
-                "{number}": "4"}
+                "{number}": str(issue.number), "{item_id}": str(issue.articles[0].id)}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303
