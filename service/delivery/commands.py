@@ -17,6 +17,7 @@ from service.clock import utcnow
 from service.commands import opened_runtime
 from service.db import unit_of_work
 from service.delivery import control, ledger, preflight
+from service.digests import checks
 from service.digests.commands import digest
 from service.digests.models import Issue, IssueStatus
 from service.settings import Settings
@@ -55,8 +56,10 @@ def send(number: int) -> None:
             status = session.scalar(select(Issue.status).where(Issue.id == issue_id))
         if status is IssueStatus.DRAFT:
             try:
+                with unit_of_work(rt.sessions) as session:
+                    checks.require_passing(rt, session, session.get_one(Issue, issue_id), utcnow())
                 preflight.check_before_send(rt, utcnow())
-            except preflight.SendRefused as exc:
+            except (checks.ChecksBlocked, preflight.SendRefused) as exc:
                 raise click.ClickException(str(exc)) from exc
         rows = control.start_and_ring(rt, issue_id, utcnow())
         if rows is None:

@@ -365,7 +365,12 @@ def mime_items(message: EmailMessage, raw: bytes, html: str, source_html: str) -
                           "one From, a Message-ID with a domain and a Date are required"))
     unsubscribe = message.get("List-Unsubscribe", "").strip()
     url = unsubscribe.strip("<>")
-    if (not unsubscribe.startswith("<https://") or message.get("List-Unsubscribe-Post", "")
+    if not unsubscribe.startswith("<https://"):
+        items.append(item("unsubscribe.https", Severity.WARNING,
+                          "نشانی لغو عضویت https نیست؛ Gmail و Yahoo لغو با یک کلیک را نمی‌پذیرند",
+                          "the unsubscribe URL is not https, which Gmail and Yahoo require",
+                          unsubscribe))
+    if (not unsubscribe.startswith("<http") or message.get("List-Unsubscribe-Post", "")
             != "List-Unsubscribe=One-Click" or f'href="{url}"' not in html):
         items.append(item("unsubscribe", Severity.BLOCKER,
                           "لغو عضویت با یک کلیک (List-Unsubscribe با https و List-Unsubscribe-Post "

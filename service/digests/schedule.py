@@ -36,6 +36,7 @@ class BuildResult(Protocol):
 
 
 Builder = Callable[..., Any]
+IssueCheck = Callable[[Session, Issue], str | None]
 
 
 def slot_before(settings: Settings, now: datetime) -> datetime:
@@ -68,11 +69,12 @@ class TickResult:
 
 
 def tick(session: Session, settings: Settings, now: datetime, build: Builder | None = None,
-         refusal: str | None = None) -> TickResult:
+         refusal: str | None = None, check: IssueCheck | None = None) -> TickResult:
     """Claim the due slot, if nobody has, and build its issue in this transaction.
 
     `refusal` is why sending cannot work now (the pre-send check): the issue is
-    built and left a draft instead of being sent.
+    built and left a draft instead of being sent. `check` runs the issue's checks
+    before an automatic send and says why it must not go (a blocker), if so.
     """
     slot_at = slot_before(settings, now)
     if now - slot_at > GRACE:
@@ -94,6 +96,8 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
         log.info("slot %s skipped: %s", slot_at.isoformat(), result.reason)
         return TickResult(slot_at)
     slot.issue_id = result.issue.id
+    if settings.digest_auto_send and refusal is None and check is not None:
+        refusal = check(session, result.issue)
     auto_send = settings.digest_auto_send and refusal is None
     slot.outcome = "sent" if auto_send else "built"
     log.info("slot %s: issue %s built", slot_at.isoformat(), result.issue.number)
@@ -118,12 +122,28 @@ def run_tick(rt: Runtime, now: datetime, build: Builder | None = None) -> TickRe
     """The `chapar.schedule_tick` task: tick (and fan out, if automatic), commit, then ring."""
     refusal = auto_send_refusal(rt, now)
     with unit_of_work(rt.sessions) as session:
-        result = tick(session, rt.settings, now, build, refusal)
+        result = tick(session, rt.settings, now, build, refusal,
+                      check=lambda s, issue: checks_refusal(rt, s, issue, now))
     if result.rows and result.issue_id is not None:
         from service.delivery.control import ring_fanned_out
 
         ring_fanned_out(rt, result.issue_id, result.rows)
     return result
+
+
+def checks_refusal(rt: Runtime, session: Session, issue: Issue, now: datetime) -> str | None:
+    """Why the built issue must not be sent unattended: a blocker of the pre-send checks.
+
+    Links are not fetched here (that would hold the tick's transaction on the network);
+    the answers a worker stored are used, and a broken link is only ever a warning.
+    """
+    from service.digests.checks import ChecksBlocked, require_passing
+
+    try:
+        require_passing(rt, session, issue, now)
+    except ChecksBlocked as exc:
+        return str(exc)
+    return None
 
 
 def auto_send_refusal(rt: Runtime, now: datetime) -> str | None:
