@@ -259,7 +259,7 @@ def register_area_commands() -> None:
     main.add_command(articles)
     from service.digests.commands import digest
     main.add_command(digest)
-    import service.delivery.commands
+    import service.delivery.commands  # adds send/pause/resume/cancel/retry-failed to `digest`
     import service.digests.check_command  # noqa: F401 - adds `digest check`
     from service.ops.status import status
     main.add_command(status)

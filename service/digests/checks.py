@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.db import unit_of_work
 from service.delivery.dkim import DkimKeyError, DkimSigner
 from service.delivery.message import IssueMessage, Recipient
 from service.digests import links
@@ -232,9 +233,15 @@ def require_passing(rt: Runtime, session: Session, issue: Issue, now: datetime, 
     return report
 
 
-def request_link_checks(rt: Runtime, session: Session, issue: Issue, now: datetime) -> int:
-    """Mark the issue's links for a worker to fetch; ring links.TASK with the issue id after commit."""
-    tree = parse_html(issue.html)
-    found = links_in(tree, [ArticleRef(a.title, a.url) for a in issue.articles])
-    return links.request_checks(session, issue, links.fetchable((f.url for f in found), rt.settings),
-                                now)
+def start_link_checks(rt: Runtime, issue_id: int, now: datetime) -> int:
+    """Mark the issue's links for a worker to fetch, commit, then ring the worker.
+
+    Returns how many links wait for an answer (none: nothing is rung)."""
+    with unit_of_work(rt.sessions) as session:
+        issue = session.get_one(Issue, issue_id)
+        found = links_in(parse_html(issue.html), [ArticleRef(a.title, a.url) for a in issue.articles])
+        count = links.request_checks(session, issue,
+                                     links.fetchable((f.url for f in found), rt.settings), now)
+    if count:
+        rt.ring(links.TASK, issue_id)
+    return count
