@@ -50,6 +50,9 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/staff/{account_id}/disable"): P.STAFF_MANAGE,
     ("POST", "/desk/staff/{account_id}/enable"): P.STAFF_MANAGE,
     ("GET", "/desk/audit"): P.STAFF_MANAGE,
+    ("GET", "/desk/issues/{number}/checks"): SIGNED_IN,
+    ("POST", "/desk/issues/{number}/checks/run"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/checks/override"): P.STAFF_MANAGE,
 }
 # Pages an admin without TOTP may still open while CHAPAR_STAFF_REQUIRE_TOTP is on.
 TOTP_SETUP = frozenset({("GET", "/desk/account/totp"), ("POST", "/desk/account/totp"),

@@ -14,6 +14,7 @@ from service.runtime import Runtime
 from service.staff import accounts, invites, sessions
 from service.staff.permissions import ROLES
 from service.web.app import create_app
+from tests.delivery.factories import make_issue
 from tests.staff.factories import staff_account
 from tests.web.desk.support import csrf_from, desk_client, desk_routes, sign_in
 
@@ -36,6 +37,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/staff/{account_id}/disable"): STAFF_MANAGERS,
     ("POST", "/desk/staff/{account_id}/enable"): STAFF_MANAGERS,
     ("GET", "/desk/audit"): STAFF_MANAGERS,
+    ("GET", "/desk/issues/{number}/checks"): EVERYONE,
+    ("POST", "/desk/issues/{number}/checks/run"): {"admin", "chief-editor", "editor"},
+    ("POST", "/desk/issues/{number}/checks/override"): STAFF_MANAGERS,
 }
 
 
@@ -52,7 +56,8 @@ def test_role_by_route_matrix(runtime: Runtime, role: str) -> None:
         invited = staff_account(db, "invited@example.com", "viewer")
         invited.password_hash = None
         db.flush()
-        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited)}
+        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
+                "{number}": str(make_issue(db, number=1).number)}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303
