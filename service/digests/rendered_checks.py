@@ -368,15 +368,14 @@ def mime_items(message: EmailMessage, raw: bytes, html: str, source_html: str) -
     if not unsubscribe.startswith("<https://"):
         items.append(item("unsubscribe.https", Severity.WARNING,
                           "نشانی لغو عضویت https نیست؛ Gmail و Yahoo لغو با یک کلیک را نمی‌پذیرند",
-                          "the unsubscribe URL is not https, which Gmail and Yahoo require",
-                          unsubscribe))
+                          "the unsubscribe URL is not https, which Gmail and Yahoo require"))
     if (not unsubscribe.startswith("<http") or message.get("List-Unsubscribe-Post", "")
             != "List-Unsubscribe=One-Click" or f'href="{url}"' not in html):
         items.append(item("unsubscribe", Severity.BLOCKER,
                           "لغو عضویت با یک کلیک (List-Unsubscribe با https و List-Unsubscribe-Post "
                           "و پیوند دیدنی در متن) کامل نیست",
                           "one-click unsubscribe is incomplete (https List-Unsubscribe, "
-                          "List-Unsubscribe-Post, and a visible link in the body)", unsubscribe))
+                          "List-Unsubscribe-Post, and a visible link in the body)"))
     signature = message.get("DKIM-Signature", "")
     if signature:
         signed = re.search(r"\bh=([^;]*)", signature.replace("\r\n", "").replace(" ", ""))
