@@ -276,7 +276,8 @@ def register_area_commands() -> None:
     main.add_command(articles)
     from service.digests.commands import digest
     main.add_command(digest)
-    import service.delivery.commands  # noqa: F401 - adds send/pause/resume/cancel/retry-failed to `digest`
+    import service.delivery.commands
+    import service.digests.check_command  # noqa: F401 - adds `digest check`
     from service.digests.review_commands import schedule_group  # also adds review/approve/... to `digest`
     main.add_command(schedule_group)
     from service.ops.status import status

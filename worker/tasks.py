@@ -70,3 +70,10 @@ def refresh_feeds(self: Task[Any, Any]) -> None:
     from service.articles.refresh import refresh_configured_feed
 
     refresh_configured_feed(runtime(self), utcnow())
+
+
+@shared_task(bind=True, name="chapar.check_links")
+def check_links(self: Task[Any, Any], issue_id: int) -> None:
+    from service.digests.links import check_pending_links
+
+    check_pending_links(runtime(self), issue_id, utcnow())

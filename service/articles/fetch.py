@@ -15,6 +15,8 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urljoin, urlsplit
 
@@ -167,18 +169,45 @@ def fetch(
 ) -> FetchResult:
     """GET a feed, following at most five redirects, each one vetted; raise if refused."""
     deadline = time.monotonic() + timeout
+    headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    with _answer(url, headers, deadline, policy) as (url, response):
+        if response.status == 304:
+            return FetchResult(url, 304, b"", etag, last_modified)
+        if response.status != 200:
+            raise FetchFailed(f"HTTP {response.status} from {url[:100]}")
+        declared = response.getheader("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise FetchFailed(f"feed is {declared} bytes, more than the {max_bytes} allowed")
+        content = _read_limited(response, max_bytes, deadline)
+        return FetchResult(url, 200, content, response.getheader("ETag"),
+                           response.getheader("Last-Modified"))
+
+
+def probe(url: str, *, timeout: float, policy: AddressPolicy = DEFAULT_POLICY) -> int:
+    """The HTTP status a GET of `url` ends with after vetted redirects; the body is not read."""
+    with _answer(url, {"Accept": "text/html, */*;q=0.5"}, time.monotonic() + timeout,
+                 policy) as (_url, response):
+        return response.status
+
+
+@contextmanager
+def _answer(url: str, extra_headers: dict[str, str], deadline: float,
+            policy: AddressPolicy) -> Iterator[tuple[str, http.client.HTTPResponse]]:
+    """The first answer that is not a redirect, and the URL it came from; every hop vetted.
+
+    Network errors while the caller reads the answer are FetchFailed too.
+    """
     for _hop in range(MAX_REDIRECTS + 1):
         parts, host, port = _target(url)
         address = resolve(host, port, policy)
         remaining = max(0.1, deadline - time.monotonic())
         connection_type = _PinnedHTTPSConnection if parts.scheme.lower() == "https" else _PinnedHTTPConnection
         connection = connection_type(host, port, address, remaining)
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
-                   "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **extra_headers}
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -191,16 +220,8 @@ def fetch(
                     raise FetchFailed(f"redirect without Location from {url[:100]}")
                 url = _joined(url, location)
                 continue
-            if response.status == 304:
-                return FetchResult(url, 304, b"", etag, last_modified)
-            if response.status != 200:
-                raise FetchFailed(f"HTTP {response.status} from {url[:100]}")
-            declared = response.getheader("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise FetchFailed(f"feed is {declared} bytes, more than the {max_bytes} allowed")
-            content = _read_limited(response, max_bytes, deadline)
-            return FetchResult(url, 200, content, response.getheader("ETag"),
-                               response.getheader("Last-Modified"))
+            yield url, response
+            return
         except (OSError, http.client.HTTPException) as exc:
             raise FetchFailed(f"{type(exc).__name__} fetching {url[:100]}: {exc}") from exc
         finally:

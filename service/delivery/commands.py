@@ -17,8 +17,10 @@ from service.clock import utcnow
 from service.commands import opened_runtime
 from service.db import unit_of_work
 from service.delivery import control, ledger, preflight
+from service.delivery.ledger import STARTABLE
+from service.digests import checks
 from service.digests.commands import digest
-from service.digests.models import Issue, IssueStatus
+from service.digests.models import Issue
 from service.settings import Settings
 
 
@@ -48,19 +50,23 @@ def _change(number: int, change: Callable[[Session, int], object], then_ring: bo
 @digest.command("send")
 @click.argument("number", type=int)
 def send(number: int) -> None:
-    """Send issue NUMBER to every confirmed subscriber (a second call sends nothing twice)."""
+    """Send issue NUMBER to every confirmed subscriber now, as an admin may (a second call
+    sends nothing twice). The pre-send checks and the relay check run first; the desk's
+    approval rules are `digest send-now`'s."""
     with opened_runtime() as rt:
         with rt.sessions() as session:
             issue_id = issue_id_for(session, number)
             status = session.scalar(select(Issue.status).where(Issue.id == issue_id))
-        if status is IssueStatus.DRAFT:
+        if status in STARTABLE:
             try:
+                with unit_of_work(rt.sessions) as session:
+                    checks.require_passing(rt, session, session.get_one(Issue, issue_id), utcnow())
                 preflight.check_before_send(rt, utcnow())
-            except preflight.SendRefused as exc:
+            except (checks.ChecksBlocked, preflight.SendRefused) as exc:
                 raise click.ClickException(str(exc)) from exc
         rows = control.start_and_ring(rt, issue_id, utcnow())
         if rows is None:
-            raise click.ClickException(f"issue {number} is not a draft: see `chapar status`")
+            raise click.ClickException(f"issue {number} has been sent or cancelled: see `chapar status`")
         click.echo(f"issue {number}: {rows} deliveries queued; the workers are sending")
 
 

@@ -353,6 +353,6 @@ def send_test(rt: Runtime, number: int, recipients: Sequence[str], actor: Actor,
     test = RenderedEmail(subject=f"{TEST_PREFIX} {email.subject}", text=email.text, html=email.html)
     results = [(to, outbox.send_email(rt, test, to, kind="test", now=now)) for to in recipients]
     with unit_of_work(rt.sessions) as session:
-        audit.record(session, actor, "issue.test_send", f"issue:{number}", now,
+        audit.record(session, actor, "issue.test_send", Issue.audit_target_of(number), now,
                      ", ".join(f"{to}: {result.kind}" for to, result in results)[:2000])
     return results

@@ -55,6 +55,11 @@ class Issue(Base):
         back_populates="issue", cascade="all, delete-orphan", order_by="IssueArticle.position"
     )
 
+    @staticmethod
+    def audit_target_of(number: int) -> str:
+        """How the audit log names an issue: every entry about it, wherever made, shares it."""
+        return f"issue:{number}"
+
 
 class IssueArticle(Base):
     """An article as it was when the issue was built; later edits don't change it."""
@@ -103,3 +108,31 @@ class WeeklySchedule(Base):
     minute: Mapped[int]
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(String(320))
+
+
+class LinkCheck(Base):
+    """Whether one link of an issue answered when a worker last fetched it."""
+
+    __tablename__ = "issue_link_checks"
+    __table_args__ = (UniqueConstraint("issue_id", "url"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    state: Mapped[str] = mapped_column(String(16))  # pending | ok | broken | refused
+    detail: Mapped[str] = mapped_column(Text, default="")
+    requested_at: Mapped[datetime]
+    checked_at: Mapped[datetime | None]
+
+
+class ChecksOverride(Base):
+    """An admin let an issue go despite its blockers; valid only for exactly what was checked."""
+
+    __tablename__ = "issue_check_overrides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # the issue's bytes and its blockers
+    actor: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime]

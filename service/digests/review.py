@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib import import_module
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.clock import utcnow
 from service.db import unit_of_work
 from service.delivery import ledger
 from service.digests.models import Issue, IssueStatus
@@ -79,7 +80,7 @@ def persian_of(line: str) -> str:
 
 
 def target(issue: Issue) -> str:
-    return f"issue:{issue.number}"
+    return Issue.audit_target_of(issue.number)
 
 
 def find(session: Session, number: int) -> Issue:
@@ -109,7 +110,12 @@ def _move(session: Session, issue: Issue, to: IssueStatus, actor: Actor, action:
 
 def _run_checks(session: Session, issue: Issue, who: Who, now: datetime, checks: Checker,
                 override: bool) -> None:
-    """Refuse on blockers, unless an admin overrides them (audited)."""
+    """Refuse on blockers, unless an admin overrides them (audited).
+
+    With the real checks (PreSendChecks) the override is stored by service/digests/checks.py
+    for exactly this version of the issue, so the checks run again at the send let it go
+    too; any later edit needs a new one.
+    """
     lines = checks(session, issue)
     if not lines:
         return
@@ -118,7 +124,8 @@ def _run_checks(session: Session, issue: Issue, who: Who, now: datetime, checks:
     if who.role != "admin":
         raise ReviewError("فقط مدیر می‌تواند از مانع بررسی پیش از ارسال بگذرد.",
                           "only an admin may override a blocker of the pre-send checks")
-    audit.record(session, who.actor, "issue.checks_override", target(issue), now, "\n".join(lines))
+    if not (isinstance(checks, PreSendChecks) and checks.record_override(session, issue, who.actor, now)):
+        audit.record(session, who.actor, "issue.checks_override", target(issue), now, "\n".join(lines))
 
 
 def request_review(session: Session, issue: Issue, who: Who, now: datetime, checks: Checker, *,
@@ -232,24 +239,43 @@ def actions_for(issue: Issue, who: Who) -> list[str]:
     return [name for name in found if who.may(needs[name])]
 
 
+@dataclass(frozen=True)
+class PreSendChecks:
+    """The pre-send checks of service/digests/checks.py, bound to a runtime (a Checker)."""
+
+    rt: Runtime
+
+    def __call__(self, session: Session, issue: Issue) -> list[str]:
+        return run_checks_hook(self.rt, session, issue)
+
+    def record_override(self, session: Session, issue: Issue, actor: Actor, now: datetime) -> bool:
+        """Store an admin's override of the blockers found now (the checks audit it);
+        False when the checks themselves found none to store."""
+        from service.digests import checks
+
+        report = checks.run_checks(self.rt, session, issue, now, fetch_links=False)
+        if not checks.blockers(report):
+            return False
+        checks.override(session, issue, report, actor, now, "overridden at review or send")
+        return True
+
+
 def pre_send_checks(rt: Runtime) -> Checker:
-    """The pre-send checks of service/digests/checks.py, bound to a runtime."""
-    return lambda session, issue: run_checks_hook(rt, session, issue)
+    return PreSendChecks(rt)
 
 
 def checks_module_blockers(rt: Runtime, session: Session, issue: Issue) -> list[str]:
-    """Run service.digests.checks on the issue and return its blockers as one-line messages.
+    """Run service.digests.checks on the issue: its blockers no admin overrode, one line each.
 
     The send path fetches no links (a broken link is only a warning, and a fetch must
-    not hold the transaction open); the worker's link check reports them to the page.
+    not hold the transaction open); the answers a worker stored are used.
     """
-    try:
-        checks = import_module("service.digests.checks")
-    except ModuleNotFoundError:
-        log.warning("the pre-send checks are not installed; issue %s goes unchecked", issue.number)
+    from service.digests import checks
+
+    report = checks.run_checks(rt, session, issue, utcnow(), fetch_links=False)
+    if not report.blocked:
         return []
-    report = checks.run_checks(rt, session, issue, fetch_links=False)
-    return [str(checks.ChecksBlocked([item])) for item in checks.blockers(report)]
+    return [f"{item.fa} | {item.en}" for item in checks.blockers(report)]
 
 
 # The seam through which every check runs; tests put a stand-in report here.

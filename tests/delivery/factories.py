@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from service.digests.models import Issue, IssueStatus
+from service.digests.models import Issue, IssueArticle, IssueStatus
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
 from service.subscribers.models import Status, Subscriber
+from tests.digests.factories import article
 
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
 
@@ -31,6 +32,12 @@ def make_issue(session: Session, number: int = 1, status: IssueStatus = IssueSta
         created_at=NOW,
     )
     session.add(issue)
+    session.flush()
+    # One article, so the pre-send checks see an issue with something in it.
+    lead = article(session, NOW - timedelta(hours=1))
+    session.add(IssueArticle(issue_id=issue.id, article_id=lead.id, position=1, title=lead.title,
+                             summary_html=lead.summary_html, url=lead.url, image_url=None,
+                             section=None, author=None, published_at=lead.published_at))
     session.flush()
     return issue
 

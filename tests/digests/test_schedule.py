@@ -134,3 +134,26 @@ def test_an_automatic_tick_commits_the_ledger_with_its_slot(runtime: Runtime) ->
         assert issue is not None and issue.status is IssueStatus.SENDING
         assert session.scalar(select(func.count()).select_from(Delivery)) == 3
         assert session.scalars(select(ScheduleSlot.outcome)).one() == "sent"
+
+
+def test_an_automatic_send_is_held_when_the_checks_find_a_blocker(runtime: Runtime) -> None:
+    """The checks run on the built issue before an unattended send; a blocker keeps it a draft."""
+    rt = Runtime(settings=runtime.settings.model_copy(update={"digest_auto_send": True}),
+                 engine=runtime.engine, sessions=runtime.sessions, tokens=runtime.tokens)
+    with unit_of_work(rt.sessions) as session:
+        add_subscribers(session, 4)
+
+    def without_subject(session: Session, settings: Settings, now: datetime, *,
+                        slot_at: datetime) -> Built:
+        issue = make_issue(session, 1)
+        issue.subject = ""
+        return Built(issue)
+
+    result = run_tick(rt, FRIDAY_0800_TEHRAN + timedelta(seconds=20), without_subject)
+    with rt.sessions() as session:
+        issue = session.get(Issue, result.issue_id)
+        assert issue is not None and issue.status is IssueStatus.DRAFT
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+        slot = session.scalars(select(ScheduleSlot)).one()
+        assert slot.outcome == "blocked"
+        assert slot.reason and "موضوع نامه خالی است" in slot.reason and "the subject is empty" in slot.reason

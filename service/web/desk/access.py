@@ -74,6 +74,9 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/desk/issues/{number}/preview"): P.ISSUES_PREPARE,
     ("GET", "/desk/issues/{number}/preview/email"): P.ISSUES_PREPARE,
     ("POST", "/desk/issues/{number}/test-send"): P.ISSUES_PREPARE,
+    ("GET", "/desk/issues/{number}/checks"): SIGNED_IN,
+    ("POST", "/desk/issues/{number}/checks/run"): P.ISSUES_PREPARE,
+    ("POST", "/desk/issues/{number}/checks/override"): P.STAFF_MANAGE,
 }
 # Pages an admin without TOTP may still open while CHAPAR_STAFF_REQUIRE_TOTP is on.
 TOTP_SETUP = frozenset({("GET", "/desk/account/totp"), ("POST", "/desk/account/totp"),

@@ -67,6 +67,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/issues/{number}/preview"): PREPARERS,
     ("GET", "/desk/issues/{number}/preview/email"): PREPARERS,
     ("POST", "/desk/issues/{number}/test-send"): PREPARERS,
+    ("GET", "/desk/issues/{number}/checks"): EVERYONE,
+    ("POST", "/desk/issues/{number}/checks/run"): {"admin", "chief-editor", "editor"},
+    ("POST", "/desk/issues/{number}/checks/override"): STAFF_MANAGERS,
 }
 
 
