@@ -262,6 +262,8 @@ def register_area_commands() -> None:
     import service.delivery.commands  # noqa: F401 - adds send/pause/resume/cancel/retry-failed to `digest`
     from service.ops.status import status
     main.add_command(status)
+    from service.ops.commands import ops
+    main.add_command(ops)
     from service.staff.commands import staff
     main.add_command(staff)
 

@@ -116,9 +116,12 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
 
 def run_tick(rt: Runtime, now: datetime, build: Builder | None = None) -> TickResult:
     """The `chapar.schedule_tick` task: tick (and fan out, if automatic), commit, then ring."""
+    from service.ops import marks
+
     refusal = auto_send_refusal(rt, now)
     with unit_of_work(rt.sessions) as session:
         result = tick(session, rt.settings, now, build, refusal)
+        marks.record(session, marks.BEAT_TICK, now)
     if result.rows and result.issue_id is not None:
         from service.delivery.control import ring_fanned_out
 
