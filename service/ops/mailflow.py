@@ -133,10 +133,10 @@ def issue_rates(session: Session, limit: int = 5) -> list[IssueRates]:
     if not issues:
         return []
     ids = [i for i, _ in issues]
-    sent = dict(session.execute(
+    sent = {i: int(n) for i, n in session.execute(
         select(Delivery.issue_id, func.count()).where(Delivery.issue_id.in_(ids),
                                                       Delivery.status == DeliveryStatus.SENT)
-        .group_by(Delivery.issue_id)).tuples())
+        .group_by(Delivery.issue_id))}
     reports: dict[tuple[int, str], int] = {}
     for issue_id, kind, n in session.execute(
             select(Delivery.issue_id, Bounce.kind, func.count(func.distinct(Bounce.delivery_id)))

@@ -50,6 +50,12 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/staff/{account_id}/disable"): P.STAFF_MANAGE,
     ("POST", "/desk/staff/{account_id}/enable"): P.STAFF_MANAGE,
     ("GET", "/desk/audit"): P.STAFF_MANAGE,
+    ("GET", "/desk/ops"): P.OPS_VIEW,
+    ("GET", "/desk/ops/live"): P.OPS_VIEW,
+    ("POST", "/desk/ops/issues/{number}/{action}"): P.OPS_ACT,
+    ("POST", "/desk/ops/domains/pause"): P.OPS_ACT,
+    ("POST", "/desk/ops/domains/{domain}/resume"): P.OPS_ACT,
+    ("POST", "/desk/ops/workers/{name}/drain"): P.OPS_ACT,
 }
 # Pages an admin without TOTP may still open while CHAPAR_STAFF_REQUIRE_TOTP is on.
 TOTP_SETUP = frozenset({("GET", "/desk/account/totp"), ("POST", "/desk/account/totp"),

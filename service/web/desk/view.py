@@ -26,6 +26,7 @@ TEMPLATES.env.globals["ROLE_LABELS"] = ROLE_LABELS
 # The desk's areas, in menu order: (path, label, permission or None for every signed-in person).
 AREAS: list[tuple[str, str, Permission | None]] = [
     ("/desk/", "خانه", None),
+    ("/desk/ops", "کنسول عملیات", Permission.OPS_VIEW),
     ("/desk/staff", "کارکنان", Permission.STAFF_MANAGE),
     ("/desk/audit", "گزارش رویدادها", Permission.STAFF_MANAGE),
     ("/desk/api", "مستندات API", None),

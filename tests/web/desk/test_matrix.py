@@ -19,6 +19,7 @@ from tests.web.desk.support import csrf_from, desk_client, desk_routes, sign_in
 
 EVERYONE = set(ROLES)
 STAFF_MANAGERS = {"admin"}
+OPS = {"admin", "ops"}
 EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/login"): None,
     ("POST", "/desk/login"): None,
@@ -36,6 +37,12 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/staff/{account_id}/disable"): STAFF_MANAGERS,
     ("POST", "/desk/staff/{account_id}/enable"): STAFF_MANAGERS,
     ("GET", "/desk/audit"): STAFF_MANAGERS,
+    ("GET", "/desk/ops"): OPS,
+    ("GET", "/desk/ops/live"): OPS,
+    ("POST", "/desk/ops/issues/{number}/{action}"): OPS,
+    ("POST", "/desk/ops/domains/pause"): OPS,
+    ("POST", "/desk/ops/domains/{domain}/resume"): OPS,
+    ("POST", "/desk/ops/workers/{name}/drain"): OPS,
 }
 
 
@@ -52,7 +59,9 @@ def test_role_by_route_matrix(runtime: Runtime, role: str) -> None:
         invited = staff_account(db, "invited@example.com", "viewer")
         invited.password_hash = None
         db.flush()
-        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited)}
+        fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
+                "{number}": "999", "{action}": "pause", "{domain}": "example.org",
+                "{name}": "nobody@nowhere"}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303
