@@ -20,7 +20,7 @@ from service.ops import incidents, marks
 from service.ops.conditions import Condition
 from service.ops.status import snapshot
 from service.ops.workers import record_losses
-from service.persian import jalali_datetime
+from service.persian import jalali_datetime, single_line
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,14 @@ def watch_once(rt: Runtime, now: datetime) -> list[Condition]:
     addresses = rt.settings.ops_addresses
     if not due or not addresses:
         return due
-    email = rt.email_templates.render("ops-alert", {
+    context: dict[str, object] = {
         "conditions": due, "list_name": rt.settings.list_name,
         "read_at": jalali_datetime(now, rt.settings.tz), "console_url": rt.url("/desk/ops"),
-    })
+    }
+    # The HTML's <title> is the subject: render it first, as every email does.
+    context["subject"] = single_line(
+        rt.email_templates.env.get_template("ops-alert/subject.txt").render(context))
+    email = rt.email_templates.render("ops-alert", context)
     delivered = False
     for address in addresses:
         try:
