@@ -263,6 +263,7 @@ class DeliveryAgent:
 
         self.tally.flush(session)
         for domain in sorted(self.newly_paused):
+            log.warning("%s answered 421: paused for everybody", domain)
             incidents.record(session, incidents.DOMAIN_PAUSED, self.clock(),
                              f"421: paused for {self.rt.settings.domain_slowdown_seconds:g}s",
                              subject=domain)
@@ -347,7 +348,10 @@ def close_connections() -> None:
 
 def send_batches(rt: Runtime, issue_id: int) -> BatchReport:
     """The `chapar.send_batch` task: send what is due; ring again if time ran out."""
-    report = agent_for(rt).deliver(issue_id)
+    from service.web.logs import log_ids
+
+    with log_ids(issue_id=issue_id):
+        report = agent_for(rt).deliver(issue_id)
     if report.more:
         rt.ring("chapar.send_batch", issue_id)
     return report

@@ -118,6 +118,7 @@ def record_losses(session: Session, found: list[WorkerState], now: datetime) -> 
     fresh = list(session.scalars(select(WorkerSeen.name).where(
         WorkerSeen.name.in_(lost), WorkerSeen.lost_at.is_(None))))
     for name in fresh:
+        log.warning("worker %s lost: no heartbeat and no clean shutdown", name)
         session.execute(update(WorkerSeen).where(WorkerSeen.name == name).values(lost_at=now))
         incidents.record(session, incidents.WORKER_LOST, now, "no heartbeat and no clean shutdown",
                          subject=name)
