@@ -140,11 +140,10 @@ class ChaparCollector(Collector):
                 ("chapar_feed_last_refresh_timestamp_seconds", m.feed, "Last feed refresh."),
                 ("chapar_bounce_poll_last_timestamp_seconds", m.bounce_poll, "Last bounce poll.")):
             yield gauge(metric, text, [], [([], mark.last_at.timestamp())] if mark else [])
-        if m.feed is not None:
-            failing = m.feed.failing_since
-            yield gauge("chapar_feed_failing_since_timestamp_seconds",
-                        "Since when the feed refresh fails (0: it works).", [],
-                        [([], failing.timestamp() if failing else 0.0)])
+        failing = m.feed.failing_since if m.feed else None
+        yield gauge("chapar_feed_failing_since_timestamp_seconds",
+                    "Since when the feed refresh fails (0: it works).", [],
+                    [([], failing.timestamp() if failing else 0.0)] if m.feed else [])
         yield gauge("chapar_complaint_ratio", "Complaints per message sent, latest issues.",
                     ["issue"], (([str(r.number)], r.complaint_rate) for r in snap.rates))
         yield gauge("chapar_bounce_ratio", "Bounces per message sent, latest issues.",

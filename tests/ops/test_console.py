@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from datetime import timedelta
@@ -157,6 +158,11 @@ def test_metrics_need_the_token_or_loopback_and_pass_promtool(
         assert "chapar_beat_last_tick_timestamp_seconds " in body
         assert 'chapar_queue_messages{queue="send"}' in body
         check_metrics(body)
+        exposed = set(re.findall(r"^# TYPE (\w+) ", body, re.MULTILINE)) | \
+            set(re.findall(r"^(chapar_\w+)[{ ]", body, re.MULTILINE))
+        for used in (DEPLOY / "alerts.yml", DEPLOY.parent / "grafana" / "chapar.json"):
+            names = set(re.findall(r"chapar_\w+", used.read_text()))
+            assert names <= exposed, f"{used.name} reads metrics nobody exposes: {names - exposed}"
     finally:
         truncate_all(rt)
         rt.close()
@@ -184,6 +190,19 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should() -> None:
     tests = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=DEPLOY,
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+@needs_promtool
+def test_the_monitoring_profiles_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    assert PROMTOOL is not None
+    (tmp_path / "token").write_text("t")
+    config = (DEPLOY / "prometheus.yml").read_text() \
+        .replace("/etc/prometheus/alerts.yml", str(DEPLOY / "alerts.yml")) \
+        .replace("/tmp/metrics-token", str(tmp_path / "token"))
+    (tmp_path / "prometheus.yml").write_text(config)
+    check = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def check_metrics(body: str) -> None:
