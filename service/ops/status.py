@@ -144,7 +144,9 @@ def explain_wait(progress: IssueProgress, snap: Snapshot, settings: Settings) ->
         progress.waiting.append("هیچ کارگری زنده نیست")
     deferred = snap.failures.deferred if snap.failures else None
     queued = progress.counts["queued"] + progress.counts["sending"]
+    backoff_until = None
     if deferred is not None and deferred.next_at is not None and not queued and not deferred.due_now:
+        backoff_until = deferred.next_at
         progress.waiting.append(f"در انتظار تلاش دوباره تا {deferred.next_at.astimezone(tz):%H:%M}")
     for domain, until in sorted(snap.paused_domains.items())[:3]:
         progress.waiting.append(f"دامنهٔ {domain} تا {until.astimezone(tz):%H:%M} مکث شده")
@@ -153,6 +155,8 @@ def explain_wait(progress: IssueProgress, snap: Snapshot, settings: Settings) ->
     speed = progress.rate or progress.average
     if progress.pending and speed > 0 and not (snap.workers_known and not snap.alive):
         progress.eta_seconds = progress.pending / speed
+        if backoff_until is not None:  # nothing goes before the back-off ends
+            progress.eta_seconds += max(0.0, (backoff_until - snap.read_at).total_seconds())
 
 
 def sending_problem(failure: health.SendingFailure, settings: Settings) -> str:

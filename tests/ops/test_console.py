@@ -84,6 +84,7 @@ def test_the_snapshot_says_where_mail_fails_and_why_the_send_waits(runtime: Runt
     assert snap.failures.deferred is not None and snap.failures.deferred.within_hour == 2
     # Nothing is due: every pending row waits for its back-off, and the ETA says so.
     assert any("در انتظار تلاش دوباره تا" in w for w in snap.issue.waiting)
+    assert snap.issue.eta_seconds is not None and snap.issue.eta_seconds > 25 * 60  # after it
     assert [i.kind for i in snap.incidents] == [incidents.DOMAIN_PAUSED]
     assert "waiting:" in render_text(snap)
 
