@@ -126,7 +126,7 @@ def test_the_console_shows_the_send_and_its_actions_are_confirmed_forms(runtime:
     assert "slow.test" in page.text and "دامنه با ۴۲۱ کند شد" in page.text
     assert '<details class="confirm">' in page.text  # every action asks first
     live = client.get("/desk/ops/live")
-    assert "خوانده‌شده در" in live.text and "<html" not in live.text
+    assert "خوانده‌شده ساعت" in live.text and "<html" not in live.text
     answer = client.post("/desk/ops/issues/3/pause", data={"csrf_token": csrf_from(page)})
     assert answer.status_code == 303 and "done=" in answer.headers["location"]
     assert snapshot(runtime, utcnow()).issue.status == "paused"  # type: ignore[union-attr]
