@@ -129,6 +129,8 @@ def test_the_console_shows_the_send_and_its_actions_are_confirmed_forms(runtime:
     assert "خوانده‌شده ساعت" in live.text and "<html" not in live.text
     answer = client.post("/desk/ops/issues/3/pause", data={"csrf_token": csrf_from(page)})
     assert answer.status_code == 303 and "done=" in answer.headers["location"]
+    assert "ارسال مکث شد" in client.get(answer.headers["location"]).text
+    assert "forged" not in client.get("/desk/ops?done=forged").text  # only signed outcomes show
     assert snapshot(runtime, utcnow()).issue.status == "paused"  # type: ignore[union-attr]
     with runtime.sessions() as db:
         [entry] = db.scalars(select(AuditEntry).where(AuditEntry.action == "ops.pause-send"))

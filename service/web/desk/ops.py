@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
+from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.concurrency import run_in_threadpool
 
 from service.clock import utcnow
@@ -27,6 +29,7 @@ from service.web.desk.access import client_address, current_viewer, guard, runti
 from service.web.desk.view import back_to, desk_page
 
 router = APIRouter(dependencies=[Depends(guard)], include_in_schema=False)
+NOTICE_SALT = "chapar.desk-ops-notice"
 ISSUE_ACTIONS: dict[str, Callable[[Runtime, Actor, int], str]] = {
     "pause": lambda rt, a, n: actions.change_send(rt, a, "pause", n, utcnow()),
     "resume": lambda rt, a, n: actions.change_send(rt, a, "resume", n, utcnow()),
@@ -49,12 +52,27 @@ async def console(request: Request, template: str, **context: Any) -> Response:
                      may_act=viewer.may(Permission.OPS_ACT), tz=rt.settings.tz,
                      resend_uncertain=rt.settings.resend_uncertain,
                      complaint_target=GMAIL_COMPLAINT_TARGET, complaint_limit=GMAIL_COMPLAINT_LIMIT,
-                     issue_actions=ISSUE_ACTIONS, **context)
+                     **context)
+
+
+def notices(request: Request) -> URLSafeSerializer:
+    """The outcome shown after an action travels signed, so a crafted link cannot put words
+    on the console."""
+    return URLSafeSerializer(runtime(request).settings.secret_key, salt=NOTICE_SALT)
+
+
+def shown(request: Request, signed: str) -> str:
+    try:
+        value = notices(request).loads(signed) if signed else ""
+    except BadSignature:
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 @router.get("/desk/ops")
 async def ops_page(request: Request, done: str = "", refused: str = "") -> Response:
-    return await console(request, "ops.html", notice=done, refusal=refused)
+    return await console(request, "ops.html", notice=shown(request, done),
+                         refusal=shown(request, refused))
 
 
 @router.get("/desk/ops/live")
@@ -73,15 +91,19 @@ async def act(request: Request, action: Callable[[Runtime, Actor], str]) -> Resp
     try:
         result = await run_in_threadpool(action, runtime(request), actor(request))
     except actions.ActionRefused as exc:
-        return back_to(f"/desk/ops?refused={exc}")
-    return back_to(f"/desk/ops?done={result}")
+        return outcome(request, "refused", str(exc))
+    return outcome(request, "done", result)
+
+
+def outcome(request: Request, kind: str, text: str) -> Response:
+    return back_to("/desk/ops?" + urlencode({kind: notices(request).dumps(text)}))
 
 
 @router.post("/desk/ops/issues/{number}/{action}")
 async def issue_action(request: Request, number: int, action: str) -> Response:
     chosen = ISSUE_ACTIONS.get(action)
     if chosen is None:
-        return back_to("/desk/ops?refused=کار ناشناخته")
+        return outcome(request, "refused", "کار ناشناخته")
     return await act(request, lambda rt, a: chosen(rt, a, number))
 
 
