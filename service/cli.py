@@ -39,9 +39,19 @@ class ChaparGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """Chapar: newsletter delivery for right-to-left news sites."""
-    from service.web.logs import LOG_FORMAT
+    from service.web.logs import configure_root
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    configure_root(logging.DEBUG if verbose else logging.INFO, log_format())
+
+
+def log_format() -> str:
+    """CHAPAR_LOG_FORMAT; text when the settings are refused (the command then says why)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings().log_format
+    except ValidationError:
+        return "text"
 
 
 @main.group()
@@ -81,7 +91,7 @@ def serve(host: str, port: int, workers: int) -> None:
     # Forwarded headers are the app's to judge (CHAPAR_TRUSTED_PROXIES), not uvicorn's.
     uvicorn.run("service.web.asgi:app", host=host, port=port, workers=workers,
                 proxy_headers=False, log_level="info",
-                log_config=log_config(logging.getLogger().level))
+                log_config=log_config(logging.getLogger().level, log_format()))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -282,6 +292,8 @@ def register_area_commands() -> None:
     main.add_command(schedule_group)
     from service.ops.status import status
     main.add_command(status)
+    from service.ops.commands import ops
+    main.add_command(ops)
     from service.staff.commands import staff
     main.add_command(staff)
 

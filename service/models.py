@@ -5,11 +5,13 @@ from service.db import Base
 from service.delivery.models import Bounce, Delivery, SendingHealth
 from service.digests.models import ChecksOverride, Issue, IssueArticle, LinkCheck, ScheduleSlot
 from service.instance_keys import InstanceKey
+from service.ops.models import Counter, Incident, Mark, WorkerSeen
 from service.staff.models import AuditEntry, StaffAccount, StaffSession
 from service.subscribers.models import ConsentRecord, Subscriber, SubscriberEvent, Suppression
 
 __all__ = [
-    "Article", "AuditEntry", "Base", "Bounce", "ChecksOverride", "ConsentRecord", "Delivery", "Feed",
-    "InstanceKey", "Issue", "IssueArticle", "LinkCheck", "ScheduleSlot", "SendingHealth",
-    "StaffAccount", "StaffSession", "Subscriber", "SubscriberEvent", "Suppression",
+    "Article", "AuditEntry", "Base", "Bounce", "ChecksOverride", "ConsentRecord", "Counter", "Delivery",
+    "Feed", "Incident", "InstanceKey", "Issue", "IssueArticle", "LinkCheck", "Mark", "ScheduleSlot",
+    "SendingHealth", "StaffAccount", "StaffSession", "Subscriber", "SubscriberEvent", "Suppression",
+    "WorkerSeen",
 ]

@@ -171,6 +171,16 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 60.0  # first back-off after a 4xx; doubles per attempt, max 1 h
     domain_slowdown_seconds: float = 60.0  # a 421 pauses its receiving domain this long
     resend_uncertain: bool = True  # at-least-once: resend rows whose outcome is unknown
+    # Ops: alert emails (comma-separated; empty: none), the incident log's retention, workers'
+    # heartbeats, when a send with due rows and no progress counts as stalled, /metrics access
+    # (empty: loopback only) and the log format (text, or json: one object per line).
+    ops_emails: str = ""
+    ops_incident_retention_days: float = Field(default=90.0, gt=0)
+    ops_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    ops_worker_lost_seconds: float = Field(default=45.0, gt=0)
+    ops_stall_minutes: float = Field(default=10.0, gt=0)
+    metrics_token: str = ""
+    log_format: Literal["text", "json"] = "text"
 
     # Staff desk: server-side sessions end after this long unused, or this long after login,
     # whichever comes first. Logins are throttled per submitted address and per client, and
@@ -238,6 +248,10 @@ class Settings(BaseSettings):
                 value = "true" if value else "false"
             env[f"CHAPAR_{name.upper()}"] = str(value)
         return env
+
+    @property
+    def ops_addresses(self) -> list[str]:
+        return [a.strip() for a in self.ops_emails.split(",") if a.strip()]
 
     @property
     def effective_database_url(self) -> str:

@@ -6,7 +6,13 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    beat_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from service.settings import Settings
 
@@ -105,6 +111,38 @@ def _fresh_runtime_after_fork(**_: Any) -> None:
     from worker import tasks
 
     tasks.reset_runtime()
+
+
+_heartbeat: Any = None
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    # The main process says it is alive every few seconds; the ops console calls a
+    # worker whose heartbeat stopped without a clean shutdown lost.
+    global _heartbeat
+    from service.ops.workers import Heartbeat
+    from service.runtime import Runtime
+
+    controller = getattr(sender, "controller", None)
+    pool = int(getattr(controller, "concurrency", 0) or 1)
+    name = str(getattr(sender, "hostname", "") or "worker")
+    _heartbeat = Heartbeat(Runtime.from_settings(sender.app.chapar_settings), name, pool).start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
+
+
+@beat_init.connect
+def _start_ops_watch(sender: Any = None, **_: Any) -> None:
+    # In beat, not in a task: the alert that no worker is alive must not need a worker.
+    from service.ops.alerts import Watcher
+    from service.runtime import Runtime
+
+    Watcher(Runtime.from_settings(sender.app.chapar_settings)).start()
 
 
 @worker_process_shutdown.connect

@@ -80,7 +80,17 @@ def refresh_configured_feed(rt: Runtime, now: datetime) -> IngestReport | None:
     """The beat's job: refresh CHAPAR_FEED_URL if one is set."""
     if not rt.settings.feed_url:
         return None
-    return refresh_feed(rt, rt.settings.feed_url, now, feed_policy(rt.settings))
+    from service.ops import marks
+
+    try:
+        report = refresh_feed(rt, rt.settings.feed_url, now, feed_policy(rt.settings))
+    except Exception as exc:  # the ops console and the feed alert read the mark
+        with unit_of_work(rt.sessions) as session:
+            marks.record(session, marks.FEED_REFRESH, now, str(exc) or type(exc).__name__)
+        raise
+    with unit_of_work(rt.sessions) as session:
+        marks.record(session, marks.FEED_REFRESH, now)
+    return report
 
 
 def load_feed_file(session: Session, path: Path, now: datetime, max_bytes: int) -> IngestReport:

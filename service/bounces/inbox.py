@@ -37,4 +37,14 @@ def poll_bounce_mailbox(rt: Runtime, clock: Callable[[], datetime]) -> PollResul
         with rt.sessions.begin() as session:
             take_report(session, raw, signer, clock(), policy, source)
 
-    return poll(mailbox, take_one)
+    from service.ops import marks
+
+    try:
+        result = poll(mailbox, take_one)
+    except Exception as exc:  # the ops console shows the last poll and its error
+        with rt.sessions.begin() as session:
+            marks.record(session, marks.BOUNCE_POLL, clock(), str(exc) or type(exc).__name__)
+        raise
+    with rt.sessions.begin() as session:
+        marks.record(session, marks.BOUNCE_POLL, clock())
+    return result

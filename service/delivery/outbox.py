@@ -93,7 +93,8 @@ def send_email(rt: Runtime, email: RenderedEmail, to: str, *, kind: str, now: da
     elif result.kind == "sent":
         with unit_of_work(rt.sessions) as session:
             health.record_success(session)
-    log.info("%s email (%s): %s %s", kind, bounce_ref, result.kind, result.code)
+    ids = {f"{bounce_ref.kind}_id": bounce_ref.id} if bounce_ref is not None else {}
+    log.info("%s email (%s): %s %s", kind, bounce_ref, result.kind, result.code, extra=ids)
     return result
 
 

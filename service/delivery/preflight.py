@@ -64,6 +64,9 @@ def check_before_send(rt: Runtime, now: datetime) -> None:
     try:
         check_sending(rt.settings)
     except SendRefused as exc:
+        from service.ops import incidents
+
         with unit_of_work(rt.sessions) as session:
             health.record_failure(session, exc.reason, now)
+            incidents.record(session, incidents.SEND_BLOCKED, now, exc.reason, subject=exc.step)
         raise

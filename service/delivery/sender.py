@@ -113,6 +113,10 @@ class DeliveryAgent:
         self.dkim: DkimSigner | None = None
         self.dkim_loaded = False
         self.connect_error = ""
+        from service.ops.metrics import SendTally
+
+        self.tally = SendTally()  # added to the metrics counters with the outcomes it counts
+        self.newly_paused: set[str] = set()  # domains that answered 421, for the incident log
 
     def load_dkim(self) -> bool:
         """Load the DKIM key once; False (and the failure recorded) when it cannot be used."""
@@ -231,7 +235,9 @@ class DeliveryAgent:
                 self._release(rest, worker)
                 return False
             mine = [(r, e) for r, e in zip(chunk, envelopes, strict=True) if r.delivery_id in ours]
+            began = time.monotonic()
             results = self.connection.send_many([e for _, e in mine])
+            self.tally.observe(results, time.monotonic() - began)
             refused = next((r for r in results if r.stage == "mail" and r.kind != "sent"), None)
             if refused is not None:  # the relay refuses our sender: nobody gets mail
                 with unit_of_work(self.rt.sessions) as session:
@@ -249,10 +255,24 @@ class DeliveryAgent:
                                    s.resend_uncertain)
             if any(o.status is DeliveryStatus.SENT for o in outcomes):
                 health.record_success(session)
+        self._record_ops(session)
+
+    def _record_ops(self, session: Session) -> None:
+        """The metrics counters and the incident log, in the transaction of the outcomes."""
+        from service.ops import incidents
+
+        self.tally.flush(session)
+        for domain in sorted(self.newly_paused):
+            log.warning("%s answered 421: paused for everybody", domain)
+            incidents.record(session, incidents.DOMAIN_PAUSED, self.clock(),
+                             f"421: paused for {self.rt.settings.domain_slowdown_seconds:g}s",
+                             subject=domain)
+        self.newly_paused.clear()
 
     def _outcome(self, recipient: Recipient, result: Result) -> Outcome:
         if result.slows_domain:
             self.throttle.pause_domain(recipient.domain)
+            self.newly_paused.add(recipient.domain)
         return Outcome(recipient.delivery_id, DeliveryStatus(result.kind), result.code,
                        result.text, suppress=result.mailbox_gone)
 
@@ -290,9 +310,13 @@ class DeliveryAgent:
     def _defer_all(self, chunk: Sequence[Recipient], worker: str, lease: timedelta,
                    reason: str) -> None:
         """The server refused the connection: nothing was sent; retry these with back-off."""
+        from service.ops import incidents
+
         detail = self.connect_error or reason
         with unit_of_work(self.rt.sessions) as session:
             health.record_failure(session, detail, self.clock())
+            incidents.record(session, incidents.CONNECTION_FAILED, self.clock(), detail,
+                             subject=self.rt.settings.smtp.host)
             ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
                                        self.clock(), lease)
             outcomes = [Outcome(i, DeliveryStatus.DEFERRED, None, detail) for i in sorted(ours)]
@@ -324,7 +348,10 @@ def close_connections() -> None:
 
 def send_batches(rt: Runtime, issue_id: int) -> BatchReport:
     """The `chapar.send_batch` task: send what is due; ring again if time ran out."""
-    report = agent_for(rt).deliver(issue_id)
+    from service.web.logs import log_ids
+
+    with log_ids(issue_id=issue_id):
+        report = agent_for(rt).deliver(issue_id)
     if report.more:
         rt.ring("chapar.send_batch", issue_id)
     return report

@@ -56,8 +56,17 @@ def sweep_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Swe
 
 def sweep(rt: Runtime, now: datetime) -> SweepReport:
     """The `chapar.sweep_deliveries` task: sweep, commit, then ring."""
+    from service.ops import incidents, marks
+
     with unit_of_work(rt.sessions) as session:
         report = sweep_ledger(session, now, rt.settings.resend_uncertain)
+        if report.uncertain:
+            incidents.record(session, incidents.LEASES_SWEPT, now,
+                             f"{report.uncertain} rows left sending by a stopped worker")
+        if report.failed:
+            incidents.record(session, incidents.GAVE_UP, now,
+                             f"{report.failed} deferred rows past their give-up time failed")
+        marks.record(session, marks.SWEEPER, now)
     for issue_id in report.rung:
         for _ in range(RINGS_PER_ISSUE):
             rt.ring("chapar.send_batch", issue_id)

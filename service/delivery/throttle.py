@@ -117,6 +117,36 @@ class Throttle:
                     paused[domain] = max(paused.get(domain, 0.0), float(value))
         return paused
 
+    def paused_domains(self) -> dict[str, float]:
+        """Every domain paused now (shared pauses only), with the epoch second its pause ends."""
+        client = self._client()
+        if client is None:
+            return {}
+        now = time.time()
+        found: dict[str, float] = {}
+        try:
+            for key in client.scan_iter(match=PAUSE_KEY + "*", count=500):
+                value = client.get(key)
+                if value is not None and float(value) > now:
+                    name = key.decode() if isinstance(key, bytes) else str(key)
+                    found[name.removeprefix(PAUSE_KEY)] = float(value)
+        except Exception as exc:
+            log.warning("could not read domain pauses: %s", exc)
+        return found
+
+    def pause_domain_until(self, domain: str, until: float) -> None:
+        """Pause a domain for everybody until `until` (epoch seconds): ops' hand brake."""
+        client = self._client()
+        if client is None:
+            raise RuntimeError("pausing a domain needs Redis (CHAPAR_REDIS_URL)")
+        client.set(PAUSE_KEY + domain, str(until), px=max(1, int((until - time.time()) * 1000)))
+
+    def resume_domain(self, domain: str) -> None:
+        self._local_pauses.pop(domain, None)
+        client = self._client()
+        if client is not None:
+            client.delete(PAUSE_KEY + domain)
+
     def _client(self) -> Redis | None:
         if self.redis_url is None:
             return None

@@ -238,10 +238,13 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
 def run_tick(rt: Runtime, now: datetime, build: Builder | None = None,
              checks: Checker | None = None) -> TickResult:
     """The `chapar.schedule_tick` task: tick, commit, then ring the workers and tell the editors."""
+    from service.ops import marks
+
     refusal = auto_send_refusal(rt, now)
     with unit_of_work(rt.sessions) as session:
         result = tick(session, rt.settings, now, build, refusal,
                       checks=checks or review.pre_send_checks(rt))
+        marks.record(session, marks.BEAT_TICK, now)
     if result.started:
         from service.delivery.control import ring_fanned_out
 

@@ -44,16 +44,3 @@ def filesystem_depths(folder: Path) -> dict[str, int | None]:
         depths[queue] = (depths.get(queue) or 0) + 1
     return depths
 
-
-def workers_alive(celery: Celery, timeout: float = 1.0) -> list[str] | None:
-    """Names of the workers that answered a ping (None when the broker is unreachable).
-
-    The filesystem transport has no broadcast, so there is no way to ask there.
-    """
-    if celery.conf.broker_url and str(celery.conf.broker_url).startswith("filesystem://"):
-        return None
-    try:
-        replies = celery.control.ping(timeout=timeout) or []
-    except Exception:
-        return None
-    return sorted(name for reply in replies for name in reply)

@@ -10,11 +10,18 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from service.tokens import Purpose
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# CHAPAR_LOG_FORMAT=json: one JSON object per line, with the ids bound by `log_ids`.
+JSON_FORMATTER = "pythonjsonlogger.json.JsonFormatter"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_ids: ContextVar[dict[str, int] | None] = ContextVar("chapar_log_ids", default=None)
 REDACTED = "[token]"
 # Every signed link is /<purpose>/<token>[/...]; the token is one path segment.
 PURPOSES = "|".join(re.escape(purpose.value) for purpose in Purpose)
@@ -48,16 +55,58 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def log_config(level: int = logging.INFO) -> dict[str, Any]:
+@contextmanager
+def log_ids(**ids: int) -> Iterator[None]:
+    """Every line logged inside carries these ids (issue_id, delivery_id) as JSON fields."""
+    token = _ids.set({**(_ids.get() or {}), **ids})
+    try:
+        yield
+    finally:
+        _ids.reset(token)
+
+
+class ContextIds(logging.Filter):
+    """Copy the ids bound by `log_ids` onto each record (a record's own extra= wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_ids.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def json_formatter() -> logging.Formatter:
+    from pythonjsonlogger.json import JsonFormatter
+
+    return JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level",
+                                                     "name": "logger"})
+
+
+def configure_root(level: int, log_format: str) -> None:
+    """The command-line processes' logging (worker, beat, commands): text or JSON lines."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
+    handler.addFilter(ContextIds())
+    handler.addFilter(RedactTokens())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def log_config(level: int = logging.INFO, log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging configuration, plus Chapar's lines, every handler redacting tokens."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"redact_tokens": {"()": f"{__name__}.RedactTokens"}}
+    config["filters"] = {"redact_tokens": {"()": f"{__name__}.RedactTokens"},
+                         "context_ids": {"()": f"{__name__}.ContextIds"}}
     config["formatters"]["chapar"] = {"format": LOG_FORMAT}
+    if log_format == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": JSON_FORMATTER, "fmt": JSON_FIELDS,
+                                          "rename_fields": {"asctime": "time", "levelname": "level",
+                                                            "name": "logger"}}
     config["handlers"]["chapar"] = {"class": "logging.StreamHandler", "formatter": "chapar",
                                     "stream": "ext://sys.stderr"}
     for handler in config["handlers"].values():
-        handler["filters"] = ["redact_tokens"]
+        handler["filters"] = ["redact_tokens", "context_ids"]
     config["root"] = {"handlers": ["chapar"], "level": logging.getLevelName(level)}
     return config

@@ -55,12 +55,14 @@ def test_status_on_redis_sees_queue_depth_and_live_workers(
     rt.celery.control.purge()
     rt.ring("chapar.send_batch", 999)
     assert snapshot(rt, utcnow()).queues["send"] == 1
-    assert snapshot(rt, utcnow()).workers == []
+    assert snapshot(rt, utcnow()).alive == []
     worker = start_worker(rt.settings, concurrency=1, name="status")
     try:
         snap = snapshot(rt, utcnow())
-        assert snap.workers is not None and len(snap.workers) == 1
-        assert snap.workers[0].startswith("status-")
+        assert len(snap.alive) == 1
+        assert snap.alive[0].startswith("status-")
+        [seen] = snap.workers
+        assert seen.host and seen.pool == 1 and seen.last_seen_at is not None  # its heartbeat
         assert "workers alive: 1" in render_text(snap)
     finally:
         worker.stop()

@@ -77,6 +77,12 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/desk/issues/{number}/checks"): SIGNED_IN,
     ("POST", "/desk/issues/{number}/checks/run"): P.ISSUES_PREPARE,
     ("POST", "/desk/issues/{number}/checks/override"): P.STAFF_MANAGE,
+    ("GET", "/desk/ops"): P.OPS_VIEW,
+    ("GET", "/desk/ops/live"): P.OPS_VIEW,
+    ("POST", "/desk/ops/issues/{number}/{action}"): P.OPS_ACT,
+    ("POST", "/desk/ops/domains/pause"): P.OPS_ACT,
+    ("POST", "/desk/ops/domains/{domain}/resume"): P.OPS_ACT,
+    ("POST", "/desk/ops/workers/{name}/drain"): P.OPS_ACT,
 }
 # Pages an admin without TOTP may still open while CHAPAR_STAFF_REQUIRE_TOTP is on.
 TOTP_SETUP = frozenset({("GET", "/desk/account/totp"), ("POST", "/desk/account/totp"),

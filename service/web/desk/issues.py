@@ -81,8 +81,12 @@ def review_panel(request: Request, number: int, done: str = "") -> Response:
     try:
         return panel(request, number, notice=DONE.get(done, ""))
     except review.ReviewError as exc:
-        return desk_page(request, "error.html", current_viewer(request), status_code=404,
-                         heading="شماره پیدا نشد", message=exc.persian)
+        return no_such_issue(request, exc)
+
+
+def no_such_issue(request: Request, exc: review.ReviewError) -> Response:
+    return desk_page(request, "error.html", current_viewer(request), status_code=404,
+                     heading="شماره پیدا نشد", message=exc.persian)
 
 
 def act(request: Request, number: int, name: str,
@@ -99,7 +103,10 @@ def act(request: Request, number: int, name: str,
 
 def refused(request: Request, number: int, exc: review.ReviewError | NotPermitted) -> Response:
     reason = exc.persian if isinstance(exc, review.ReviewError) else str(exc).partition(" | ")[0]
-    return panel(request, number, error=reason, status_code=409)
+    try:
+        return panel(request, number, error=reason, status_code=409)
+    except review.ReviewError as missing:  # the issue itself does not exist
+        return no_such_issue(request, missing)
 
 
 def done(request: Request, number: int, name: str) -> Response:

@@ -118,3 +118,12 @@ def test_the_schedule_page_moves_the_slot_and_skips_a_week(people: Runtime) -> N
     with people.sessions() as session:
         assert session.scalars(select(ScheduleSlot.outcome)).one() == "skipped"
     assert "رد شده" in editor.get("/desk/schedule").text
+
+
+def test_a_move_on_an_issue_that_does_not_exist_is_not_found(people: Runtime) -> None:
+    admin = desk_client(people)
+    sign_in(admin, "admin@example.com")
+    token = csrf_from(admin.get("/desk/issues/3/review"))
+    for move in ("request", "approve", "send-back", "schedule"):
+        missing = admin.post(f"/desk/issues/999/review/{move}", data={"csrf_token": token})
+        assert missing.status_code == 404 and "شماره پیدا نشد" in missing.text, move

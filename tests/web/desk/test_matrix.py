@@ -27,6 +27,7 @@ STAFF_MANAGERS = {"admin"}
 PREPARERS = {"admin", "chief-editor", "editor"}
 APPROVERS = {"admin", "chief-editor"}
 SENDERS = {"admin", "chief-editor"}
+OPS = {"admin", "ops"}
 EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/login"): None,
     ("POST", "/desk/login"): None,
@@ -70,6 +71,12 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/issues/{number}/checks"): EVERYONE,
     ("POST", "/desk/issues/{number}/checks/run"): {"admin", "chief-editor", "editor"},
     ("POST", "/desk/issues/{number}/checks/override"): STAFF_MANAGERS,
+    ("GET", "/desk/ops"): OPS,
+    ("GET", "/desk/ops/live"): OPS,
+    ("POST", "/desk/ops/issues/{number}/{action}"): OPS,
+    ("POST", "/desk/ops/domains/pause"): OPS,
+    ("POST", "/desk/ops/domains/{domain}/resume"): OPS,
+    ("POST", "/desk/ops/workers/{name}/drain"): OPS,
 }
 
 
@@ -91,7 +98,8 @@ def test_role_by_route_matrix(runtime: Runtime, role: str, monkeypatch: pytest.M
         issue = build_issue(db, runtime.settings, utcnow()).issue
         assert issue is not None
         fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
-                "{number}": str(issue.number), "{item_id}": str(issue.articles[0].id)}
+                "{number}": str(issue.number), "{item_id}": str(issue.articles[0].id),
+                "{action}": "pause", "{domain}": "example.org", "{name}": "nobody@nowhere"}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303

@@ -1,0 +1,94 @@
+"""Tell ops by email when something needs a human, at most once per condition per hour.
+
+The watcher runs inside beat (a thread, so it still runs when every worker is gone)
+and as `chapar ops watch`: it records newly lost workers in the incident log, emails
+CHAPAR_OPS_EMAILS about the conditions in force through the one send path
+(outbox.send_email), and prunes the incident log. "Once an hour" is kept as a mark
+per condition in the database, so several beats or a restart do not repeat it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from service.clock import utcnow
+from service.db import unit_of_work
+from service.delivery.outbox import NotSent, send_email
+from service.ops import incidents, marks
+from service.ops.conditions import Condition
+from service.ops.status import snapshot
+from service.ops.workers import record_losses
+from service.persian import jalali_datetime, single_line
+from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+REPEAT_AFTER = timedelta(hours=1)
+
+
+def due_alerts(rt: Runtime, found: list[Condition], now: datetime) -> list[Condition]:
+    """The conditions not emailed within the last hour."""
+    with rt.sessions() as session:
+        sent = marks.read(session)
+    return [c for c in found
+            if (mark := sent.get(f"alert:{c.key}")) is None or now - mark.last_at >= REPEAT_AFTER]
+
+
+def watch_once(rt: Runtime, now: datetime) -> list[Condition]:
+    """One pass: losses to the incident log, due alerts emailed, old incidents pruned."""
+    snap = snapshot(rt, now)
+    with unit_of_work(rt.sessions) as session:
+        record_losses(session, snap.workers, now)
+        incidents.prune(session, now, rt.settings.ops_incident_retention_days)
+    due = due_alerts(rt, snap.conditions, now)
+    addresses = rt.settings.ops_addresses
+    if not due or not addresses:
+        return due
+    context: dict[str, object] = {
+        "conditions": due, "list_name": rt.settings.list_name,
+        "read_at": jalali_datetime(now, rt.settings.tz), "console_url": rt.url("/desk/ops"),
+    }
+    # The HTML's <title> is the subject: render it first, as every email does.
+    context["subject"] = single_line(
+        rt.email_templates.env.get_template("ops-alert/subject.txt").render(context))
+    email = rt.email_templates.render("ops-alert", context)
+    delivered = False
+    for address in addresses:
+        try:
+            result = send_email(rt, email, address, kind="alert", now=now)
+        except NotSent as exc:
+            log.warning("ops alert to %s not sent: %s", address, exc)
+            continue
+        delivered = delivered or result.kind == "sent"
+    if delivered:
+        with unit_of_work(rt.sessions) as session:
+            for condition in due:
+                marks.record(session, f"alert:{condition.key}", now)
+                incidents.record(session, incidents.ALERT_SENT, now, condition.text,
+                                 subject=condition.key)
+    return due
+
+
+class Watcher:
+    """watch_once every beat tick, in a daemon thread of the beat process."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chapar-ops-watch", daemon=True)
+
+    def start(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.rt.settings.beat_tick_seconds):
+            try:
+                watch_once(self.rt, utcnow())
+            except Exception:  # a database or broker outage must not end the watching
+                log.exception("ops watch failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+
