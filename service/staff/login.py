@@ -7,47 +7,34 @@ still costs one argon2 verification, so neither the words nor the time tell whic
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
-from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.rate_limits import RateLimiter
 from service.settings import Settings
 from service.staff import accounts, audit, sessions, totp
 from service.staff.audit import Actor
 from service.staff.models import StaffAccount, StaffSession
 from service.staff.passwords import HASHER, needs_rehash, verify_password
 
-log = logging.getLogger(__name__)
-
 
 class LoginThrottle:
     """Login attempts per submitted address and per client (Redis, or per process)."""
 
     def __init__(self, settings: Settings) -> None:
-        redis_url = settings.effective_redis_url
-        self._limiter = MovingWindowRateLimiter(storage_from_string(redis_url or "memory://"))
-        self._per_account = parse_many(settings.staff_login_rate_per_account)
-        self._per_client = parse_many(settings.staff_login_rate_per_client)
-
-    def _hit(self, limits: list[RateLimitItem], namespace: str, key: str) -> bool:
-        try:
-            return all([self._limiter.hit(limit, namespace, key) for limit in limits])
-        except RedisError:
-            # The lock-out in the database still stops guessing when Redis is away.
-            log.warning("login throttle store unreachable; letting an attempt through")
-            return True
+        # While Redis is away the lock-out in the database still stops guessing.
+        self._limiter = RateLimiter(settings)
+        self._per_account = RateLimiter.rules(settings.staff_login_rate_per_account)
+        self._per_client = RateLimiter.rules(settings.staff_login_rate_per_client)
 
     def allow(self, email: str, client: str) -> bool:
         """Count one attempt; False if the address or the client has tried too often."""
-        by_client = self._hit(self._per_client, "chapar-staff-login-client", client)
-        by_account = self._hit(self._per_account, "chapar-staff-login-account", email.strip().lower())
+        by_client = self._limiter.hit(self._per_client, "chapar-staff-login-client", client)
+        by_account = self._limiter.hit(self._per_account, "chapar-staff-login-account",
+                                       email.strip().lower())
         return by_client and by_account
 
 
