@@ -21,13 +21,16 @@ def queue_depths(settings: Settings, celery: Celery) -> dict[str, int | None]:
     depths: dict[str, int | None] = {}
     try:
         with celery.connection_for_read() as connection:
-            channel = connection.default_channel
+            connection.ensure_connection(max_retries=1)
             for queue in QUEUES:
-                try:
-                    declared = channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
-                    depths[queue] = int(declared.message_count)
-                except Exception:
-                    depths[queue] = 0  # a queue nobody declared yet holds nothing
+                # A channel per queue: RabbitMQ closes the channel on a passive declare of a
+                # queue that does not exist, which would blank every queue read after it.
+                with connection.channel() as channel:
+                    try:
+                        declared = channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
+                        depths[queue] = int(declared.message_count)
+                    except Exception:
+                        depths[queue] = 0  # a queue nobody declared yet holds nothing
     except Exception:
         return dict.fromkeys(QUEUES)
     return depths
