@@ -57,7 +57,7 @@ def trend(figures: list[IssueResults]) -> Trend:
             height = round(CHART_HEIGHT * rate / top, 1)
             bars.append(Bar(left + 9 * j, CHART_HEIGHT - height, height, css,
                             f"{f.issue_number}: {label} {rate * 100:.2f}%"))
-    return Trend(16 + SLOT * max(len(figures), 1), CHART_HEIGHT + 20, bars, labels, top)
+    return Trend(max(16 + SLOT * len(figures), 320), CHART_HEIGHT + 20, bars, labels, top)
 
 
 def figures_of(request: Request, number: int) -> IssueResults:
