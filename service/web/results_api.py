@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from service.digests import results
 from service.runtime import Runtime
-from service.web.bounces_api import authorized
+from service.web.bounces_api import key_refusal
 
 router = APIRouter()
 
@@ -20,11 +20,9 @@ router = APIRouter()
 def issue_stats(request: Request, number: int) -> JSONResponse:
     """Sent, deferred, failed, bounced, complaints and unsubscribes of one issue."""
     rt: Runtime = request.app.state.runtime
-    if not rt.settings.api_key:  # off until a key is configured
-        return JSONResponse({"error": "not_found"}, status_code=404)
-    if not authorized(request, rt.settings.api_key):
-        return JSONResponse({"error": "unauthorized"}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
+    refused = key_refusal(request, rt)
+    if refused is not None:
+        return refused
     with rt.sessions() as session:
         issue = results.issue_by_number(session, number)
         if issue is None:
