@@ -287,7 +287,8 @@ def register_area_commands() -> None:
     from service.digests.commands import digest
     main.add_command(digest)
     import service.delivery.commands
-    import service.digests.check_command  # noqa: F401 - adds `digest check`
+    import service.digests.check_command  # adds `digest check`
+    import service.digests.results_command  # noqa: F401 - adds `digest stats`
     from service.digests.review_commands import schedule_group  # also adds review/approve/... to `digest`
     main.add_command(schedule_group)
     from service.ops.status import status

@@ -121,6 +121,9 @@ class IssueMessage:
         self.from_domain = from_address.rpartition("@")[2]
         self.dkim = dkim
         self.unsubscribe_token = LastingSigner(tokens, Purpose.UNSUBSCRIBE)
+        # The issue rides along in the link (the token stays per subscriber, so older
+        # links keep working): an unsubscribe through it counts in this issue's results.
+        self.unsubscribe_issue = f"?i={issue_number}"
         self.preferences_token = LastingSigner(tokens, Purpose.PREFERENCES)
         self.verp = VerpSigner(tokens)
         from_header = sender(from_name, from_address)
@@ -149,7 +152,7 @@ class IssueMessage:
         unsubscribe = self.unsubscribe_token(subscriber_id)
         preferences = self.preferences_token(subscriber_id)
         return {
-            UNSUBSCRIBE_URL: f"{self.public_url}/unsubscribe/{unsubscribe}",
+            UNSUBSCRIBE_URL: f"{self.public_url}/unsubscribe/{unsubscribe}{self.unsubscribe_issue}",
             PREFERENCES_URL: f"{self.public_url}/preferences/{preferences}",
         }
 

@@ -193,7 +193,8 @@ def first_request(session: Session, subscriber: Subscriber) -> ConsentRecord | N
     ).one_or_none()
 
 
-def unsubscribe(session: Session, subscriber_id: int, now: datetime, source: str) -> Subscriber | None:
+def unsubscribe(session: Session, subscriber_id: int, now: datetime, source: str,
+                detail: str | None = None) -> Subscriber | None:
     """Unsubscribe; repeating it is a no-op. Bounced and complained stay as they are."""
     subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
     if subscriber is None:
@@ -202,7 +203,7 @@ def unsubscribe(session: Session, subscriber_id: int, now: datetime, source: str
         subscriber.status = Status.UNSUBSCRIBED
         subscriber.unsubscribed_at = now
         subscriber.updated_at = now
-        record(session, subscriber, "unsubscribe", source, now)
+        record(session, subscriber, "unsubscribe", source, now, detail)
     return subscriber
 
 

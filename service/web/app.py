@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service.runtime import Runtime
-from service.web import archive, articles_api, bounces_api, desk, health, metrics, reader
+from service.web import archive, articles_api, bounces_api, desk, health, metrics, reader, results_api
 from service.web.guards import LimitBodySize
 from service.web.layers import HeadAsGet, SecurityHeaders, content_security_policy
 from service.web.limits import SubscribeLimits
@@ -59,6 +59,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(bounces_api.router)
     app.include_router(articles_api.router)
+    app.include_router(results_api.router)
     app.include_router(archive.router)
     desk.install(app)  # the staff desk at /desk/ and its /static/ files
     app.add_middleware(LimitBodySize, max_bytes=rt.settings.max_request_bytes,

@@ -37,16 +37,24 @@ def authorized(request: Request, api_key: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8"), api_key.encode("utf-8"))
 
 
-@router.post("/api/v1/bounces", status_code=202, responses={202: {"model": Intake}},
-             openapi_extra=raw_body("message/rfc822", "One bounce or complaint report, "
-                                    "exactly as received (a whole email message)."))
-async def post_bounce(request: Request) -> JSONResponse:
-    rt: Runtime = request.app.state.runtime
+def key_refusal(request: Request, rt: Runtime) -> JSONResponse | None:
+    """The answer to a caller without the API key; None lets the request through."""
     if not rt.settings.api_key:  # the endpoint is off until a key is configured
         return JSONResponse({"error": "not_found"}, status_code=404)
     if not authorized(request, rt.settings.api_key):
         return JSONResponse({"error": "unauthorized"}, status_code=401,
                             headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+@router.post("/api/v1/bounces", status_code=202, responses={202: {"model": Intake}},
+             openapi_extra=raw_body("message/rfc822", "One bounce or complaint report, "
+                                    "exactly as received (a whole email message)."))
+async def post_bounce(request: Request) -> JSONResponse:
+    rt: Runtime = request.app.state.runtime
+    refused = key_refusal(request, rt)
+    if refused is not None:
+        return refused
     raw = await request.body()
     if not raw.strip():
         return JSONResponse({"error": "empty_body"}, status_code=400)

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.clock import utcnow
 from service.db import unit_of_work
+from service.digests import results
 from service.persian import jalali_date, single_line
 from service.runtime import Runtime
 from service.subscribers import store
@@ -206,27 +207,37 @@ def confirm(request: Request, token: str) -> Response:
     return page(request, "confirmed.html", **links(rt, subscriber_id))
 
 
+def issue_of_link(i: str) -> int | None:
+    """The issue number an unsubscribe link carries (`?i=N`), if it looks like one."""
+    return int(i) if i.isascii() and i.isdigit() and len(i) <= 9 else None
+
+
 @router.get("/unsubscribe/{token}")
-def unsubscribe_page(request: Request, token: str) -> Response:
+def unsubscribe_page(request: Request, token: str, i: str = "") -> Response:
     rt = runtime(request)
     try:
         subscriber_id = rt.tokens.read_lasting(Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
         return token_error(request, exc)
-    return page(request, "unsubscribe.html", action=rt.url(f"/unsubscribe/{token}"),
-                **links(rt, subscriber_id))
+    number = issue_of_link(i)
+    action = f"/unsubscribe/{token}" + (f"?i={number}" if number is not None else "")
+    return page(request, "unsubscribe.html", action=rt.url(action), **links(rt, subscriber_id))
 
 
 @router.post("/unsubscribe/{token}")
-def unsubscribe(request: Request, token: str) -> Response:
+def unsubscribe(request: Request, token: str, i: str = "") -> Response:
     """The RFC 8058 one-click target: no cookie, no login, no CSRF token, no redirect."""
     rt = runtime(request)
     try:
         subscriber_id = rt.tokens.read_lasting(Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
         return token_error(request, exc)
+    number = issue_of_link(i)
     with unit_of_work(rt.sessions) as session:
-        store.unsubscribe(session, subscriber_id, utcnow(), "unsubscribe link")
+        # Counted for the issue only when that issue was addressed to this reader.
+        detail = (results.unsubscribe_detail(number) if number is not None
+                  and results.sent_issue_for(session, number, subscriber_id) else None)
+        store.unsubscribe(session, subscriber_id, utcnow(), "unsubscribe link", detail)
     # Erased subscribers get the same page: the address is gone, the wish is honoured.
     if wants_json(request):
         return JSONResponse({"ok": True, "status": "unsubscribed"})

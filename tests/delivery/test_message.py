@@ -49,7 +49,7 @@ def test_each_reader_gets_a_valid_mime_message_with_their_own_links() -> None:
         unsubscribe = TOKENS.lasting(Purpose.UNSUBSCRIBE, subscriber_id)
         preferences = TOKENS.lasting(Purpose.PREFERENCES, subscriber_id)
         links = {
-            UNSUBSCRIBE_URL: f"http://chapar.test/unsubscribe/{unsubscribe}",
+            UNSUBSCRIBE_URL: f"http://chapar.test/unsubscribe/{unsubscribe}?i=5",  # the issue
             PREFERENCES_URL: f"http://chapar.test/preferences/{preferences}",
         }
         plain, rich = (part.get_content() for part in parsed.iter_parts())

@@ -9,7 +9,18 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from service.staff.login import LoginThrottle
-from service.web.desk import apidocs, auth, checks, editing, home, issues, ops, schedule, staff
+from service.web.desk import (
+    apidocs,
+    auth,
+    checks,
+    editing,
+    home,
+    issues,
+    ops,
+    results,
+    schedule,
+    staff,
+)
 from service.web.desk.access import NeedLogin, NeedTotp, Refused, route_key
 from service.web.desk.view import desk_page
 
@@ -19,7 +30,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def install(app: FastAPI) -> None:
     """Add the desk's routes, its answers for refused requests, and /static/."""
     app.state.login_throttle = LoginThrottle(app.state.runtime.settings)
-    for area in (auth, home, issues, editing, checks, schedule, ops, staff, apidocs):
+    for area in (auth, home, issues, editing, checks, results, schedule, ops, staff, apidocs):
         app.include_router(area.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -77,6 +77,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/desk/issues/{number}/checks"): SIGNED_IN,
     ("POST", "/desk/issues/{number}/checks/run"): P.ISSUES_PREPARE,
     ("POST", "/desk/issues/{number}/checks/override"): P.STAFF_MANAGE,
+    ("GET", "/desk/results"): P.STATS_VIEW,
+    ("GET", "/desk/issues/{number}/results"): P.STATS_VIEW,
     ("GET", "/desk/ops"): P.OPS_VIEW,
     ("GET", "/desk/ops/live"): P.OPS_VIEW,
     ("POST", "/desk/ops/issues/{number}/{action}"): P.OPS_ACT,

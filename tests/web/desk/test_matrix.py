@@ -28,6 +28,7 @@ PREPARERS = {"admin", "chief-editor", "editor"}
 APPROVERS = {"admin", "chief-editor"}
 SENDERS = {"admin", "chief-editor"}
 OPS = {"admin", "ops"}
+STATS = {"admin", "chief-editor", "editor", "ops"}
 EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/login"): None,
     ("POST", "/desk/login"): None,
@@ -71,6 +72,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/issues/{number}/checks"): EVERYONE,
     ("POST", "/desk/issues/{number}/checks/run"): {"admin", "chief-editor", "editor"},
     ("POST", "/desk/issues/{number}/checks/override"): STAFF_MANAGERS,
+    ("GET", "/desk/results"): STATS,
+    ("GET", "/desk/issues/{number}/results"): STATS,
     ("GET", "/desk/ops"): OPS,
     ("GET", "/desk/ops/live"): OPS,
     ("POST", "/desk/ops/issues/{number}/{action}"): OPS,

@@ -36,6 +36,8 @@ PAGES = {
     "preview": "/desk/issues/1/preview",
     "review": "/desk/issues/1/review",
     "checks": "/desk/issues/1/checks",
+    "issue-results": "/desk/issues/1/results",
+    "results": "/desk/results",
     "schedule": "/desk/schedule",
     "ops": "/desk/ops",
     "staff": "/desk/staff",
