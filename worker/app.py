@@ -121,13 +121,18 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     # The main process says it is alive every few seconds; the ops console calls a
     # worker whose heartbeat stopped without a clean shutdown lost.
     global _heartbeat
+    from sqlalchemy.pool import NullPool
+
     from service.ops.workers import Heartbeat
     from service.runtime import Runtime
 
     controller = getattr(sender, "controller", None)
     pool = int(getattr(controller, "concurrency", 0) or 1)
     name = str(getattr(sender, "hostname", "") or "worker")
-    _heartbeat = Heartbeat(Runtime.from_settings(sender.app.chapar_settings), name, pool).start()
+    # No pooled connection is kept open in this process: the pool processes Celery forks
+    # from it later (replacing one that died) must not inherit a live database socket.
+    rt = Runtime.from_settings(sender.app.chapar_settings, poolclass=NullPool)
+    _heartbeat = Heartbeat(rt, name, pool).start()
 
 
 @worker_shutdown.connect

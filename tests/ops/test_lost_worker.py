@@ -26,7 +26,7 @@ from tests.staff.factories import staff_account
 from tests.support.browser import serving
 from tests.support.network import free_port
 from tests.support.processes import ChaparProcess, start_worker
-from tests.support.smtp import SmtpRecorder
+from tests.support.smtp import Received, SmtpRecorder
 from tests.web.desk.support import desk_client, sign_in
 
 OPS = "ops@site.test"
@@ -106,11 +106,15 @@ def test_a_killed_worker_is_lost_the_eta_says_so_and_ops_are_emailed(
 
             beat = ChaparProcess(rt.settings, ["beat", "--schedule-file", str(tmp_path / "beat.db")],
                                  ready_marker="beat: Starting", name="beat").start()
-            [alert] = smtp.wait_for(lambda messages: any(OPS in m.rcpt_tos for m in messages),
-                                    timeout=60) and smtp.to(OPS)
-            text = alert.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-            assert "هیچ کارگری زنده نیست" in text
-            assert "گیر کرده" in text  # due rows, and nothing sent for the stall time
+            def alerts_text(messages: list[Received]) -> str:
+                return "\n".join(m.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+                                 for m in messages if OPS in m.rcpt_tos)
+
+            # One email or two, as the watcher finds the conditions (a busy machine may see
+            # the stall a pass later): both must reach ops.
+            smtp.wait_for(lambda messages: "هیچ کارگری زنده نیست" in alerts_text(messages)
+                          and "گیر کرده" in alerts_text(messages), timeout=90)
+            assert len(smtp.to(OPS)) <= 2  # at most once per condition
             with rt.sessions() as db:
                 from service.ops import incidents
 
