@@ -8,7 +8,6 @@ with the location of the field at fault, e.g. ["articles", 2, "published_at"].
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from service.articles.ingest import ArticleIn, IngestReport, make_article, upser
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.runtime import Runtime
+from service.web.api_keys import authorized
 from service.web.openapi import json_body
 
 router = APIRouter()
@@ -62,15 +62,6 @@ class InvalidBatch(BaseModel):
     errors: list[FieldError]
 
 
-def _key_matches(request: Request, api_key: str) -> bool:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    presented = credentials.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key")
-    if not api_key or not presented:
-        return False
-    return hmac.compare_digest(presented.encode("utf-8"), api_key.encode("utf-8"))
-
-
 def _invalid(errors: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse({"error": "invalid", "errors": errors}, status_code=422)
 
@@ -104,7 +95,7 @@ async def post_articles(request: Request) -> JSONResponse:
     rt: Runtime = request.app.state.runtime
     if not rt.settings.api_key:  # off until a key is configured
         return JSONResponse({"error": "not_found"}, status_code=404)
-    if not _key_matches(request, rt.settings.api_key):
+    if not authorized(request, rt.settings.api_key):
         return JSONResponse({"error": "unauthorized"}, status_code=401,
                             headers={"WWW-Authenticate": "Bearer"})
     raw = await request.body()

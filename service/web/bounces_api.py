@@ -7,8 +7,6 @@ in constant time. The body size is capped by the app's request limit.
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -17,34 +15,10 @@ from service.bounces.inbox import receive_report
 from service.bounces.intake import Intake
 from service.clock import utcnow
 from service.runtime import Runtime
+from service.web.api_keys import key_refusal
 from service.web.openapi import raw_body
 
 router = APIRouter()
-
-
-def presented_key(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.headers.get("x-api-key")
-
-
-def authorized(request: Request, api_key: str) -> bool:
-    presented = presented_key(request)
-    if not api_key or presented is None:
-        return False
-    return hmac.compare_digest(presented.encode("utf-8"), api_key.encode("utf-8"))
-
-
-def key_refusal(request: Request, rt: Runtime) -> JSONResponse | None:
-    """The answer to a caller without the API key; None lets the request through."""
-    if not rt.settings.api_key:  # the endpoint is off until a key is configured
-        return JSONResponse({"error": "not_found"}, status_code=404)
-    if not authorized(request, rt.settings.api_key):
-        return JSONResponse({"error": "unauthorized"}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
-    return None
 
 
 @router.post("/api/v1/bounces", status_code=202, responses={202: {"model": Intake}},

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from service.digests import results
 from service.runtime import Runtime
-from service.web.bounces_api import key_refusal
+from service.web.api_keys import key_refusal
 
 router = APIRouter()
 
