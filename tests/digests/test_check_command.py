@@ -37,7 +37,7 @@ def test_check_prints_the_report_and_exits_zero_without_blockers(embedded: Runti
     result = chapar(embedded, "digest", "check", "3", "--stored-links")
     assert result.exit_code == 0, result.output
     assert result.output.startswith("issue 3: passed; HTML ")
-    report = json.loads(chapar(embedded, "digest", "check", "3", "--json", "--stored-links").output)
+    report = json.loads(chapar(embedded, "digest", "check", "3", "--json", "--stored-links").stdout)
     assert report["blocked"] is False and report["issue_number"] == 3
     assert report["clip"]["cut_at"] is None and report["clip"]["html_bytes"] > 10_000
 
@@ -49,7 +49,7 @@ def test_check_exits_non_zero_on_a_blocker_with_the_reason_in_persian(embedded: 
     assert result.exit_code == 1
     assert "[blocker] subject.missing: موضوع نامه خالی است | the subject is empty" in result.output
     assert json.loads(chapar(embedded, "digest", "check", "4", "--json",
-                             "--stored-links").output)["blocked"] is True
+                             "--stored-links").stdout)["blocked"] is True
     assert chapar(embedded, "digest", "check", "99").exit_code == 1
 
 

@@ -155,7 +155,7 @@ def test_proof_a_real_send_with_one_unsubscribe_and_one_bounce_shows_1_and_1_eve
 
     cli = chapar(runtime, "digest", "stats", "7", "--json")
     assert cli.exit_code == 0, cli.output
-    assert json.loads(cli.output) == figures
+    assert json.loads(cli.stdout) == figures
     text = chapar(runtime, "digest", "stats", "7").output
     lines = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:-1]}
     assert lines["unsubscribed"] == ["1", "20.00%"] and lines["bounced"] == ["1", "20.00%"]
