@@ -19,6 +19,21 @@ if TYPE_CHECKING:
     from redis import Redis
 
 
+def database_options(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Engine options from the settings: the pool's size, and psycopg's prepared statements.
+
+    `overrides` win; a caller that brings its own pool class (NullPool) gets no pool size.
+    """
+    options: dict[str, Any] = {}
+    if not settings.effective_database_url.startswith("sqlite"):
+        if "poolclass" not in overrides:
+            options.update(pool_size=settings.database_pool_size,
+                           max_overflow=settings.database_max_overflow)
+        if not settings.database_prepared_statements:
+            options["connect_args"] = {"prepare_threshold": None}
+    return options | overrides
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -30,7 +45,8 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, **engine_kwargs: Any) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.effective_database_url, **engine_kwargs)
+        engine = make_engine(settings.effective_database_url,
+                             **database_options(settings, engine_kwargs))
         return cls(
             settings=settings,
             engine=engine,

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     # The working directory's var/, never the interpreter's tree the package is installed in.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
     database_url: str = ""  # default: SQLite file in data_dir
+    # Connections each process may hold to PostgreSQL: the pool keeps up to pool_size open
+    # and opens up to max_overflow more for a burst (see "Running at scale" in the README).
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
+    # false: psycopg never prepares statements on the server, as PgBouncer before 1.21 in
+    # transaction mode needs (each transaction may land on another server connection).
+    database_prepared_statements: bool = True
     broker_url: str = ""  # default: kombu filesystem transport in data_dir
     redis_url: str = ""  # rate limits and throttles; default: from broker_url when it is Redis
     smtp_url: str = "smtp://127.0.0.1:8025"
