@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # false: psycopg never prepares statements on the server, as PgBouncer before 1.21 in
     # transaction mode needs (each transaction may land on another server connection).
     database_prepared_statements: bool = True
-    broker_url: str = ""  # default: kombu filesystem transport in data_dir
+    broker_url: str = ""  # default: kombu filesystem transport in data_dir; redis:// or amqp://
     redis_url: str = ""  # rate limits and throttles; default: from broker_url when it is Redis
     smtp_url: str = "smtp://127.0.0.1:8025"
     smtp_helo: str = ""  # the name given in EHLO; default: the From domain
@@ -236,6 +236,18 @@ class Settings(BaseSettings):
                              "trust a private CA with CHAPAR_SMTP_CA_FILE instead")
         return self
 
+    @model_validator(mode="after")
+    def _require_redis_beside_another_network_broker(self) -> Settings:
+        # Send throttles, 421 pauses and the form and login limits are shared through Redis;
+        # without it every process would count alone, and N workers would send N times the
+        # configured rate. The embedded setup (one host, filesystem broker) counts per process.
+        if (self.environment == "production" and not self.effective_redis_url
+                and self.broker_kind not in ("filesystem", "redis")):
+            raise ValueError(
+                f"CHAPAR_BROKER_URL ({self.broker_kind}://) is not Redis: set CHAPAR_REDIS_URL "
+                "too (send throttles, 421 pauses and rate limits are shared through Redis)")
+        return self
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxy_addresses(cls, value: str) -> str:
@@ -267,6 +279,12 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def broker_kind(self) -> str:
+        """filesystem, redis or amqp (RabbitMQ): what the broker URL's scheme names."""
+        scheme = self.effective_broker_url.partition("://")[0].lower()
+        return {"rediss": "redis", "pyamqp": "amqp", "amqps": "amqp"}.get(scheme, scheme)
 
     @property
     def broker_folder(self) -> Path:

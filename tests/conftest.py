@@ -18,6 +18,7 @@ from service.db import Base
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.support.databases import REDIS_URL, postgres_database, sqlite_database
+from tests.support.rabbitmq import PrivateVhost, require_rabbitmq
 from tests.support.redis_server import PrivateRedis
 from tests.support.smtp import SmtpRecorder
 
@@ -88,6 +89,15 @@ def private_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def rabbitmq_vhost() -> Iterator[PrivateVhost]:
+    """A RabbitMQ virtual host of this test's own (fails if RabbitMQ is not running)."""
+    require_rabbitmq()
+    vhost = PrivateVhost().create()
+    yield vhost
+    vhost.delete()
 
 
 @pytest.fixture(scope="session")

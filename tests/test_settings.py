@@ -163,6 +163,42 @@ def test_environment_variables_are_prefixed(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.from_domain == "news.example"
 
 
+def test_production_on_rabbitmq_refuses_to_start_without_redis(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAPAR_DATABASE_URL", "postgresql+psycopg://u@db/chapar")
+    monkeypatch.setenv("CHAPAR_SECRET_KEY", STRONG)
+    monkeypatch.setenv("CHAPAR_BROKER_URL", "amqp://chapar:pw@rabbit:5672/chapar")
+    # Throttles counted per process would let N workers send N times the configured rate.
+    with pytest.raises(ValidationError, match="set CHAPAR_REDIS_URL too") as refused:
+        Settings()
+    assert "pw@" not in str(refused.value)  # the broker's password is not printed
+    monkeypatch.setenv("CHAPAR_REDIS_URL", "redis://redis:6379/1")
+    settings = Settings()
+    assert settings.broker_kind == "amqp"
+    assert settings.effective_redis_url == "redis://redis:6379/1"
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_rabbitmq_without_redis_counts_per_process_outside_production(
+        monkeypatch: pytest.MonkeyPatch, environment: str) -> None:
+    monkeypatch.setenv("CHAPAR_ENVIRONMENT", environment)
+    monkeypatch.setenv("CHAPAR_DATABASE_URL", "postgresql+psycopg://u@db/chapar")
+    monkeypatch.setenv("CHAPAR_SECRET_KEY", STRONG)
+    monkeypatch.setenv("CHAPAR_BROKER_URL", "amqps://chapar:pw@rabbit:5671/chapar")
+    settings = Settings()
+    assert settings.broker_kind == "amqp" and settings.effective_redis_url is None
+
+
+@pytest.mark.parametrize(("url", "kind"), [
+    ("", "filesystem"), ("redis://r:6379/0", "redis"), ("rediss://r:6380/0", "redis"),
+    ("amqp://r//", "amqp"), ("pyamqp://r//", "amqp"), ("amqps://r//", "amqp"),
+])
+def test_the_broker_kind_follows_the_url_scheme(tmp_path: Path, url: str, kind: str) -> None:
+    settings = Settings(data_dir=tmp_path, broker_url=url, redis_url="redis://r:6379/1",
+                        secret_key=STRONG)
+    assert settings.broker_kind == kind
+
+
 @pytest.mark.parametrize(("url", "expected"), [
     ("smtp://127.0.0.1:8025", ("127.0.0.1", 8025, None, None, "none")),
     ("smtp://mail.example", ("mail.example", 25, None, None, "none")),

@@ -13,6 +13,7 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from kombu import Exchange, Queue
 
 from service.settings import Settings
 
@@ -32,19 +33,45 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "control_folder": str(folder / "control"),
             "store_processed": False,
         }
-    if url.startswith(("redis://", "rediss://")):
+    if settings.broker_kind == "redis":
         # Longer than any task runs; a message whose worker died comes back after it.
         # The ledger, not the broker, decides what is sent, so a redelivery is harmless.
         return {"visibility_timeout": 3600}
+    if settings.broker_kind == "amqp":
+        # Publisher confirms: a ring returns once RabbitMQ has the message, or raises.
+        return {"confirm_publish": True}
     return {}
+
+
+def task_queues(settings: Settings) -> tuple[Queue, ...] | None:
+    """RabbitMQ: a quorum queue per Chapar queue; other brokers: Celery's own queues.
+
+    Quorum queues are replicated in a cluster and take no global QoS, which Celery
+    detects (worker_detect_quorum_queues): each worker then prefetches a fixed
+    concurrency x worker_prefetch_multiplier. Topic exchanges, not direct: a task
+    retried with a countdown (the confirmation email's) goes through RabbitMQ's
+    native delayed delivery instead of waiting in a worker's memory.
+    """
+    if settings.broker_kind != "amqp":
+        return None
+    return tuple(
+        Queue(name, Exchange(name, type="topic"), routing_key=name,
+              queue_arguments={"x-queue-type": "quorum"})
+        for name in QUEUES
+    )
 
 
 def create_celery(settings: Settings) -> Celery:
     app = Celery("chapar", broker=settings.effective_broker_url, include=["worker.tasks"])
     app.conf.update(
         broker_transport_options=broker_options(settings),
+        task_queues=task_queues(settings),
+        worker_detect_quorum_queues=True,
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
+        # A doorbell is acknowledged after its task ran, and one whose worker died is
+        # delivered again; a worker holds no more doorbells than it has pool processes.
+        # A doubled ring is harmless: the ledger's claims decide what is sent.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
