@@ -16,7 +16,7 @@ import uuid
 import pytest
 from kombu import Connection
 
-from worker.app import QUEUES
+from service.ops.queues import QUEUES
 
 RABBITMQ = ("127.0.0.1", 5672)
 USER = "guest"
