@@ -2,20 +2,22 @@
 
 The end-to-end test runs a real worker process on RabbitMQ (a virtual host of its own)
 that delivers an issue to the SMTP recorder, then a confirmation email sent with a
-countdown, as a retry is, through RabbitMQ's native delayed delivery.
+countdown, as a retry is, through RabbitMQ's native delayed delivery; and beat on
+RabbitMQ, whose sweeper rings for a send nobody rang for.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
 from service.clock import utcnow
 from service.db import unit_of_work
-from service.delivery import control
+from service.delivery import control, ledger
 from service.digests.models import Issue, IssueStatus
 from service.ops.queues import queue_depths
 from service.runtime import Runtime
@@ -113,3 +115,24 @@ def test_a_real_worker_on_rabbitmq_delivers_an_issue_and_a_delayed_confirmation(
         finally:
             worker.stop()
     assert "Global QoS is disabled" in "".join(worker.output), worker.tail()
+
+
+def test_beat_on_rabbitmq_rings_for_a_send_whose_doorbell_was_never_rung(
+        postgresql_url: str, redis_db: str, rabbitmq_vhost: PrivateVhost, smtp: SmtpRecorder,
+        tmp_path: Path) -> None:
+    with emptied_runtime(tmp_path, database_url=postgresql_url, broker_url=rabbitmq_vhost.url,
+                         redis_url=redis_db, smtp_url=smtp.url, beat_tick_seconds=1) as rt:
+        with unit_of_work(rt.sessions) as session:
+            emails = add_subscribers(session, 40)
+            issue_id = make_issue(session).id
+            # Fanned out and committed, but the ring was lost: only the sweeper knows.
+            ledger.start_send(session, issue_id, utcnow(), timedelta(hours=1))
+        worker = start_worker(rt.settings, concurrency=1)
+        beat = ChaparProcess(rt.settings, ["beat", "--schedule-file", str(tmp_path / "beat.db")],
+                             ready_marker="beat: Starting", name="beat").start()
+        try:
+            wait_for_status(rt, issue_id, IssueStatus.SENT, worker)
+        finally:
+            beat.stop()
+            worker.stop()
+    assert smtp.counts() == Counter({email: 1 for email in emails})
