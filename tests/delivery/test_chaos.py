@@ -1,5 +1,7 @@
 """RELIABILITY.md's scenarios with real processes: PostgreSQL, Redis, Celery workers, SMTP.
 
+Each scenario runs on both brokers: Redis, and RabbitMQ in a virtual host of its own.
+
 Every test counts messages per recipient at the SMTP server and compares with the
 ledger: nobody is missing, and a recipient got more than one copy only as often as
 their row records an uncertain outcome.
@@ -30,16 +32,28 @@ from tests.conftest import make_settings, truncate_all
 from tests.delivery.conftest import PrivateRedis
 from tests.delivery.factories import add_subscribers, make_issue
 from tests.support.processes import start_worker
+from tests.support.rabbitmq import PrivateVhost
 from tests.support.smtp import SmtpRecorder
 
 pytestmark = pytest.mark.chaos
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest,
+           private_redis: PrivateRedis) -> PrivateRedis | PrivateVhost:
+    """The broker a scenario runs on; Redis stays the store of throttles on both."""
+    if request.param == "redis":
+        return private_redis
+    vhost: PrivateVhost = request.getfixturevalue("rabbitmq_vhost")
+    return vhost
+
+
 @pytest.fixture
-def chaos_runtime(postgresql_url: str, private_redis: PrivateRedis, smtp: SmtpRecorder,
+def chaos_runtime(postgresql_url: str, broker: PrivateRedis | PrivateVhost,
+                  private_redis: PrivateRedis, smtp: SmtpRecorder,
                   tmp_path: Path) -> Iterator[Runtime]:
     settings = make_settings(
-        tmp_path, database_url=postgresql_url, broker_url=private_redis.url,
+        tmp_path, database_url=postgresql_url, broker_url=broker.url,
         redis_url=private_redis.url, smtp_url=smtp.url, lease_seconds=4,
         retry_base_seconds=0.5, send_batch_size=100,
     )
@@ -66,7 +80,7 @@ def issue_status(rt: Runtime, issue_id: int) -> IssueStatus:
 
 
 def sweep_quietly(rt: Runtime) -> None:
-    """The beat's sweeper, run from the test; a ring may fail while Redis is down."""
+    """The beat's sweeper, run from the test; a ring may fail while the broker is down."""
     try:
         sweep(rt, utcnow())
     except Exception as exc:
@@ -133,23 +147,24 @@ def test_workers_killed_at_random_moments_lose_nothing(
 
 
 @pytest.mark.parametrize("outage", ["flushall", "restart"])
-def test_redis_lost_mid_send_loses_nothing(chaos_runtime: Runtime, smtp: SmtpRecorder,
-                                           private_redis: PrivateRedis, outage: str) -> None:
+def test_broker_lost_mid_send_loses_nothing(chaos_runtime: Runtime, smtp: SmtpRecorder,
+                                            broker: PrivateRedis | PrivateVhost,
+                                            outage: str) -> None:
     rt = chaos_runtime
     worker = start_worker(rt.settings, concurrency=2)
     try:
         issue_id, emails = begin(rt, 1500)
         smtp.wait_for(lambda m: len(m) >= 300, timeout=60)
         if outage == "flushall":
-            private_redis.flushall()
+            broker.flushall()
         else:
-            private_redis.stop()
+            broker.stop()
         # The running tasks would finish the send from the ledger alone; kill them so
         # that only the sweeper's new rings can carry on: every queued message is gone.
         worker.kill()
-        print(f"Redis {outage} and worker killed after {len(smtp.messages)} messages")
+        print(f"broker {outage} and worker killed after {len(smtp.messages)} messages")
         if outage == "restart":
-            private_redis.start()
+            broker.start()
         worker = start_worker(rt.settings, concurrency=2)
         assert issue_status(rt, issue_id) is IssueStatus.SENDING
         wait_until_finished(rt, issue_id)
