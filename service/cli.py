@@ -277,6 +277,10 @@ def show_config() -> None:
     for secret in ("secret_key", "secret_key_fallbacks", "api_key"):
         data[secret] = "***" if data.get(secret) else ""
     data["database_url"] = redact(settings.effective_database_url)
+    # A RabbitMQ, Redis, SMTP or mailbox URL carries its password as the database's does.
+    for name in ("broker_url", "redis_url", "smtp_url", "bounce_mailbox_url"):
+        if data.get(name):
+            data[name] = redact(data[name])
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 

@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     # transaction mode needs (each transaction may land on another server connection).
     database_prepared_statements: bool = True
     broker_url: str = ""  # default: kombu filesystem transport in data_dir; redis:// or amqp://
-    redis_url: str = ""  # rate limits and throttles; default: from broker_url when it is Redis
+    # Rate limits, throttles and 421 pauses; default: broker_url when it is Redis. Required in
+    # production beside any other network broker (RabbitMQ).
+    redis_url: str = ""
     smtp_url: str = "smtp://127.0.0.1:8025"
     smtp_helo: str = ""  # the name given in EHLO; default: the From domain
     smtp_idle_seconds: float = Field(default=30.0, gt=0)  # an unused connection is closed with QUIT

@@ -135,6 +135,20 @@ def test_chapar_config_hides_the_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
     assert STRONG not in result.stdout and "api-key-of-this-test" not in result.stdout
 
 
+def test_chapar_config_hides_the_passwords_in_service_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAPAR_SECRET_KEY", STRONG)
+    monkeypatch.setenv("CHAPAR_BROKER_URL", "amqp://chapar:rabbit-pw@rabbit:5672/chapar")
+    monkeypatch.setenv("CHAPAR_REDIS_URL", "redis://:redis-pw@redis:6379/1")
+    monkeypatch.setenv("CHAPAR_SMTP_URL", "smtp+starttls://news:smtp-pw@relay.example:587")
+    monkeypatch.setenv("CHAPAR_BOUNCE_MAILBOX_URL", "imaps://bounces:box-pw@mail.example/INBOX")
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "-pw" not in result.stdout
+    shown = json.loads(result.stdout)
+    assert shown["broker_url"] == "amqp://chapar:***@rabbit:5672/chapar"
+    assert shown["smtp_url"] == "smtp+starttls://news:***@relay.example:587"
+
+
 def test_the_data_folder_is_var_of_the_working_directory(tmp_path: Path) -> None:
     settings = Settings()
     assert settings.data_dir == tmp_path / "var"
