@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # The working directory's var/, never the interpreter's tree the package is installed in.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
     database_url: str = ""  # default: SQLite file in data_dir
+    # PostgreSQL: give up a connection attempt after this many seconds (libpq's least is 2),
+    # so pages answer 503 quickly while the database is unreachable.
+    database_connect_timeout: int = Field(default=2, ge=2, le=60)
     broker_url: str = ""  # default: kombu filesystem transport in data_dir
     redis_url: str = ""  # rate limits and throttles; default: from broker_url when it is Redis
     smtp_url: str = "smtp://127.0.0.1:8025"

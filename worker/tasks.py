@@ -1,4 +1,8 @@
-"""Thin tasks: plain ids in, one call into service/, nothing else."""
+"""Thin tasks: plain ids in, one call into service/, nothing else.
+
+The periodic ones skip their run while the database cannot be reached (one warning per
+outage in each process, not a traceback per tick) and do their work on the next tick.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from celery import Task, shared_task
 
 from service.bounces.inbox import poll_bounce_mailbox
 from service.clock import utcnow
+from service.ops.outages import skipped_while_unreachable
 from service.runtime import Runtime
 from service.subscribers.emails import send_confirmation as send_confirmation_email
 from service.subscribers.emails import sweep_confirmations as sweep_owed_confirmations
@@ -36,7 +41,9 @@ def send_confirmation(self: Task[Any, Any], subscriber_id: int) -> None:
 
 @shared_task(bind=True, name="chapar.sweep_confirmations")
 def sweep_confirmations(self: Task[Any, Any]) -> None:
-    sweep_owed_confirmations(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        sweep_owed_confirmations(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.send_batch")
@@ -50,26 +57,34 @@ def send_batch(self: Task[Any, Any], issue_id: int) -> None:
 def sweep_deliveries(self: Task[Any, Any]) -> None:
     from service.delivery.sweeper import sweep
 
-    sweep(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        sweep(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.schedule_tick")
 def schedule_tick(self: Task[Any, Any]) -> None:
     from service.digests.schedule import run_tick
 
-    run_tick(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        run_tick(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.poll_bounces")
 def poll_bounces(self: Task[Any, Any]) -> None:
-    poll_bounce_mailbox(runtime(self), utcnow)
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        poll_bounce_mailbox(rt, utcnow)
 
 
 @shared_task(bind=True, name="chapar.refresh_feeds")
 def refresh_feeds(self: Task[Any, Any]) -> None:
     from service.articles.refresh import refresh_configured_feed
 
-    refresh_configured_feed(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        refresh_configured_feed(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.check_links")

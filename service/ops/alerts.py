@@ -5,6 +5,10 @@ and as `chapar ops watch`: it records newly lost workers in the incident log, em
 CHAPAR_OPS_EMAILS about the conditions in force through the one send path
 (outbox.send_email), and prunes the incident log. "Once an hour" is kept as a mark
 per condition in the database, so several beats or a restart do not repeat it.
+
+While the database cannot be reached the watcher says so once, looks again every few
+seconds, and as soon as it answers writes the outage to the incident log (when it
+began, how long it lasted): see outages.py.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
+from sqlalchemy import text
+
 from service.clock import utcnow
-from service.db import unit_of_work
+from service.db import UNAVAILABLE, unit_of_work
 from service.delivery.outbox import NotSent, send_email
-from service.ops import incidents, marks
+from service.ops import incidents, marks, outages
 from service.ops.conditions import Condition
 from service.ops.status import snapshot
 from service.ops.workers import record_losses
@@ -25,6 +31,7 @@ from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 REPEAT_AFTER = timedelta(hours=1)
+DOWN_PROBE_SECONDS = 5.0  # how often to look again while the database is unreachable
 
 
 def due_alerts(rt: Runtime, found: list[Condition], now: datetime) -> list[Condition]:
@@ -70,6 +77,26 @@ def watch_once(rt: Runtime, now: datetime) -> list[Condition]:
     return due
 
 
+def write_outages(rt: Runtime) -> int:
+    """Reach the database, then write the outages this process saw end; returns how many.
+
+    Raises what an unreachable database raises; an outage whose record could not be
+    written is kept for the next call.
+    """
+    tracker = rt.database_outages
+    with unit_of_work(rt.sessions) as session:
+        session.execute(text("SELECT 1"))  # a connection handed out: an outage (if any) ends
+        ended = tracker.take_ended()
+        try:
+            for outage in ended:
+                outages.record(session, outage, rt.settings.tz)
+            session.flush()
+        except BaseException:
+            tracker.give_back(ended)
+            raise
+    return len(ended)
+
+
 class Watcher:
     """watch_once every beat tick, in a daemon thread of the beat process."""
 
@@ -83,11 +110,23 @@ class Watcher:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.rt.settings.beat_tick_seconds):
-            try:
-                watch_once(self.rt, utcnow())
-            except Exception:  # a database or broker outage must not end the watching
-                log.exception("ops watch failed")
+        while not self._stop.wait(self.pause()):
+            self.tick(utcnow())
+
+    def pause(self) -> float:
+        """A tick apart; a few seconds apart while the database is down, to see it return."""
+        tick = self.rt.settings.beat_tick_seconds
+        return min(tick, DOWN_PROBE_SECONDS) if self.rt.database_outages.down_since else tick
+
+    def tick(self, now: datetime) -> None:
+        """One pass; nothing that goes wrong in it ends the watching."""
+        try:
+            write_outages(self.rt)
+            watch_once(self.rt, now)
+        except UNAVAILABLE as exc:
+            self.rt.database_outages.failed(exc)  # one warning per outage, not one per tick
+        except Exception:
+            log.exception("ops watch failed")
 
     def stop(self) -> None:
         self._stop.set()
