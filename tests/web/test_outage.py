@@ -102,9 +102,9 @@ def test_pages_answer_503_while_the_database_is_down_and_work_again_after(
 
 
 def test_a_subscribe_during_the_outage_leaves_no_row_and_no_queued_email(rt: Runtime) -> None:
-    with TestClient(create_app(rt), raise_server_exceptions=False) as client:
-        with database_closed(rt.settings.effective_database_url):
-            assert client.post("/subscribe", data=FORM).status_code == 503
+    with TestClient(create_app(rt), raise_server_exceptions=False) as client, \
+            database_closed(rt.settings.effective_database_url):
+        assert client.post("/subscribe", data=FORM).status_code == 503
     assert find(rt, FORM["email"]) is None
     assert subscriber_count(rt) == 0
     assert rung(rt.settings) == []  # no confirmation was enqueued
