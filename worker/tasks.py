@@ -1,7 +1,8 @@
 """Thin tasks: plain ids in, one call into service/, nothing else.
 
-The periodic ones skip their run while the database cannot be reached (one warning per
-outage in each process, not a traceback per tick) and do their work on the next tick.
+While the database cannot be reached the periodic ones skip their run (one warning per
+outage in each process, not a traceback per tick) and do their work on the next tick; a
+confirmation stays owed and the confirmation sweeper rings for it again.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def reset_runtime() -> None:
 @shared_task(bind=True, name="chapar.send_confirmation", max_retries=5,
              autoretry_for=(OSError,), retry_backoff=30, retry_backoff_max=600)
 def send_confirmation(self: Task[Any, Any], subscriber_id: int) -> None:
-    send_confirmation_email(runtime(self), subscriber_id, utcnow())
+    rt = runtime(self)
+    # While the database is down the confirmation stays owed; the sweeper rings again.
+    with skipped_while_unreachable(rt.database_outages):
+        send_confirmation_email(rt, subscriber_id, utcnow())
 
 
 @shared_task(bind=True, name="chapar.sweep_confirmations")

@@ -6,15 +6,16 @@ CHAPAR_OPS_EMAILS about the conditions in force through the one send path
 (outbox.send_email), and prunes the incident log. "Once an hour" is kept as a mark
 per condition in the database, so several beats or a restart do not repeat it.
 
-While the database cannot be reached the watcher says so once, looks again every few
-seconds, and as soon as it answers writes the outage to the incident log (when it
-began, how long it lasted): see outages.py.
+The watcher also looks whether the database answers every few seconds: while it
+cannot be reached the watcher says so once, and as soon as it answers writes the
+outage to the incident log (when it began, how long it lasted): see outages.py.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -31,7 +32,7 @@ from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 REPEAT_AFTER = timedelta(hours=1)
-DOWN_PROBE_SECONDS = 5.0  # how often to look again while the database is unreachable
+PROBE_SECONDS = 5.0  # how often the watcher looks whether the database answers
 
 
 def due_alerts(rt: Runtime, found: list[Condition], now: datetime) -> list[Condition]:
@@ -110,19 +111,25 @@ class Watcher:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.pause()):
-            self.tick(utcnow())
-
-    def pause(self) -> float:
-        """A tick apart; a few seconds apart while the database is down, to see it return."""
         tick = self.rt.settings.beat_tick_seconds
-        return min(tick, DOWN_PROBE_SECONDS) if self.rt.database_outages.down_since else tick
+        due = time.monotonic() + tick
+        # Looking at the database every few seconds (one pooled SELECT 1) dates an outage's
+        # start and end to within that, while the watching itself runs once a tick.
+        while not self._stop.wait(min(tick, PROBE_SECONDS)):
+            watch = time.monotonic() >= due
+            if watch:
+                due = time.monotonic() + tick
+            self.tick(utcnow(), watch=watch)
 
-    def tick(self, now: datetime) -> None:
-        """One pass; nothing that goes wrong in it ends the watching."""
+    def tick(self, now: datetime, *, watch: bool = True) -> None:
+        """Look at the database (writing the outages that ended), then one pass if `watch`.
+
+        Nothing that goes wrong in it ends the watching.
+        """
         try:
             write_outages(self.rt)
-            watch_once(self.rt, now)
+            if watch:
+                watch_once(self.rt, now)
         except UNAVAILABLE as exc:
             self.rt.database_outages.failed(exc)  # one warning per outage, not one per tick
         except Exception:
