@@ -18,8 +18,6 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
-
 from service.clock import utcnow
 from service.db import UNAVAILABLE, unit_of_work
 from service.delivery.outbox import NotSent, send_email
@@ -85,16 +83,18 @@ def write_outages(rt: Runtime) -> int:
     written is kept for the next call.
     """
     tracker = rt.database_outages
-    with unit_of_work(rt.sessions) as session:
-        session.execute(text("SELECT 1"))  # a connection handed out: an outage (if any) ends
-        ended = tracker.take_ended()
-        try:
+    with rt.engine.connect():
+        pass  # handed out after its pre-ping, or freshly made: the database answers
+    ended = tracker.take_ended()
+    if not ended:
+        return 0
+    try:
+        with unit_of_work(rt.sessions) as session:
             for outage in ended:
                 outages.record(session, outage, rt.settings.tz)
-            session.flush()
-        except BaseException:
-            tracker.give_back(ended)
-            raise
+    except BaseException:
+        tracker.give_back(ended)
+        raise
     return len(ended)
 
 

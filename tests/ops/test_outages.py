@@ -123,3 +123,17 @@ def test_the_ops_console_lists_the_outage(rt: Runtime) -> None:
     assert page.status_code == 200
     assert "پایگاه داده در دسترس نبود" in page.text
     assert f"127.0.0.1:{rt.engine.url.port}" in page.text
+
+
+def test_outages_not_written_are_kept_in_order_for_the_next_try() -> None:
+    clock = Clock()
+    tracker = OutageTracker("db.example:5432", clock)
+    for _ in range(2):
+        tracker.failed(REFUSED)
+        clock.now += timedelta(seconds=30)
+        tracker.succeeded()
+        clock.now += timedelta(seconds=30)
+    first = tracker.take_ended()
+    assert [o.started_at for o in first] == [START, START + timedelta(seconds=60)]
+    tracker.give_back(first)  # the write failed: the database went away again
+    assert tracker.take_ended() == first
