@@ -23,6 +23,7 @@ from service.db import UNAVAILABLE, unit_of_work
 from service.delivery.outbox import NotSent, send_email
 from service.ops import incidents, marks, outages
 from service.ops.conditions import Condition
+from service.ops.outages import first_line
 from service.ops.status import snapshot
 from service.ops.workers import record_losses
 from service.persian import jalali_datetime, single_line
@@ -113,7 +114,7 @@ class Watcher:
     def _run(self) -> None:
         tick = self.rt.settings.beat_tick_seconds
         due = time.monotonic() + tick
-        # Looking at the database every few seconds (one pooled SELECT 1) dates an outage's
+        # Looking at the database every few seconds (a pooled connection's pre-ping) dates an outage's
         # start and end to within that, while the watching itself runs once a tick.
         while not self._stop.wait(min(tick, PROBE_SECONDS)):
             watch = time.monotonic() >= due
@@ -128,10 +129,17 @@ class Watcher:
         """
         try:
             write_outages(self.rt)
-            if watch:
-                watch_once(self.rt, now)
         except UNAVAILABLE as exc:
-            self.rt.database_outages.failed(exc)  # one warning per outage, not one per tick
+            self.rt.database_outages.failed(exc)  # one warning per outage, not one per look
+            return
+        if not watch:
+            return
+        try:
+            watch_once(self.rt, now)
+        except UNAVAILABLE as exc:
+            # Only a failed look begins an outage: a query that timed out is not one, and
+            # a database that went away since is seen at the next look.
+            log.warning("ops watch skipped: %s", first_line(exc))
         except Exception:
             log.exception("ops watch failed")
 
