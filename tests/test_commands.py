@@ -14,7 +14,8 @@ from tests.support.network import free_port
 
 
 @pytest.mark.parametrize("args", [["status", "--once"], ["subscribers", "export"], ["ops", "watch"],
-                                  ["ops", "pause", "1"], ["beat"], ["worker"]])
+                                  ["ops", "pause", "1"], ["db", "upgrade"], ["serve"], ["beat"],
+                                  ["worker"]])
 def test_an_unreachable_database_is_one_plain_message_and_a_temporary_failure(
         args: list[str], tmp_path: Path) -> None:
     port = free_port()  # nothing listens there: connection refused
