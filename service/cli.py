@@ -21,10 +21,14 @@ from service.settings import Settings
 
 
 class ChaparGroup(click.Group):
-    """Refused settings end the command with one line naming the variable, not a traceback."""
+    """Refused settings end the command with one line naming the variable, not a traceback;
+    so does a database that cannot be reached, whether at the start or midway."""
 
     def invoke(self, ctx: click.Context) -> object:
         from pydantic import ValidationError
+
+        from service.commands import DatabaseUnreachable
+        from service.db import UNAVAILABLE
 
         try:
             return super().invoke(ctx)
@@ -33,6 +37,9 @@ class ChaparGroup(click.Group):
                 raise
             problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
             raise click.ClickException(f"configuration refused: {problems}") from None
+        except UNAVAILABLE as exc:
+            # Each unit of work is one transaction: what the command did not finish rolled back.
+            raise DatabaseUnreachable(Settings().effective_database_url, exc) from None
 
 
 @click.group(cls=ChaparGroup)

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -58,8 +60,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine with the per-backend settings Chapar relies on."""
+# What a database that cannot be reached raises: refused or dropped connections and
+# timeouts (OperationalError; InterfaceError when the driver's connection is already
+# closed), a pre-ping that could not reconnect, and a pool whose connections are all
+# busy past its timeout. Pages answer these with 503, tasks wait for the next tick.
+UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, DisconnectionError,
+                                            PoolTimeout)
+DEFAULT_CONNECT_TIMEOUT = 2  # seconds; libpq's least
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached (or is too busy to answer now)."""
+    return isinstance(exc, UNAVAILABLE)
+
+
+def where(url: str) -> str:
+    """host:port of a database URL (the file for SQLite), never its user or password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
+def make_engine(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT, **kwargs: Any) -> Engine:
+    """Create an engine with the per-backend settings Chapar relies on.
+
+    On PostgreSQL a connection attempt gives up after `connect_timeout` seconds, so a
+    database that is down (or a host that swallows packets) turns into a 503 or a
+    skipped tick quickly instead of a request hanging; the pre-ping finds a pooled
+    connection the server dropped and replaces it, so the pool recovers by itself.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -72,6 +102,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             dbapi_connection.isolation_level = None
 
         return engine
+    if url.startswith("postgresql"):
+        connect_args = {"connect_timeout": max(2, connect_timeout), **kwargs.pop("connect_args", {})}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -4,6 +4,11 @@ The subscribe form and the desk's login both count requests per client and per
 target; this is the one counter they share. `limits` names its redis-py backed
 storage "redis://"; "memory://" is per process, which is right for the embedded
 setup where one web process runs.
+
+While Redis is unreachable the limits fail open: the request is let through and the
+log says so. Readers can still subscribe and staff can still sign in; the database
+holds the second line (one confirmation email per address per day, the login
+lock-out), and when the database is down too the page answers 503 anyway.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from redis.exceptions import RedisError
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+REDIS_TIMEOUT_SECONDS = 1.0
 
 
 class RateLimiter:
@@ -25,7 +31,12 @@ class RateLimiter:
 
     def __init__(self, settings: Settings) -> None:
         redis_url = settings.effective_redis_url
-        self._limiter = MovingWindowRateLimiter(storage_from_string(redis_url or "memory://"))
+        # A Redis that is down refuses at once; one that swallows packets must not hold a
+        # page for longer than this before the hit is let through.
+        storage = (storage_from_string(redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                                       socket_timeout=REDIS_TIMEOUT_SECONDS)
+                   if redis_url else storage_from_string("memory://"))
+        self._limiter = MovingWindowRateLimiter(storage)
 
     @staticmethod
     def rules(text: str) -> list[RateLimitItem]:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from celery import Celery
     from redis import Redis
 
+    from service.ops.outages import OutageTracker
+
 
 def database_options(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:
     """Engine options from the settings: the pool's size, and psycopg's prepared statements.
@@ -46,6 +48,7 @@ class Runtime:
     def from_settings(cls, settings: Settings, **engine_kwargs: Any) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.effective_database_url,
+                             connect_timeout=settings.database_connect_timeout,
                              **database_options(settings, engine_kwargs))
         return cls(
             settings=settings,
@@ -83,6 +86,14 @@ class Runtime:
         from redis import Redis
 
         return Redis.from_url(url)
+
+    @cached_property
+    def database_outages(self) -> OutageTracker:
+        """This process's view of whether the database answers (one warning per outage)."""
+        from service.db import where
+        from service.ops.outages import OutageTracker
+
+        return OutageTracker(where(self.settings.effective_database_url)).follow(self.engine)
 
     def url(self, path: str) -> str:
         return self.settings.public_url.rstrip("/") + path

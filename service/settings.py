@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # false: psycopg never prepares statements on the server, as PgBouncer before 1.21 in
     # transaction mode needs (each transaction may land on another server connection).
     database_prepared_statements: bool = True
+    # PostgreSQL: give up a connection attempt after this many seconds (libpq's least is 2),
+    # so pages answer 503 quickly while the database is unreachable.
+    database_connect_timeout: int = Field(default=2, ge=2, le=60)
     broker_url: str = ""  # default: kombu filesystem transport in data_dir; redis:// or amqp://
     # Rate limits, throttles and 421 pauses; default: broker_url when it is Redis. Required in
     # production beside any other network broker (RabbitMQ).

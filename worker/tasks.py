@@ -1,4 +1,9 @@
-"""Thin tasks: plain ids in, one call into service/, nothing else."""
+"""Thin tasks: plain ids in, one call into service/, nothing else.
+
+While the database cannot be reached the periodic ones skip their run (one warning per
+outage in each process, not a traceback per tick) and do their work on the next tick; a
+confirmation stays owed and the confirmation sweeper rings for it again.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from celery import Task, shared_task
 
 from service.bounces.inbox import poll_bounce_mailbox
 from service.clock import utcnow
+from service.ops.outages import skipped_while_unreachable
 from service.runtime import Runtime
 from service.subscribers.emails import send_confirmation as send_confirmation_email
 from service.subscribers.emails import sweep_confirmations as sweep_owed_confirmations
@@ -31,12 +37,17 @@ def reset_runtime() -> None:
 @shared_task(bind=True, name="chapar.send_confirmation", max_retries=5,
              autoretry_for=(OSError,), retry_backoff=30, retry_backoff_max=600)
 def send_confirmation(self: Task[Any, Any], subscriber_id: int) -> None:
-    send_confirmation_email(runtime(self), subscriber_id, utcnow())
+    rt = runtime(self)
+    # While the database is down the confirmation stays owed; the sweeper rings again.
+    with skipped_while_unreachable(rt.database_outages):
+        send_confirmation_email(rt, subscriber_id, utcnow())
 
 
 @shared_task(bind=True, name="chapar.sweep_confirmations")
 def sweep_confirmations(self: Task[Any, Any]) -> None:
-    sweep_owed_confirmations(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        sweep_owed_confirmations(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.send_batch")
@@ -50,26 +61,34 @@ def send_batch(self: Task[Any, Any], issue_id: int) -> None:
 def sweep_deliveries(self: Task[Any, Any]) -> None:
     from service.delivery.sweeper import sweep
 
-    sweep(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        sweep(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.schedule_tick")
 def schedule_tick(self: Task[Any, Any]) -> None:
     from service.digests.schedule import run_tick
 
-    run_tick(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        run_tick(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.poll_bounces")
 def poll_bounces(self: Task[Any, Any]) -> None:
-    poll_bounce_mailbox(runtime(self), utcnow)
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        poll_bounce_mailbox(rt, utcnow)
 
 
 @shared_task(bind=True, name="chapar.refresh_feeds")
 def refresh_feeds(self: Task[Any, Any]) -> None:
     from service.articles.refresh import refresh_configured_feed
 
-    refresh_configured_feed(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        refresh_configured_feed(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.check_links")

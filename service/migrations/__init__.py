@@ -10,6 +10,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, column, inspect, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.db import UNAVAILABLE
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -31,7 +33,9 @@ VERSION_TABLE = table("alembic_version", column("version_num"))  # Alembic's def
 def schema_problem(engine: Engine) -> str | None:
     """What is wrong with the database's schema in one line, or None when it is the newest.
 
-    A look at the Alembic version table and a read of the migration scripts.
+    A look at the Alembic version table and a read of the migration scripts. A database
+    that cannot be reached is not a schema problem: its error (service.db.UNAVAILABLE)
+    goes up to the command, which says so in one place.
     """
     scripts = ScriptDirectory(str(HERE))
     try:
@@ -39,6 +43,8 @@ def schema_problem(engine: Engine) -> str | None:
             # Read directly: Alembic's MigrationContext would log two lines on every command.
             current = set(connection.scalars(select(VERSION_TABLE.c.version_num))
                           ) if inspect(connection).has_table(VERSION_TABLE.name) else set()
+    except UNAVAILABLE:
+        raise  # the commands' one answer for that: see service/commands.py
     except SQLAlchemyError as exc:
         # The driver's message says what failed (refused connection, unknown database)
         # on its first line; the rest is SQLAlchemy's advice and a link.

@@ -5,19 +5,25 @@ and as `chapar ops watch`: it records newly lost workers in the incident log, em
 CHAPAR_OPS_EMAILS about the conditions in force through the one send path
 (outbox.send_email), and prunes the incident log. "Once an hour" is kept as a mark
 per condition in the database, so several beats or a restart do not repeat it.
+
+The watcher also looks whether the database answers every few seconds: while it
+cannot be reached the watcher says so once, and as soon as it answers writes the
+outage to the incident log (when it began, how long it lasted): see outages.py.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 
 from service.clock import utcnow
-from service.db import unit_of_work
+from service.db import UNAVAILABLE, unit_of_work
 from service.delivery.outbox import NotSent, send_email
-from service.ops import incidents, marks
+from service.ops import incidents, marks, outages
 from service.ops.conditions import Condition
+from service.ops.outages import first_line
 from service.ops.status import snapshot
 from service.ops.workers import record_losses
 from service.persian import jalali_datetime, single_line
@@ -25,6 +31,7 @@ from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 REPEAT_AFTER = timedelta(hours=1)
+PROBE_SECONDS = 5.0  # how often the watcher looks whether the database answers
 
 
 def due_alerts(rt: Runtime, found: list[Condition], now: datetime) -> list[Condition]:
@@ -70,6 +77,28 @@ def watch_once(rt: Runtime, now: datetime) -> list[Condition]:
     return due
 
 
+def write_outages(rt: Runtime) -> int:
+    """Reach the database, then write the outages this process saw end; returns how many.
+
+    Raises what an unreachable database raises; an outage whose record could not be
+    written is kept for the next call.
+    """
+    tracker = rt.database_outages
+    with rt.engine.connect():
+        pass  # handed out after its pre-ping, or freshly made: the database answers
+    ended = tracker.take_ended()
+    if not ended:
+        return 0
+    try:
+        with unit_of_work(rt.sessions) as session:
+            for outage in ended:
+                outages.record(session, outage, rt.settings.tz)
+    except BaseException:
+        tracker.give_back(ended)
+        raise
+    return len(ended)
+
+
 class Watcher:
     """watch_once every beat tick, in a daemon thread of the beat process."""
 
@@ -83,11 +112,36 @@ class Watcher:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.rt.settings.beat_tick_seconds):
-            try:
-                watch_once(self.rt, utcnow())
-            except Exception:  # a database or broker outage must not end the watching
-                log.exception("ops watch failed")
+        tick = self.rt.settings.beat_tick_seconds
+        due = time.monotonic() + tick
+        # Looking at the database every few seconds (a pooled connection's pre-ping) dates an outage's
+        # start and end to within that, while the watching itself runs once a tick.
+        while not self._stop.wait(min(tick, PROBE_SECONDS)):
+            watch = time.monotonic() >= due
+            if watch:
+                due = time.monotonic() + tick
+            self.tick(utcnow(), watch=watch)
+
+    def tick(self, now: datetime, *, watch: bool = True) -> None:
+        """Look at the database (writing the outages that ended), then one pass if `watch`.
+
+        Nothing that goes wrong in it ends the watching.
+        """
+        try:
+            write_outages(self.rt)
+        except UNAVAILABLE as exc:
+            self.rt.database_outages.failed(exc)  # one warning per outage, not one per look
+            return
+        if not watch:
+            return
+        try:
+            watch_once(self.rt, now)
+        except UNAVAILABLE as exc:
+            # Only a failed look begins an outage: a query that timed out is not one, and
+            # a database that went away since is seen at the next look.
+            log.warning("ops watch skipped: %s", first_line(exc))
+        except Exception:
+            log.exception("ops watch failed")
 
     def stop(self) -> None:
         self._stop.set()

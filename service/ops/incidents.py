@@ -1,7 +1,8 @@
 """The incident log: what went wrong and when, kept in the database so a restart loses nothing.
 
 Written where the thing happens (a 421 pause by the worker that got it, a give-up by
-the sweeper, a lost worker by the watcher, a refused send by the pre-send check) and
+the sweeper, a lost worker by the watcher, a refused send by the pre-send check, a
+database outage by the watcher once the database is back: see outages.py) and
 pruned after CHAPAR_OPS_INCIDENT_RETENTION_DAYS.
 """
 
@@ -21,6 +22,7 @@ WORKER_LOST = "worker-lost"  # a worker stopped reporting without shutting down
 LEASES_SWEPT = "leases-swept"  # rows a dead worker left `sending` became uncertain
 SEND_BLOCKED = "send-blocked"  # the pre-send check refused to start a send
 ALERT_SENT = "alert-sent"  # ops were emailed about a condition
+DATABASE_UNREACHABLE = "database.unreachable"  # written when it is back: from when, how long
 
 LABELS = {
     DOMAIN_PAUSED: "دامنه با ۴۲۱ کند شد",
@@ -30,6 +32,7 @@ LABELS = {
     LEASES_SWEPT: "ردیف‌های نیمه‌کاره جمع شدند",
     SEND_BLOCKED: "بررسی پیش از ارسال، ارسال را نگه داشت",
     ALERT_SENT: "هشدار برای گردانندگان فرستاده شد",
+    DATABASE_UNREACHABLE: "پایگاه داده در دسترس نبود",
 }
 
 

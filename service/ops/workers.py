@@ -25,6 +25,7 @@ from service.clock import utcnow
 from service.db import is_sqlite, unit_of_work
 from service.ops import incidents
 from service.ops.models import WorkerSeen
+from service.ops.outages import skipped_while_unreachable
 from service.ops.queues import QUEUES
 
 if TYPE_CHECKING:
@@ -147,10 +148,13 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # The database may be down for a while: keep trying at the same pace, and say so
+            # once per outage (the tracker's warning) rather than every few seconds.
             try:
-                with unit_of_work(self.rt.sessions) as session:
+                with skipped_while_unreachable(self.rt.database_outages), \
+                        unit_of_work(self.rt.sessions) as session:
                     beat(session, self.name, self.pool, utcnow())
-            except Exception as exc:  # the database may be down for a while: keep trying
+            except Exception as exc:
                 log.warning("heartbeat not written: %s", exc)
             self._stop.wait(self.rt.settings.ops_heartbeat_seconds)
 

@@ -13,13 +13,14 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from service.db import UNAVAILABLE
 from service.runtime import Runtime
 from service.web import archive, articles_api, bounces_api, desk, health, metrics, reader, results_api
 from service.web.guards import LimitBodySize
 from service.web.layers import HeadAsGet, SecurityHeaders, content_security_policy
 from service.web.limits import SubscribeLimits
 from service.web.openapi import request_schemas
-from service.web.pages import error
+from service.web.pages import error, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app = ChaparApp(rt, title="Chapar", docs_url=None, redoc_url=None,
                     openapi_url="/api/openapi.json")
     app.state.limits = SubscribeLimits(rt.settings)
+    outages = rt.database_outages  # follows the engine from now on: a connection means it is back
     app.include_router(reader.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -72,6 +74,15 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error(request, 422, code="validation_error")
+
+    async def database_unreachable(request: Request, exc: Exception) -> Response:
+        # The request's one transaction rolled back (or never began): nothing half-written.
+        # One warning per outage, not a traceback per request.
+        outages.failed(exc)
+        return unavailable(request)
+
+    for kind in UNAVAILABLE:
+        app.add_exception_handler(kind, database_unreachable)
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> Response:

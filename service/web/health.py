@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from service.db import UNAVAILABLE
 from service.runtime import Runtime
+from service.web.pages import RETRY_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -24,6 +26,10 @@ def check_database(rt: Runtime) -> bool:
     try:
         with rt.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+    except UNAVAILABLE as exc:
+        # Probed every few seconds: one warning per outage (the tracker's), not a traceback each.
+        rt.database_outages.failed(exc)
+        return False
     except Exception:
         # The driver's words can name hosts and users: they go to the log, not the page.
         log.exception("readiness: database unreachable")
@@ -53,5 +59,6 @@ async def readyz(request: Request) -> JSONResponse:
         if not ok
     }
     if problems:
-        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return JSONResponse({"status": "ready"})

@@ -25,6 +25,11 @@ ERRORS: dict[int, tuple[str, str]] = {
     500: ("خطای سرور", "مشکلی پیش آمد. دوباره تلاش کنید."),
     503: ("سرویس در دسترس نیست", "سرویس موقتاً در دسترس نیست. کمی بعد دوباره تلاش کنید."),
 }
+# While the database is unreachable: how long a client (a browser, a mail client retrying
+# a one-click unsubscribe, an API caller) is asked to wait before trying again.
+RETRY_AFTER_SECONDS = 30
+UNAVAILABLE_MESSAGE = ("سرویس موقتاً در دسترس نیست و چیزی از درخواست شما ثبت نشد. "
+                       "چند دقیقهٔ دیگر دوباره تلاش کنید.")
 
 # Stable machine-readable codes for JSON clients; the Persian text is for people.
 CODES: dict[int, str] = {
@@ -60,3 +65,11 @@ def error(request: Request, status_code: int, message: str | None = None,
     rt = request.app.state.runtime
     return page(request, "error.html", status_code=status_code, heading=heading, message=text,
                 subscribe_url=rt.url("/"))
+
+
+def unavailable(request: Request) -> Response:
+    """503 while the database cannot be reached: a Persian page or JSON, with Retry-After."""
+    response = error(request, 503, UNAVAILABLE_MESSAGE)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
