@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -22,6 +23,7 @@ from itsdangerous.encoding import base64_encode
 
 from service.bounces.verp import VerpSigner
 from service.delivery.dkim import DkimSigner
+from service.digests.clicks import ArticleLinks, counting, mark_article_links
 from service.mail.compose import sender
 from service.mail.headers import encode_address, encode_unstructured
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
@@ -92,7 +94,7 @@ class _Body:
     def encode(self, values: dict[str, str]) -> bytes:
         tail = self.tail[:]
         for i in range(0, len(tail), 2):
-            tail[i] = values[tail[i]]
+            tail[i] = values.get(tail[i], tail[i])  # see Personalizer.fill
         return self.encoded_head + _b64_lines(self.head_rest + "".join(tail).encode("utf-8"))
 
 
@@ -112,7 +114,8 @@ class IssueMessage:
     def __init__(self, *, issue_number: int, subject: str, html: str, text: str,
                  from_name: str, from_address: str, list_name: str, list_id: str,
                  public_url: str, verp_domain: str, tokens: Tokens, secret: str,
-                 dkim: DkimSigner | None = None) -> None:
+                 dkim: DkimSigner | None = None, click_mode: str = "false",
+                 articles: Sequence[tuple[int, str]] = ()) -> None:
         self.issue_number = issue_number
         self.tokens = tokens
         self.secret = secret
@@ -139,6 +142,12 @@ class IssueMessage:
         self.fixed_headers.append(
             (b"Content-Type", f'multipart/alternative;\r\n boundary="{self.boundary}"'.encode())
         )
+        # Tracked article links are markers filled per recipient (service.digests.clicks);
+        # `articles` is (article id, URL) of each article of the issue.
+        self.article_links: ArticleLinks | None = None
+        if counting(click_mode) and articles:
+            html, text = mark_article_links(html, text, articles)
+            self.article_links = ArticleLinks(tokens, public_url, issue_number, articles, click_mode)
         self.text = _Body(text)
         self.html = _Body(html)
         b = self.boundary.encode()
@@ -156,12 +165,19 @@ class IssueMessage:
             PREFERENCES_URL: f"{self.public_url}/preferences/{preferences}",
         }
 
+    def values(self, subscriber_id: int, now: datetime) -> dict[str, str]:
+        """Every per-recipient value: the personal links and, when tracked, the article links."""
+        values = self.links(subscriber_id)
+        if self.article_links is not None:
+            values.update(self.article_links.values(subscriber_id, now))
+        return values
+
     def envelope_sender(self, delivery_id: int) -> str:
         return self.verp.address(delivery_id, self.verp_domain)
 
     def render(self, recipient: Recipient, now: datetime) -> bytes:
         """The complete message bytes for one recipient, CRLF line ends."""
-        values = self.links(recipient.subscriber_id)
+        values = self.values(recipient.subscriber_id, now)
         body = (self.text_open + self.text.encode(values) + self.html_open
                 + self.html.encode(values) + self.close)
         headers = [

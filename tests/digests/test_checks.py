@@ -248,7 +248,7 @@ def test_mime_rules_are_checked_on_the_bytes(session: Session, rt: Runtime) -> N
     from service.digests import rendered_checks
 
     issue = built(session, rt, 1)
-    raw = checks.reader_bytes(rt, session, issue, NOW)
+    raw, _ = checks.reader_bytes(rt, session, issue, NOW)
     message = rendered_checks.parse_message(raw)
     html = rendered_checks.html_part(message)
     assert rendered_checks.mime_items(message, raw, html, issue.html) == []
