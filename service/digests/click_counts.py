@@ -26,7 +26,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crawlerdetect import CrawlerDetect
 from redis.exceptions import RedisError
@@ -176,3 +176,14 @@ class ClickCounter:
             session.execute(update(Click).where(Click.id.in_(burst), Click.filtered.is_(None))
                             .values(filtered=BURST))
         return str(target.url)
+
+
+def reader_clicks(session: Session, subscriber_id: int) -> list[dict[str, Any]]:
+    """The clicks recorded with this subscriber (the per-reader mode), for their data export."""
+    rows = session.execute(
+        select(Click.at, Issue.number, IssueArticle.url)
+        .join(Issue, Issue.id == Click.issue_id)
+        .join(IssueArticle, (IssueArticle.issue_id == Click.issue_id)
+              & (IssueArticle.article_id == Click.article_id))
+        .where(Click.subscriber_id == subscriber_id).order_by(Click.at, Click.id))
+    return [{"at": at.isoformat(), "issue": number, "url": url} for at, number, url in rows]

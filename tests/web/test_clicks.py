@@ -31,7 +31,7 @@ API_KEY = {"Authorization": "Bearer test-api-key"}
 BROWSER = {"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
                          "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"}
 SCANNER = {"User-Agent": "Barracuda Sentinel (EE)"}
-TRACKED = re.compile(r'href="http://chapar\.test(/r/[^"]+)"')
+TRACKED = re.compile(r'href="https?://[^"/]+(/r/[^"]+)"')
 
 
 def sent(rt: Runtime, number: int, *, readers: int = 2, articles: int = 1,
@@ -238,3 +238,33 @@ def test_a_token_of_another_purpose_is_not_a_click_link(runtime: Runtime) -> Non
         runtime.tokens.read_click(runtime.tokens.lasting(Purpose.UNSUBSCRIBE, 5))
     token = runtime.tokens.click(ClickLink(1, 1, url_digest("https://x.example/"), 1))
     assert runtime.tokens.read_click(token).issue_number == 1
+
+
+def test_a_reader_recorded_per_reader_finds_their_clicks_in_their_data_export(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    runtime.settings.track_clicks = "per-reader"
+    [url] = sent(runtime, 15)
+    client = desk_client(runtime)
+    assert client.get(links_of(smtp, "n15-0@example.test")[0], headers=BROWSER).status_code == 302
+    with runtime.sessions() as session:
+        reader, other = session.scalars(select(Subscriber.id).where(
+            Subscriber.email.in_(["n15-0@example.test", "n15-1@example.test"]))
+            .order_by(Subscriber.email)).all()
+    export = f"/preferences/{runtime.tokens.lasting(Purpose.PREFERENCES, reader)}/export.json"
+    [click] = client.get(export).json()["clicks"]
+    assert click["issue"] == 15 and click["url"] == url
+    export = f"/preferences/{runtime.tokens.lasting(Purpose.PREFERENCES, other)}/export.json"
+    assert client.get(export).json()["clicks"] == []
+
+
+def test_a_client_over_its_rate_limit_is_redirected_but_not_counted(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    runtime.settings.track_clicks = "true"
+    runtime.settings.click_rate_per_client = "2/minute"
+    [url] = sent(runtime, 16)
+    [link] = links_of(smtp, "n16-0@example.test")
+    client = desk_client(runtime)
+    for _ in range(4):
+        answer = client.get(link, headers=BROWSER)
+        assert answer.status_code == 302 and answer.headers["location"] == url
+    assert len(clicks(runtime)) == 2
