@@ -131,6 +131,11 @@ class ArticleLinks:
             self._step, self._shared = step, self._values(step, None)
         return self._shared
 
+    def shared_key(self, now: datetime) -> int | None:
+        """What the article links of a message sent `now` share with other messages: the
+        send step in the default mode; None per reader (each reader's links are their own)."""
+        return None if self.per_reader else send_step(now)
+
     def targets(self, values: dict[str, str]) -> dict[str, str]:
         """{tracked link: the article's own URL} for one recipient's values."""
         return {values[marker]: url for marker, url in self.urls.items() if marker in values}

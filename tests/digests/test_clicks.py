@@ -26,7 +26,7 @@ from service.digests.models import Issue
 from service.mail.render import inline_css
 from service.runtime import Runtime
 from service.settings import Settings
-from service.tokens import ClickLink, Tokens
+from service.tokens import ClickLink, Purpose, Tokens
 from tests.delivery.factories import make_issue
 
 TOKENS = Tokens("k" * 40, 3600, fallback_keys=["o" * 40])
@@ -121,3 +121,18 @@ def test_the_default_modes_links_are_signed_once_per_send_step(
     first = tracked.values(1, NOW)
     assert tracked.values(2, NOW + timedelta(seconds=1)) is first  # same step: no signing
     assert tracked.values(3, NOW + timedelta(seconds=10)) != first
+
+
+def test_a_body_encoded_once_per_step_still_carries_each_readers_own_links(
+        session: Session, runtime: Runtime) -> None:
+    message, _ = issue_message(session, runtime.settings, runtime.tokens, "true")
+    seen = {}
+    for subscriber, at in ((1, NOW), (2, NOW), (3, NOW + timedelta(seconds=10)), (4, NOW)):
+        plain, rich = parts(message.render(Recipient(subscriber, subscriber, "r@example.test",
+                                                     "example.test"), at))
+        unsubscribe = runtime.tokens.lasting(Purpose.UNSUBSCRIBE, subscriber)
+        assert f"/unsubscribe/{unsubscribe}?i=" in rich and f"/unsubscribe/{unsubscribe}" in plain
+        [link] = set(TRACKED.findall(rich))
+        assert runtime.tokens.read_click(link.rpartition("/")[2]).sent_step == send_step(at)
+        seen[subscriber] = link
+    assert seen[1] == seen[2] == seen[4] != seen[3]
