@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     digest_auto_send: bool = False
     # The coming slot's draft is built this long before it, for the editors; 0: only at the slot.
     digest_draft_hours_before: float = Field(default=24.0, ge=0)
+    # Clicks on the digest's article links: false (links go straight to the articles),
+    # true (counted per article, nobody's identity in the link) or per-reader (the
+    # subscriber is recorded too). No open-tracking pixel in any mode.
+    track_clicks: Literal["false", "true", "per-reader"] = "false"
+    click_rate_per_client: str = "30/minute;300/hour"  # more from one client: redirected, not counted
     test_send_addresses: str = ""  # comma-separated seed list that gets every test send
     beat_tick_seconds: float = Field(default=60.0, ge=1)  # schedule tick and delivery sweeper
 
@@ -205,6 +210,11 @@ class Settings(BaseSettings):
     staff_lockout_minutes: int = Field(default=15, ge=1)
     staff_require_totp: bool = False  # admins must set up TOTP before using the desk
     staff_invite_max_age_hours: int = Field(default=72, ge=1)
+
+    @field_validator("track_clicks", mode="before")
+    @classmethod
+    def _click_mode_in_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _require_a_real_secret(self) -> Settings:

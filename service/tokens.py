@@ -28,6 +28,7 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     BOUNCE = "bounce"
+    CLICK = "click"
 
 
 class TokenError(Exception):
@@ -47,6 +48,28 @@ class ConfirmRequest(NamedTuple):
 
     subscriber_id: int
     nonce: str | None
+
+
+class ClickLink(NamedTuple):
+    """What a tracked article link names (service.digests.clicks makes and follows them).
+
+    `url_digest` names the URL the link was signed for; `sent_step` is when the message
+    was sent, in coarse steps (clicks.SEND_STEP_SECONDS); `subscriber_id` only in the
+    per-reader mode, None otherwise.
+    """
+
+    issue_number: int
+    article_id: int
+    url_digest: str
+    sent_step: int
+    subscriber_id: int | None = None
+
+    def payload(self) -> list[int | str]:
+        head: list[int | str] = [self.issue_number, self.article_id, self.url_digest, self.sent_step]
+        return head if self.subscriber_id is None else [*head, self.subscriber_id]
+
+
+MAX_DIGEST_LENGTH = 32
 
 
 class Tokens:
@@ -94,6 +117,24 @@ class Tokens:
         except BadSignature as exc:
             raise TokenError("invalid") from exc
         return _as_id(value)
+
+    def click(self, link: ClickLink) -> str:
+        """A tracked article link's token; it does not expire (old issues keep working)."""
+        return self._plain(Purpose.CLICK).dumps(link.payload())
+
+    def read_click(self, token: str) -> ClickLink:
+        try:
+            value = self._plain(Purpose.CLICK).loads(token)
+        except BadSignature as exc:
+            raise TokenError("invalid") from exc
+        if type(value) is not list or len(value) not in (4, 5):
+            raise TokenError("invalid")
+        digest, step = value[2], value[3]
+        if (type(digest) is not str or not 0 < len(digest) <= MAX_DIGEST_LENGTH
+                or type(step) is not int or step < 0):
+            raise TokenError("invalid")
+        subscriber = _as_id(value[4]) if len(value) == 5 else None
+        return ClickLink(_as_id(value[0]), _as_id(value[1]), digest, step, subscriber)
 
 
 def _as_id(value: object) -> int:

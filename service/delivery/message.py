@@ -3,8 +3,9 @@
 Building an `EmailMessage` per recipient costs 5-6 ms; this costs tens of
 microseconds: the headers that never change are encoded once, each body is split at
 its per-recipient markers once (Personalizer), and the part of each body before
-its first marker is base64-encoded once, cut at a whole base64 line, so only the
-tail that holds the links is encoded per recipient.
+its first personal marker is base64-encoded once (once per send step when article
+links are tracked), cut at a whole base64 line, so only the tail that holds the
+reader's own links is encoded per recipient.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -22,6 +24,7 @@ from itsdangerous.encoding import base64_encode
 
 from service.bounces.verp import VerpSigner
 from service.delivery.dkim import DkimSigner
+from service.digests.clicks import ArticleLinks, counting, mark_article_links
 from service.mail.compose import sender
 from service.mail.headers import encode_address, encode_unstructured
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL, Personalizer
@@ -29,6 +32,7 @@ from service.persian import single_line
 from service.tokens import Purpose, Tokens
 
 LINE_BYTES = 57  # raw bytes per 76-character base64 line
+PERSONAL = frozenset({UNSUBSCRIBE_URL, PREFERENCES_URL})  # the markers that are one reader's
 
 
 class LastingSigner:
@@ -75,25 +79,52 @@ def message_id(issue_number: int, subscriber_id: int, secret: str, domain: str) 
 def _b64_lines(data: bytes) -> bytes:
     """base64 in CRLF-terminated 76-character lines (data: whole 57-byte lines or the end)."""
     encoded = binascii.b2a_base64(data, newline=False)
-    return b"".join(encoded[i:i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+    if not encoded:
+        return b""
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 class _Body:
-    """One text part: personalised with one join, encoded mostly ahead of time."""
+    """One text part: personalised with one join, encoded mostly ahead of time.
+
+    The part before the first marker that is the reader's own (the unsubscribe and
+    preferences links) is the same for everybody who shares its other values (tracked
+    article links sent in one step, service.digests.clicks): it is encoded once per
+    `shared` key, cut at a whole base64 line. A key of None (per-reader article links)
+    encodes it every time.
+    """
 
     def __init__(self, template: str) -> None:
         pieces = Personalizer(template).pieces
-        head = pieces[0].encode("utf-8")
-        cut = len(head) - len(head) % LINE_BYTES
-        self.encoded_head = _b64_lines(head[:cut])
-        self.head_rest = head[cut:]
-        self.tail = pieces[1:]  # marker, text, marker, text, ...
+        self.head = pieces[0].encode("utf-8")
+        self.markers: list[str] = pieces[1::2]
+        self.texts: list[bytes] = [text.encode("utf-8") for text in pieces[2::2]]
+        self.split = next((i for i, marker in enumerate(self.markers) if marker in PERSONAL),
+                          len(self.markers))
+        self._cache: tuple[object, bytes, bytes] | None = None  # (key, encoded, rest)
 
-    def encode(self, values: dict[str, str]) -> bytes:
-        tail = self.tail[:]
-        for i in range(0, len(tail), 2):
-            tail[i] = values[tail[i]]
-        return self.encoded_head + _b64_lines(self.head_rest + "".join(tail).encode("utf-8"))
+    def _parts(self, values: dict[str, str], start: int, stop: int) -> list[bytes]:
+        parts = []
+        for marker, text in zip(self.markers[start:stop], self.texts[start:stop], strict=True):
+            parts.append(values.get(marker, marker).encode("utf-8"))  # see Personalizer.fill
+            parts.append(text)
+        return parts
+
+    def _shared(self, values: dict[str, str]) -> tuple[bytes, bytes]:
+        data = b"".join([self.head, *self._parts(values, 0, self.split)])
+        cut = len(data) - len(data) % LINE_BYTES
+        return _b64_lines(data[:cut]), data[cut:]
+
+    def encode(self, values: dict[str, str], shared: object | None = 0) -> bytes:
+        cache = self._cache  # read once: another thread may replace it
+        if shared is not None and cache is not None and cache[0] == shared:
+            encoded, rest = cache[1], cache[2]
+        else:
+            encoded, rest = self._shared(values)
+            if shared is not None:
+                self._cache = (shared, encoded, rest)
+        tail = self._parts(values, self.split, len(self.markers))
+        return encoded + _b64_lines(b"".join([rest, *tail]))
 
 
 @dataclass(frozen=True)
@@ -112,7 +143,8 @@ class IssueMessage:
     def __init__(self, *, issue_number: int, subject: str, html: str, text: str,
                  from_name: str, from_address: str, list_name: str, list_id: str,
                  public_url: str, verp_domain: str, tokens: Tokens, secret: str,
-                 dkim: DkimSigner | None = None) -> None:
+                 dkim: DkimSigner | None = None, click_mode: str = "false",
+                 articles: Sequence[tuple[int, str]] = ()) -> None:
         self.issue_number = issue_number
         self.tokens = tokens
         self.secret = secret
@@ -139,6 +171,12 @@ class IssueMessage:
         self.fixed_headers.append(
             (b"Content-Type", f'multipart/alternative;\r\n boundary="{self.boundary}"'.encode())
         )
+        # Tracked article links are markers filled per recipient (service.digests.clicks);
+        # `articles` is (article id, URL) of each article of the issue.
+        self.article_links: ArticleLinks | None = None
+        if counting(click_mode) and articles:
+            html, text = mark_article_links(html, text, articles)
+            self.article_links = ArticleLinks(tokens, public_url, issue_number, articles, click_mode)
         self.text = _Body(text)
         self.html = _Body(html)
         b = self.boundary.encode()
@@ -156,14 +194,22 @@ class IssueMessage:
             PREFERENCES_URL: f"{self.public_url}/preferences/{preferences}",
         }
 
+    def values(self, subscriber_id: int, now: datetime) -> dict[str, str]:
+        """Every per-recipient value: the personal links and, when tracked, the article links."""
+        values = self.links(subscriber_id)
+        if self.article_links is not None:
+            values.update(self.article_links.values(subscriber_id, now))
+        return values
+
     def envelope_sender(self, delivery_id: int) -> str:
         return self.verp.address(delivery_id, self.verp_domain)
 
     def render(self, recipient: Recipient, now: datetime) -> bytes:
         """The complete message bytes for one recipient, CRLF line ends."""
-        values = self.links(recipient.subscriber_id)
-        body = (self.text_open + self.text.encode(values) + self.html_open
-                + self.html.encode(values) + self.close)
+        values = self.values(recipient.subscriber_id, now)
+        shared = 0 if self.article_links is None else self.article_links.shared_key(now)
+        body = (self.text_open + self.text.encode(values, shared) + self.html_open
+                + self.html.encode(values, shared) + self.close)
         headers = [
             (b"Date", format_datetime(now).encode("ascii")),
             (b"Message-ID", message_id(self.issue_number, recipient.subscriber_id, self.secret,

@@ -148,7 +148,8 @@ class DeliveryAgent:
                     list_name=s.list_name, list_id=s.list_id, public_url=s.public_url,
                     verp_domain=s.verp_domain, tokens=self.rt.tokens,
                     secret=instance_key(session, MESSAGE_ID).hex(),
-                    dkim=self.dkim,
+                    dkim=self.dkim, click_mode=s.track_clicks,
+                    articles=[(a.article_id, a.url) for a in issue.articles],
                 )}
         return self.messages[issue_id]
 

@@ -107,8 +107,10 @@ class ChecksBlocked(Exception):
         super().__init__(f"ارسال متوقف شد: {persian} | send blocked by the checks: {english}")
 
 
-def reader_bytes(rt: Runtime, session: Session, issue: Issue, now: datetime) -> bytes:
-    """The complete message the relay would get for the reader with the longest links."""
+def reader_bytes(rt: Runtime, session: Session, issue: Issue,
+                 now: datetime) -> tuple[bytes, dict[str, str]]:
+    """The complete message the relay would get for the reader with the longest links,
+    and {tracked link: the article's own URL} when article links are tracked."""
     s = rt.settings
     try:
         dkim = DkimSigner.from_settings(s)
@@ -118,10 +120,20 @@ def reader_bytes(rt: Runtime, session: Session, issue: Issue, now: datetime) -> 
         issue_number=issue.number, subject=issue.subject, html=issue.html, text=issue.text,
         from_name=s.from_name, from_address=s.from_address, list_name=s.list_name,
         list_id=s.list_id, public_url=s.public_url, verp_domain=s.verp_domain, tokens=rt.tokens,
-        secret=instance_key(session, MESSAGE_ID).hex(), dkim=dkim,
+        secret=instance_key(session, MESSAGE_ID).hex(), dkim=dkim, click_mode=s.track_clicks,
+        articles=[(a.article_id, a.url) for a in issue.articles],
     )
-    return message.render(Recipient(LONGEST_ID, LONGEST_ID, f"reader@{s.from_domain}",
-                                    s.from_domain), now)
+    raw = message.render(Recipient(LONGEST_ID, LONGEST_ID, f"reader@{s.from_domain}",
+                                   s.from_domain), now)
+    tracked = message.article_links
+    return raw, ({} if tracked is None else tracked.targets(message.values(LONGEST_ID, now)))
+
+
+def untracked(body: str, targets: dict[str, str]) -> str:
+    """A body as sent with each tracked link put back to its article's own URL."""
+    for link, url in targets.items():
+        body = body.replace(link, url)
+    return body
 
 
 def run_checks(rt: Runtime, session: Session, issue: Issue, now: datetime, *,
@@ -132,14 +144,17 @@ def run_checks(rt: Runtime, session: Session, issue: Issue, now: datetime, *,
     the answers a worker stored are used, and links not fetched yet are noted.
     """
     articles = [ArticleRef(a.title, a.url) for a in issue.articles]
-    raw = reader_bytes(rt, session, issue, now)
+    raw, targets = reader_bytes(rt, session, issue, now)
     message = parse_message(raw)
     html = html_part(message)
     body = message.get_body(("plain",))
-    text = str(body.get_content()) if body is not None else ""
-    tree = parse_html(html)
+    # The size is the size as sent; the links are checked as the articles' own URLs, where
+    # a tracked link leads (a redirect through this server, which is not worth fetching).
+    text = untracked(str(body.get_content()), targets) if body is not None else ""
+    tree = parse_html(untracked(html, targets))
     found = links_in(tree, articles)
-    cut = clip(html, articles)
+    as_sent = {url: link for link, url in targets.items()}
+    cut = clip(html, [ArticleRef(a.title, as_sent.get(a.url, a.url)) for a in articles])
     parts = {"subject": issue.subject, "preheader": issue.preheader, "html": html, "text": text}
     items: list[CheckItem] = []
     if not articles:

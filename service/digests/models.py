@@ -5,7 +5,17 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    BigInteger,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base
@@ -136,3 +146,24 @@ class ChecksOverride(Base):
     actor: Mapped[str] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime]
+
+
+class Click(Base):
+    """One follow of a tracked article link (service/digests/clicks.py).
+
+    Per article, not per reader: `subscriber_id` is set only in the per-reader mode.
+    `filtered` says why the click is not counted as a person's (head | scanner |
+    too_soon | burst), None when it likely is. No address, user agent or send time is
+    kept.
+    """
+
+    __tablename__ = "clicks"
+    __table_args__ = (Index("ix_clicks_issue_article", "issue_id", "article_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
+    at: Mapped[datetime]
+    filtered: Mapped[str | None] = mapped_column(String(16))

@@ -7,7 +7,10 @@ unsubscribe is the issue's when it came through that issue's own link, which the
 reader route records on the subscriber's event as the issue's name.
 
 There is no open count: Apple Mail Privacy Protection fetches every image of every
-message, so an open-tracking pixel measures nothing.
+message, so an open-tracking pixel measures nothing. Clicks on the article links are
+counted only when CHAPAR_TRACK_CLICKS is on (service/digests/click_counts.py): every
+click (raw), those likely a person's (human), and the others by the reason they were
+set aside, in all and per article.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.delivery.models import Bounce, Delivery, DeliveryStatus
-from service.digests.models import Issue, IssueStatus
+from service.digests.click_counts import REASONS
+from service.digests.models import Click, Issue, IssueArticle, IssueStatus
+from service.digests.render import in_email_order
 from service.subscribers.models import SubscriberEvent
 
 UNSUBSCRIBE_EVENT = "unsubscribe"
@@ -43,6 +48,30 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class ArticleClicks:
+    article_id: int
+    title: str
+    url: str
+    clicks: int
+    human_clicks: int
+
+
+@dataclass(frozen=True)
+class ClickFigures:
+    """Clicks on the issue's article links: all, likely human, the rest by reason."""
+
+    clicks: int
+    human_clicks: int
+    filtered: dict[str, int]  # every reason of click_counts.REASONS, zeros included
+    articles: list[ArticleClicks]  # in the order the email shows them
+
+    @property
+    def most(self) -> int:
+        """The largest count of one article, for drawing bars on one scale."""
+        return max([1, *(a.clicks for a in self.articles)])
+
+
+@dataclass(frozen=True)
 class IssueResults:
     """The figures of one issue. Delivery outcomes are shares of all its recipients;
     what readers and their mail servers did afterwards is a share of what was sent."""
@@ -60,16 +89,45 @@ class IssueResults:
     bounced_soft: Figure
     complaints: Figure
     unsubscribed: Figure
+    click_figures: ClickFigures | None = None  # None: clicks are not counted
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-safe: each figure as {"count", "rate"}; clicks are not counted."""
+        """JSON-safe: each figure as {"count", "rate"}; clicks as counts, null when not counted."""
         data = asdict(self)
-        data.update(clicks=None, human_clicks=None)
+        clicks = data.pop("click_figures")
+        data.update(clicks=None, human_clicks=None, clicks_filtered=None, article_clicks=None)
+        if clicks is not None:
+            data.update(clicks=clicks["clicks"], human_clicks=clicks["human_clicks"],
+                        clicks_filtered=clicks["filtered"], article_clicks=clicks["articles"])
         return data
 
 
-def issue_results(session: Session, issue: Issue) -> IssueResults:
-    """The issue's figures as the database has them now; reads only."""
+def click_figures(session: Session, issue: Issue, counting: bool) -> ClickFigures | None:
+    """The issue's clicks; None when none were recorded and clicks are not counted now."""
+    counts: dict[tuple[int, str | None], int] = {
+        (row[0], row[1]): row[2] for row in session.execute(
+            select(Click.article_id, Click.filtered, func.count()).where(Click.issue_id == issue.id)
+            .group_by(Click.article_id, Click.filtered))
+    }
+    if not counts and not counting:
+        return None
+    items = session.scalars(select(IssueArticle).where(IssueArticle.issue_id == issue.id)).all()
+    articles = []
+    for item in in_email_order(issue, items):
+        mine = {reason: n for (article, reason), n in counts.items() if article == item.article_id}
+        articles.append(ArticleClicks(item.article_id, item.title, item.url, sum(mine.values()),
+                                      mine.get(None, 0)))
+    filtered = {reason: sum(n for (_, why), n in counts.items() if why == reason)
+                for reason in REASONS}
+    return ClickFigures(sum(counts.values()),
+                        sum(n for (_, why), n in counts.items() if why is None), filtered, articles)
+
+
+def issue_results(session: Session, issue: Issue, *, counting_clicks: bool = False) -> IssueResults:
+    """The issue's figures as the database has them now; reads only.
+
+    `counting_clicks`: whether clicks are counted now (CHAPAR_TRACK_CLICKS); an issue
+    whose clicks were counted when it went out shows them either way."""
     by_status: dict[DeliveryStatus, int] = {
         row[0]: row[1] for row in session.execute(
             select(Delivery.status, func.count()).where(Delivery.issue_id == issue.id)
@@ -103,18 +161,21 @@ def issue_results(session: Session, issue: Issue) -> IssueResults:
         bounced_soft=Figure.of(soft, sent),
         complaints=Figure.of(by_kind.get("complaint", 0), sent),
         unsubscribed=Figure.of(unsubscribed, sent),
+        click_figures=click_figures(session, issue, counting_clicks),
     )
 
 
 SENT_OR_SENDING = (IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.SENT, IssueStatus.CANCELLED)
 
 
-def recent_results(session: Session, limit: int = 12) -> list[IssueResults]:
+def recent_results(session: Session, limit: int = 12, *,
+                   counting_clicks: bool = False) -> list[IssueResults]:
     """The last `limit` issues that went out (or began to), oldest first, for a trend."""
     issues = session.scalars(
         select(Issue).where(Issue.status.in_(SENT_OR_SENDING))
         .order_by(Issue.number.desc()).limit(limit)).all()
-    return [issue_results(session, issue) for issue in reversed(issues)]
+    return [issue_results(session, issue, counting_clicks=counting_clicks)
+            for issue in reversed(issues)]
 
 
 def issue_by_number(session: Session, number: int) -> Issue | None:

@@ -14,10 +14,15 @@ from collections.abc import Mapping
 UNSUBSCRIBE_URL = "%%CHAPAR_UNSUBSCRIBE_URL%%"
 PREFERENCES_URL = "%%CHAPAR_PREFERENCES_URL%%"
 ALL = (UNSUBSCRIBE_URL, PREFERENCES_URL)
+# A tracked article link (service.digests.clicks): the prefix, the article's id, the end.
+# The sender adds these to an issue's bodies; stored issues never hold them.
+CLICK_MARKER_PREFIX = "%%CHAPAR_CLICK_"
+MARKER_END = "%%"
 # Plainly not a real token: following a sample link opens the "invalid link" page.
 SAMPLE_TOKEN = "sample-link-for-preview"  # noqa: S105 - not a secret
 
-_MARKER = re.compile("(" + "|".join(re.escape(m) for m in ALL) + ")")
+_MARKER = re.compile("(" + "|".join(re.escape(m) for m in ALL)
+                     + "|" + re.escape(CLICK_MARKER_PREFIX) + "[0-9]+" + re.escape(MARKER_END) + ")")
 
 
 class Personalizer:
@@ -28,9 +33,11 @@ class Personalizer:
         # Odd positions are markers; even positions are literal text.
 
     def fill(self, values: Mapping[str, str]) -> str:
+        """Each marker replaced by its value; a marker without one (an article's text that
+        happens to look like a click marker) stays as it is, for the checks to find."""
         pieces = self.pieces[:]
         for i in range(1, len(pieces), 2):
-            pieces[i] = values[pieces[i]]
+            pieces[i] = values.get(pieces[i], pieces[i])
         return "".join(pieces)
 
 

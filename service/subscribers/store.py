@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from service.delivery.models import Bounce, Delivery
+from service.digests.click_counts import reader_clicks
 from service.instance_keys import SUPPRESSION, instance_key
 from service.subscribers.addresses import address_hash
 from service.subscribers.models import (
@@ -271,6 +272,9 @@ def export(subscriber: Subscriber, tz_name: str) -> dict[str, Any]:
             {"at": iso(e.at), "event": e.kind, "source": e.source, "detail": e.detail}
             for e in subscriber.events
         ],
+        # Only the per-reader click mode records who clicked (service/digests/click_counts.py).
+        "clicks": reader_clicks(session, subscriber.id) if (session := object_session(subscriber))
+        else [],
         "timezone_for_display": tz_name,
     }
 

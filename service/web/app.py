@@ -14,11 +14,22 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service.db import UNAVAILABLE
+from service.digests.click_counts import ClickCounter
 from service.runtime import Runtime
-from service.web import archive, articles_api, bounces_api, desk, health, metrics, reader, results_api
+from service.web import (
+    archive,
+    articles_api,
+    bounces_api,
+    clicks,
+    desk,
+    health,
+    metrics,
+    reader,
+    results_api,
+)
 from service.web.guards import LimitBodySize
 from service.web.layers import HeadAsGet, SecurityHeaders, content_security_policy
-from service.web.limits import SubscribeLimits
+from service.web.limits import ClickLimits, SubscribeLimits
 from service.web.openapi import request_schemas
 from service.web.pages import error, unavailable
 
@@ -55,8 +66,11 @@ def create_app(rt: Runtime) -> FastAPI:
     app = ChaparApp(rt, title="Chapar", docs_url=None, redoc_url=None,
                     openapi_url="/api/openapi.json")
     app.state.limits = SubscribeLimits(rt.settings)
+    app.state.clicks = ClickCounter(rt.settings.secret_key, rt.redis)
+    app.state.click_limits = ClickLimits(rt.settings)
     outages = rt.database_outages  # follows the engine from now on: a connection means it is back
     app.include_router(reader.router)
+    app.include_router(clicks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(bounces_api.router)

@@ -60,6 +60,9 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+HEAD_ASKED = "chapar.head"
+
+
 class HeadAsGet:
     """Answer HEAD wherever GET is answered: run the GET and send its headers only.
 
@@ -83,4 +86,6 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app(dict(scope, method="GET"), receive, send_headers_only)
+        # The routes see a GET; the one that must know it was a HEAD (a link scanner's
+        # request is not a click, service.digests.click_counts) reads HEAD_ASKED.
+        await self.app(dict(scope, method="GET", **{HEAD_ASKED: True}), receive, send_headers_only)

@@ -1,4 +1,5 @@
-"""The subscribe form's limits: per client and per target address (service/rate_limits.py)."""
+"""The subscribe form's limits per client and per target address, and the click counter's per
+client (service/rate_limits.py)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,17 @@ class SubscribeLimits:
 
     def allow_address(self, address: str) -> bool:
         return self._limiter.hit(self._per_address, "chapar-subscribe-address", address)
+
+
+class ClickLimits:
+    """How many clicks one client may have counted; more are redirected, not counted.
+
+    Keyed by the click counter's hash of the client, never by its address.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._limiter = RateLimiter(settings)
+        self._per_client = RateLimiter.rules(settings.click_rate_per_client)
+
+    def allow_client(self, client_key: str) -> bool:
+        return self._limiter.hit(self._per_client, "chapar-click-client", client_key)

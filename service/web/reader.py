@@ -32,6 +32,15 @@ STATUS_LABELS = {
     Status.BOUNCED: "ایمیل‌ها به این نشانی نمی‌رسند",
     Status.COMPLAINED: "گزارش هرزنامه داده‌اید",
 }
+# What the preferences page tells a reader about click counting (CHAPAR_TRACK_CLICKS).
+CLICK_NOTES = {
+    "false": "کلیک شما روی پیوندهای خبرنامه شمرده نمی‌شود: پیوندها یکراست به خبرها می‌روند.",
+    "true": ("پیوند خبرها از نشانی این خبرنامه می‌گذرد و تنها شمرده می‌شود هر خبر چند بار "
+             "باز شده است؛ نام و نشانی شما همراه کلیک ثبت نمی‌شود."),
+    "per-reader": ("پیوند خبرها از نشانی این خبرنامه می‌گذرد و کلیک شما روی هر خبر همراه با "
+                   "عضویت‌تان ثبت می‌شود؛ اگر اطلاعاتتان را پاک کنید، کلیک‌ها تنها بی‌نام شمرده می‌مانند."),
+}
+OPENS_NOTE = "باز شدن نامه‌ها را نمی‌شماریم و هیچ تصویر ردیابی در نامه‌ها نیست."
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 SUBSCRIBED_MESSAGE = "اگر این نشانی هنوز عضو نباشد، ایمیلی برای تأیید عضویت به آن فرستادیم."
 
@@ -257,6 +266,7 @@ def preferences_view(request: Request, subscriber: Subscriber, notice: str | Non
     return page(request, "preferences.html", email=subscriber.email,
                 status=subscriber.status.value, status_label=STATUS_LABELS[subscriber.status],
                 since=jalali_date(since, rt.settings.tz) if since else None, notice=notice,
+                clicks_note=CLICK_NOTES[rt.settings.track_clicks], opens_note=OPENS_NOTE,
                 **links(rt, subscriber.id))
 
 

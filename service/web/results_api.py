@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.digests import results
+from service.digests.clicks import counting
 from service.runtime import Runtime
 from service.web.api_keys import key_refusal
 
@@ -18,7 +19,7 @@ router = APIRouter()
 
 @router.get("/api/v1/issues/{number}/stats")
 def issue_stats(request: Request, number: int) -> JSONResponse:
-    """Sent, deferred, failed, bounced, complaints and unsubscribes of one issue."""
+    """Sent, deferred, failed, bounced, complaints, unsubscribes and (when counted) clicks."""
     rt: Runtime = request.app.state.runtime
     refused = key_refusal(request, rt)
     if refused is not None:
@@ -27,5 +28,6 @@ def issue_stats(request: Request, number: int) -> JSONResponse:
         issue = results.issue_by_number(session, number)
         if issue is None:
             return JSONResponse({"error": "not_found"}, status_code=404)
-        figures = results.issue_results(session, issue)
+        figures = results.issue_results(session, issue,
+                                        counting_clicks=counting(rt.settings.track_clicks))
     return JSONResponse(figures.as_dict())

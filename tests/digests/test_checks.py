@@ -65,6 +65,19 @@ def test_a_good_issue_passes_with_no_blocker_and_no_warning(session: Session, rt
     assert report.links_total == 4 and report.links_pending == 4  # three articles and an image
 
 
+def test_tracked_links_are_checked_as_their_articles_and_weighed_as_sent(
+        session: Session, rt: Runtime) -> None:
+    issue = built(session, rt)
+    plain = run_checks(rt, session, issue, NOW, fetch_links=False)
+    rt.settings.track_clicks = "per-reader"  # the longest links: one token per reader
+    tracked = run_checks(rt, session, issue, NOW, fetch_links=False)
+    assert [i for i in tracked.items if i.severity is not Severity.NOTE] == []
+    assert tracked.links_total == plain.links_total == 4  # the articles' own URLs, not /r/
+    # Seven article links in the HTML (title and «read more», and the lead's image), each
+    # now a redirect with a token: the size is the size as sent.
+    assert tracked.clip.html_bytes > plain.clip.html_bytes + 7 * 60
+
+
 def test_a_digest_over_102_kb_is_blocked_and_says_where_gmail_cuts(session: Session,
                                                                    rt: Runtime) -> None:
     rt.settings.digest_max_articles = 120
@@ -248,7 +261,7 @@ def test_mime_rules_are_checked_on_the_bytes(session: Session, rt: Runtime) -> N
     from service.digests import rendered_checks
 
     issue = built(session, rt, 1)
-    raw = checks.reader_bytes(rt, session, issue, NOW)
+    raw, _ = checks.reader_bytes(rt, session, issue, NOW)
     message = rendered_checks.parse_message(raw)
     html = rendered_checks.html_part(message)
     assert rendered_checks.mime_items(message, raw, html, issue.html) == []

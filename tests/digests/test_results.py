@@ -194,3 +194,32 @@ def test_a_viewer_without_stats_view_is_refused_the_results_pages(runtime: Runti
         refused = client.get(path)
         assert refused.status_code == 403 and "دسترسی ندارید" in refused.text
     assert "/desk/results" not in client.get("/desk/").text
+
+
+def test_the_issue_page_shows_clicks_per_article_and_why_some_were_set_aside(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    from tests.web.test_clicks import BROWSER, SCANNER, links_of, sent
+
+    runtime.settings.track_clicks = "true"
+    sent(runtime, 14, articles=2)
+    first, second = links_of(smtp, "n14-0@example.test")
+    client = desk_client(runtime)
+    other = {"User-Agent": BROWSER["User-Agent"] + " other"}
+    for link, agent in ((first, BROWSER), (first, SCANNER), (second, other)):
+        assert client.get(link, headers=agent).status_code == 302
+    with unit_of_work(runtime.sessions) as session:
+        staff_account(session, "editor@example.com", "editor")
+    assert sign_in(client, "editor@example.com").status_code == 303
+    page = client.get("/desk/issues/14/results").text
+    assert "شمارش کلیک روشن است" in page and "Apple Mail" in page
+    assert '<th scope="row">همهٔ کلیک‌ها</th><td class="num">۳</td>' in page
+    assert '<th scope="row">کلیک‌های احتمالاً انسانی</th><td class="num">۲</td>' in page
+    assert 'پویشگر پیوند یا ربات شناخته‌شده</th><td class="num">۱</td>' in page
+    assert page.count('<svg class="click-bar"') == 2
+    assert 'aria-label="۲ کلیک، ۱ انسانی"' in page
+    overview = client.get("/desk/results").text
+    assert "<th scope=\"col\">کلیک انسانی</th>" in overview
+    # Turned off later, the clicks of an issue that counted them still show.
+    runtime.settings.track_clicks = "false"
+    page = client.get("/desk/issues/14/results").text
+    assert "شمارش کلیک خاموش است" in page and "همهٔ کلیک‌ها" in page
