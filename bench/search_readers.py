@@ -4,7 +4,9 @@ Loads N subscribers into a throwaway database with one INSERT ... SELECT over
 generate_series (the search indexes built after the load, as CREATE INDEX on a
 filled table does it faster than row by row), ANALYZEs it, then runs each search
 the page runs - one keyset page of 50 and the capped count - several times and
-prints the median and the worst time of each, against the target of 200 ms. With
+prints the median and the worst time of each, against the target of 200 ms.
+Searches by a fragment shorter than three characters are refused by the filter
+(no trigram to look up), so none is run here. With
 --explain it also prints each page query's plan, to see which index served it.
 
     .venv/bin/python -m bench.search_readers --subscribers 1000000 [--runs 7] [--explain]
@@ -169,17 +171,21 @@ def cursor_for(session: Session, f: ReaderFilter, pages: int) -> Cursor | None:
 
 
 def measure(session: Session, f: ReaderFilter, cursor: Cursor | None, runs: int
-            ) -> tuple[list[float], list[float], tuple[int, bool]]:
-    """The page's time and the count's time in each run, and the count."""
-    page_ms, count_ms = [], []
-    found = (0, False)
+            ) -> tuple[list[float], list[float], list[float], search.Matches]:
+    """Per run: the page query alone, the count alone, and both as the page asks for them
+    (search_and_count skips the count when the first page holds every match)."""
+    page_ms, count_ms, shown_ms = [], [], []
+    found = search.Matches(0, False)
     for _ in range(runs):
         page_ms.append(timed(lambda: search.search(session, f, older_than=cursor)))
+        session.rollback()  # each in its own transaction, as each page request is
+        count_ms.append(timed(lambda: search.count(session, f)))
+        session.rollback()
         started = time.perf_counter()
-        found = search.count(session, f)
-        count_ms.append((time.perf_counter() - started) * 1000)
-        session.rollback()  # each run in its own transaction, as each page request is
-    return page_ms, count_ms, found
+        _, found = search.search_and_count(session, f, older_than=cursor)
+        shown_ms.append((time.perf_counter() - started) * 1000)
+        session.rollback()
+    return page_ms, count_ms, shown_ms, found
 
 
 def explain(session: Session, f: ReaderFilter, cursor: Cursor | None) -> str:
@@ -210,31 +216,33 @@ def main() -> None:
                 "SELECT pg_size_pretty(pg_relation_size('ix_subscribers_email_trgm'))"))
         print(f"PostgreSQL {version}; {args.subscribers:,} subscribers loaded, indexed and analysed "
               f"in {loaded:.1f} s; trigram index {size}")
-        print(f"{args.runs} runs each; a run is what the page does: one page of {search.PAGE_SIZE} "
-              f"and the count (capped at {search.COUNT_CAP:,}); {os.cpu_count()} cores, "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"{args.runs} runs each. 'page': one keyset page of {search.PAGE_SIZE}; 'count': "
+              f"the count, capped at {search.COUNT_CAP:,}; 'shown': both as the readers page asks "
+              f"(search_and_count: no count when the first page holds every match).")
+        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start "
+              f"(other work shares the machine)")
         print(f"target: every search under {TARGET_MS:.0f} ms\n")
-        print(f"{'search':<46} {'matches':>9} {'page med':>9} {'page max':>9} "
-              f"{'count med':>9} {'total med':>9} {'total max':>9}  target")
+        print(f"{'search':<46} {'matches':>8} {'page med':>9} {'page max':>9} "
+              f"{'count med':>9} {'shown med':>9} {'shown max':>9}  target")
         worst = 0.0
         with sessions() as session:
             chosen = cases(session, args.subscribers)
         for case in chosen:
             with sessions() as session:
                 cursor = cursor_for(session, case.f, case.pages)
-                page_ms, count_ms, found = measure(session, case.f, cursor, args.runs)
+                page_ms, count_ms, total_ms, found = measure(session, case.f, cursor, args.runs)
                 plan = explain(session, case.f, cursor) if args.explain else ""
-            total_ms = [p + c for p, c in zip(page_ms, count_ms, strict=True)]
-            matches = f">{found[0]:,}" if found[1] else f"{found[0]:,}"
+            matches = f">{found.count:,}" if found.more else f"{found.count:,}"
             worst = max(worst, max(total_ms))
             ok = "ok" if max(total_ms) < TARGET_MS else "MISSED"
-            print(f"{case.label:<46} {matches:>9} {statistics.median(page_ms):>8.1f} "
-                  f"{max(page_ms):>8.1f} {statistics.median(count_ms):>9.1f} "
+            print(f"{case.label:<46} {matches:>8} {statistics.median(page_ms):>9.1f} "
+                  f"{max(page_ms):>9.1f} {statistics.median(count_ms):>9.1f} "
                   f"{statistics.median(total_ms):>9.1f} {max(total_ms):>9.1f}  {ok}")
             if plan:
                 print(plan)
-        print(f"\nslowest run of any search: {worst:.1f} ms "
-              f"({'under' if worst < TARGET_MS else 'OVER'} the {TARGET_MS:.0f} ms target)")
+        print(f"\nslowest run of any search as shown: {worst:.1f} ms "
+              f"({'under' if worst < TARGET_MS else 'OVER'} the {TARGET_MS:.0f} ms target); "
+              f"load average {os.getloadavg()[0]:.1f} at the end")
         engine.dispose()
 
 

@@ -123,6 +123,17 @@ def test_the_count_stops_at_its_cap(session: Session) -> None:
     assert search.count(session, ReaderFilter(status=Status.PENDING), cap=5) == (2, False)
 
 
+def test_a_first_page_holding_every_match_is_its_own_count(session: Session) -> None:
+    for n in range(5):
+        reader(session, f"p{n}@example.com", DAY_STARTS + timedelta(minutes=n))
+    page, matches = search.search_and_count(session, ReaderFilter(), size=5, cap=3)
+    assert len(page.readers) == 5 and matches == search.Matches(5, False)  # no count query, no cap
+    page, matches = search.search_and_count(session, ReaderFilter(), size=4, cap=3)
+    assert page.older is not None and matches == search.Matches(3, True)
+    later, matches = search.search_and_count(session, ReaderFilter(), older_than=page.older, size=4)
+    assert emails(later.readers) == ["p0@example.com"] and matches == search.Matches(5, False)
+
+
 def test_the_export_reads_every_match_in_batches(runtime: Runtime) -> None:
     with unit_of_work(runtime.sessions) as session:
         for n in range(12):  # ten at one instant, as an import makes them

@@ -113,10 +113,10 @@ def list_page(request: Request, typed: dict[str, str], chosen: ReaderFilter | No
     with rt.sessions() as session:
         context["sources"] = search.sources(session)
         if chosen is not None:
-            page = search.search(session, chosen, older_than=Cursor.read(older),
-                                 newer_than=Cursor.read(newer))
+            page, matches = search.search_and_count(session, chosen, older_than=Cursor.read(older),
+                                                    newer_than=Cursor.read(newer))
             context.update(
-                page=page, matches=search.count(session, chosen),
+                page=page, matches=matches,
                 first_url=link(query), older_url=link(query, older=page.older),
                 newer_url=link(query, newer=page.newer),
                 rows=[(r.id, r.email, r.status, r.consent_source, r.created_at) for r in page.readers])
