@@ -194,7 +194,7 @@ def explain(session: Session, f: ReaderFilter, cursor: Cursor | None) -> str:
     if cursor is not None:
         query = query.where(search._older_than(cursor))
     query = query.order_by(Subscriber.created_at.desc(), Subscriber.id.desc()).limit(51)
-    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    sql = str(query.compile(dialect=postgresql.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}))
     lines = session.execute(text("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql)).scalars()
     return "\n".join("      " + line for line in lines)
 
