@@ -192,9 +192,11 @@ def measure(session: Session, f: ReaderFilter, cursor: Cursor | None, runs: int
 def explain(session: Session, f: ReaderFilter, cursor: Cursor | None) -> str:
     query = select(Subscriber).where(*search.conditions(f))
     if cursor is not None:
-        query = query.where(search._older_than(cursor))
+        query = query.where(search.older_than_cursor(cursor))
     query = query.order_by(Subscriber.created_at.desc(), Subscriber.id.desc()).limit(51)
-    sql = str(query.compile(dialect=postgresql.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}))
+    # Named parameters: no psycopg escaping of the pattern's percent signs in the literal.
+    sql = str(query.compile(dialect=postgresql.dialect(paramstyle="named"),
+                            compile_kwargs={"literal_binds": True}))
     lines = session.execute(text("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql)).scalars()
     return "\n".join("      " + line for line in lines)
 

@@ -167,12 +167,12 @@ class ReaderPage:
     older: Cursor | None  # the last row's cursor when older rows exist (a next page)
 
 
-def _older_than(cursor: Cursor) -> ColumnElement[bool]:
+def older_than_cursor(cursor: Cursor) -> ColumnElement[bool]:
     """Rows that come before the cursor in (created_at, id) order."""
     return tuple_(Subscriber.created_at, Subscriber.id) < tuple_(_instant(cursor.created_at), cursor.id)
 
 
-def _newer_than(cursor: Cursor) -> ColumnElement[bool]:
+def newer_than_cursor(cursor: Cursor) -> ColumnElement[bool]:
     return tuple_(Subscriber.created_at, Subscriber.id) > tuple_(_instant(cursor.created_at), cursor.id)
 
 
@@ -188,10 +188,10 @@ def search(session: Session, f: ReaderFilter, *, older_than: Cursor | None = Non
     query = select(Subscriber).where(*conditions(f)).limit(size + 1)
     backwards = newer_than is not None and older_than is None
     if newer_than is not None and backwards:
-        query = query.where(_newer_than(newer_than)).order_by(Subscriber.created_at, Subscriber.id)
+        query = query.where(newer_than_cursor(newer_than)).order_by(Subscriber.created_at, Subscriber.id)
     else:
         if older_than is not None:
-            query = query.where(_older_than(older_than))
+            query = query.where(older_than_cursor(older_than))
         query = query.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
     rows = list(session.scalars(query))
     more = len(rows) > size
@@ -284,7 +284,7 @@ def matching(sessions: sessionmaker[Session], f: ReaderFilter,
             query = (select(*EXPORTED).where(*conditions(f))
                      .order_by(Subscriber.created_at, Subscriber.id).limit(batch))
             if after is not None:
-                query = query.where(_newer_than(after))
+                query = query.where(newer_than_cursor(after))
             rows = list(session.execute(query))
         yield from rows
         if len(rows) < batch:
