@@ -168,11 +168,12 @@ class ReaderPage:
 
 
 def older_than_cursor(cursor: Cursor) -> ColumnElement[bool]:
-    """Rows that come before the cursor in (created_at, id) order."""
+    """Readers who joined before the cursor's (in (created_at, id) order)."""
     return tuple_(Subscriber.created_at, Subscriber.id) < tuple_(_instant(cursor.created_at), cursor.id)
 
 
 def newer_than_cursor(cursor: Cursor) -> ColumnElement[bool]:
+    """Readers who joined after the cursor's."""
     return tuple_(Subscriber.created_at, Subscriber.id) > tuple_(_instant(cursor.created_at), cursor.id)
 
 
@@ -187,7 +188,8 @@ def search(session: Session, f: ReaderFilter, *, older_than: Cursor | None = Non
     _custom_plans(session)
     query = select(Subscriber).where(*conditions(f)).limit(size + 1)
     backwards = newer_than is not None and older_than is None
-    if newer_than is not None and backwards:
+    if backwards:
+        assert newer_than is not None
         query = query.where(newer_than_cursor(newer_than)).order_by(Subscriber.created_at, Subscriber.id)
     else:
         if older_than is not None:
@@ -248,7 +250,7 @@ def _custom_plans(session: Session) -> None:
 
 
 def sources(session: Session, limit: int = SOURCES_SHOWN) -> list[str]:
-    """The distinct consent sources, fewest letters first in order, at most `limit`.
+    """The distinct consent sources in alphabetical order, at most `limit`.
 
     One index probe per source (a loose scan of ix_subscribers_consent_source), not a
     read of every row.
