@@ -20,10 +20,11 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The readers page's filters as options; days are Jalali (1405/09/08) or ISO, in TIMEZONE."""
     for option in reversed([
         click.option("--address", default="", help="Part of the address, any case (3+ characters)."),
-        click.option("--status", default="", type=click.Choice(["", *(s.value for s in Status)]),
+        click.option("--status", default=None, type=click.Choice([s.value for s in Status]),
                      help="Only this status."),
         click.option("--source", default="", help="Only this consent source (exactly)."),
-        click.option("--joined-from", default="", help="Joined on or after this day."),
+        click.option("--joined-from", default="",
+                     help="Joined on or after this day (1405/09/08 or 2026-11-29, in TIMEZONE)."),
         click.option("--joined-to", default="", help="Joined on or before this day."),
     ]):
         command = option(command)
@@ -43,11 +44,11 @@ def read_filter(rt: Runtime, address: str, status: str, source: str, joined_from
 @click.command("export")
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
 @filter_options
-def export(output: TextIO, address: str, status: str, source: str, joined_from: str,
+def export(output: TextIO, address: str, status: str | None, source: str, joined_from: str,
            joined_to: str) -> None:
     """Export subscribers as CSV (email, status, ISO timestamps, consent), oldest first."""
     with opened_runtime() as rt:
-        chosen = read_filter(rt, address, status, source, joined_from, joined_to)
+        chosen = read_filter(rt, address, status or "", source, joined_from, joined_to)
         actions.record_export(rt, CLI, chosen, utcnow())
         written = search.write_csv(output, rt.sessions, chosen)
     click.echo(f"exported {written} subscribers", err=True)
