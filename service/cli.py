@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
 
 import click
 
@@ -247,35 +246,6 @@ def subscribers_import(path: Path, source: str | None, pending: bool,
                f"erased earlier (skipped) {report.suppressed}, rejected {len(report.rejected)}")
 
 
-@subscribers.command("export")
-@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
-@click.option("--status", default=None, help="Only this status.")
-def subscribers_export(output: TextIO, status: str | None) -> None:
-    """Export subscribers as CSV (email, status, timestamps, consent)."""
-    import csv
-
-    from sqlalchemy import select
-
-    from service.subscribers.models import Status, Subscriber
-
-    rt = load_runtime()
-    writer = csv.writer(output)
-    columns = ["email", "status", "created_at", "confirmed_at", "unsubscribed_at",
-               "consent_source", "consent_at", "consent_ip"]
-    writer.writerow(columns)
-    with rt.sessions() as session:
-        query = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=1000)
-        if status:
-            query = query.where(Subscriber.status == Status(status))
-        for s in session.scalars(query):
-            writer.writerow([
-                s.email, s.status.value, s.created_at.isoformat(),
-                s.confirmed_at.isoformat() if s.confirmed_at else "",
-                s.unsubscribed_at.isoformat() if s.unsubscribed_at else "",
-                s.consent_source, s.consent_at.isoformat(), s.consent_ip or "",
-            ])
-
-
 @main.command("config")
 def show_config() -> None:
     """Print the effective configuration (secrets hidden)."""
@@ -308,6 +278,9 @@ def register_area_commands() -> None:
     main.add_command(ops)
     from service.staff.commands import staff
     main.add_command(staff)
+    from service.subscribers.commands import COMMANDS as subscriber_commands
+    for command in subscriber_commands:  # export, unsubscribe, resend-confirmation, erase
+        subscribers.add_command(command)
 
 
 register_area_commands()

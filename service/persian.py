@@ -8,7 +8,7 @@ spelled out here rather than pulled in with a library's defaults.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import jdatetime
@@ -21,6 +21,12 @@ _ARABIC_INDIC_TO_PERSIAN = {chr(0x0660 + i): chr(0x06F0 + i) for i in range(10)}
 _LATIN_TO_PERSIAN = {chr(0x30 + i): chr(0x06F0 + i) for i in range(10)}
 _TEXT_TABLE = str.maketrans({**_LETTERS, **_ARABIC_INDIC_TO_PERSIAN})
 _DIGITS_TABLE = str.maketrans(_LATIN_TO_PERSIAN)
+_TO_LATIN_TABLE = str.maketrans({**{chr(0x06F0 + i): str(i) for i in range(10)},
+                                 **{chr(0x0660 + i): str(i) for i in range(10)}})
+# A day typed by a person: year, month and day separated by / - . or a space.
+_DAY = re.compile(r"(\d{4})\s*[/\-.\s]\s*(\d{1,2})\s*[/\-.\s]\s*(\d{1,2})")
+# Years below this are Solar Hijri (1405 is 2026); above it, Gregorian.
+_GREGORIAN_FROM = 1700
 # C0/C1 controls except TAB and LF; CR is handled by callers that keep lines.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Bidi embedding/override controls can visually reorder text (Trojan Source style).
@@ -73,3 +79,30 @@ def jalali_datetime(moment: datetime, tz: ZoneInfo) -> str:
     """Date and time, for example «جمعه ۷ آذر ۱۴۰۵، ساعت ۰۸:۰۰»."""
     local = moment.astimezone(tz)
     return f"{jalali_date(moment, tz)}، ساعت {persian_digits(local.strftime('%H:%M'))}"
+
+
+def latin_digits(text: str) -> str:
+    """Persian and Arabic-Indic digits to Latin ones, for parsing what a person typed."""
+    return text.translate(_TO_LATIN_TABLE)
+
+
+def parse_day(text: str) -> date:
+    """A calendar day typed as Jalali («۱۴۰۵/۰۹/۰۸», 1405-9-8) or ISO (2026-11-29), in any digits.
+
+    The year tells the calendars apart. Raises ValueError for anything else, or a day
+    that does not exist (۱۴۰۵/۱۲/۳۱ in a common year).
+    """
+    found = _DAY.fullmatch(latin_digits(text.strip()))
+    if found is None:
+        raise ValueError(f"not a day: {text!r}")
+    year, month, day = (int(part) for part in found.groups())
+    if year >= _GREGORIAN_FROM:
+        return date(year, month, day)
+    gregorian: date = jdatetime.date(year, month, day).togregorian()
+    return gregorian
+
+
+def jalali_day(day: date) -> str:
+    """A day as editors type it, «۱۴۰۵/۰۹/۰۸»."""
+    j = jdatetime.date.fromgregorian(date=day)
+    return persian_digits(f"{j.year:04d}/{j.month:02d}/{j.day:02d}")

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.persian import ZWNJ, jalali_date, jalali_datetime, normalize_text, persian_digits, single_line
+from service.persian import (
+    ZWNJ,
+    jalali_date,
+    jalali_datetime,
+    jalali_day,
+    normalize_text,
+    parse_day,
+    persian_digits,
+    single_line,
+)
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 
@@ -49,3 +58,17 @@ def test_nowruz_boundary_is_read_in_tehran_not_utc() -> None:
 def test_a_naive_datetime_is_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
         jalali_date(datetime(2025, 3, 21), TEHRAN)
+
+
+@pytest.mark.parametrize("typed", ["۱۴۰۵/۰۹/۰۸", "1405/9/8", "1405-09-08", " ۱۴۰۵ ۰۹ ۰۸ ", "2026-11-29",
+                                   "٢٠٢٦/١١/٢٩", "۲۰۲۶-۱۱-۲۹"])
+def test_a_day_is_read_as_jalali_or_iso_in_any_digits(typed: str) -> None:
+    assert parse_day(typed) == date(2026, 11, 29)
+    assert jalali_day(parse_day(typed)) == "۱۴۰۵/۰۹/۰۸"
+
+
+@pytest.mark.parametrize("typed", ["", "1405/13/01", "1404/12/31", "2026-02-30", "29/11/2026", "دیروز",
+                                   "1405/09/08 12:00"])
+def test_a_day_that_does_not_exist_or_cannot_be_read_is_refused(typed: str) -> None:
+    with pytest.raises(ValueError):
+        parse_day(typed)

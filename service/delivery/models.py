@@ -32,6 +32,8 @@ class Delivery(Base):
         UniqueConstraint("issue_id", "subscriber_id"),
         Index("ix_deliveries_issue_status", "issue_id", "status"),
         Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+        # One reader's issues (the desk's reader page) and their erasure.
+        Index("ix_deliveries_subscriber_id", "subscriber_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -6,7 +6,7 @@ import enum
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base
@@ -37,6 +37,11 @@ class Subscriber(Base):
     __tablename__ = "subscribers"
     __table_args__ = (
         Index("ix_subscribers_status", "status"),
+        # The desk's readers list: newest first, a keyset page on (created_at, id); the
+        # source filter walks its own readers in that order; the source list is a loose
+        # scan of the same index.
+        Index("ix_subscribers_created_at", "created_at", "id"),
+        Index("ix_subscribers_consent_source", "consent_source", "created_at", "id"),
         {"sqlite_autoincrement": True},  # ids are in signed links: never reuse one
     )
 
@@ -84,6 +89,12 @@ class Subscriber(Base):
     @property
     def suppressed(self) -> bool:
         return self.status in SUPPRESSED
+
+
+# Any part of the address, in any case (search.py): a trigram index on the very expression
+# the search compares. PostgreSQL only (pg_trgm); SQLite reads the table.
+Index("ix_subscribers_email_trgm", func.lower(Subscriber.email).label("email_lower"),
+      postgresql_using="gin", postgresql_ops={"email_lower": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
 
 
 class SubscriberHistory:

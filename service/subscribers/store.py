@@ -30,6 +30,12 @@ from service.subscribers.models import (
 CONFIRMATION_INTERVAL = timedelta(days=1)
 
 
+def confirmation_interval(per_day: int) -> timedelta:
+    """How long after one confirmation email for an address the next may be owed
+    (CONFIRM_EMAILS_PER_ADDRESS_PER_DAY; a day by default)."""
+    return CONFIRMATION_INTERVAL / per_day
+
+
 @dataclass(frozen=True)
 class Consent:
     """Where a subscription came from: the form or import, and the client."""

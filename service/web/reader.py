@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -133,7 +132,7 @@ async def subscribe_fields(request: Request, rt: Runtime, fields: dict[str, str]
         return subscribed(request)  # same answer: the limit must not reveal anything
     consent = client_consent(request, f"web:{source}")
 
-    interval = timedelta(days=1) / rt.settings.confirm_emails_per_address_per_day
+    interval = store.confirmation_interval(rt.settings.confirm_emails_per_address_per_day)
 
     def work() -> store.SubscribeOutcome:
         with unit_of_work(rt.sessions) as session:

@@ -17,6 +17,7 @@ from service.web.desk import (
     home,
     issues,
     ops,
+    readers,
     results,
     schedule,
     staff,
@@ -30,7 +31,8 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def install(app: FastAPI) -> None:
     """Add the desk's routes, its answers for refused requests, and /static/."""
     app.state.login_throttle = LoginThrottle(app.state.runtime.settings)
-    for area in (auth, home, issues, editing, checks, results, schedule, ops, staff, apidocs):
+    for area in (auth, home, issues, editing, checks, results, readers, schedule, ops, staff,
+                 apidocs):
         app.include_router(area.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

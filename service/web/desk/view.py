@@ -28,6 +28,7 @@ AREAS: list[tuple[str, str, Permission | None]] = [
     ("/desk/", "خانه", None),
     ("/desk/issues", "شماره‌ها", None),
     ("/desk/schedule", "زمان‌بندی", None),
+    ("/desk/readers", "خوانندگان", Permission.SUBSCRIBERS_VIEW),
     ("/desk/results", "نتیجه‌ها", Permission.STATS_VIEW),
     ("/desk/ops", "کنسول عملیات", Permission.OPS_VIEW),
     ("/desk/staff", "کارکنان", Permission.STAFF_MANAGE),

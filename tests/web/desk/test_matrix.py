@@ -17,6 +17,7 @@ from service.digests.build import build_issue
 from service.runtime import Runtime
 from service.staff import accounts, invites, sessions
 from service.staff.permissions import ROLES
+from service.subscribers import store
 from service.web.app import create_app
 from tests.digests.factories import article
 from tests.staff.factories import staff_account
@@ -29,6 +30,8 @@ APPROVERS = {"admin", "chief-editor"}
 SENDERS = {"admin", "chief-editor"}
 OPS = {"admin", "ops"}
 STATS = {"admin", "chief-editor", "editor", "ops"}
+READERS = {"admin", "chief-editor", "editor"}  # subscribers.view
+READER_MANAGERS = {"admin"}  # subscribers.manage
 EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("GET", "/desk/login"): None,
     ("POST", "/desk/login"): None,
@@ -74,6 +77,13 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/issues/{number}/checks/override"): STAFF_MANAGERS,
     ("GET", "/desk/results"): STATS,
     ("GET", "/desk/issues/{number}/results"): STATS,
+    ("GET", "/desk/readers"): READERS,
+    ("GET", "/desk/readers/{subscriber_id:int}"): READERS,
+    ("POST", "/desk/readers/export"): READER_MANAGERS,
+    ("POST", "/desk/readers/{subscriber_id:int}/unsubscribe"): READER_MANAGERS,
+    ("POST", "/desk/readers/{subscriber_id:int}/resend-confirmation"): READER_MANAGERS,
+    ("GET", "/desk/readers/{subscriber_id:int}/erase"): READER_MANAGERS,
+    ("POST", "/desk/readers/{subscriber_id:int}/erase"): READER_MANAGERS,
     ("GET", "/desk/ops"): OPS,
     ("GET", "/desk/ops/live"): OPS,
     ("POST", "/desk/ops/issues/{number}/{action}"): OPS,
@@ -100,9 +110,11 @@ def test_role_by_route_matrix(runtime: Runtime, role: str, monkeypatch: pytest.M
         article(db, utcnow() - timedelta(hours=1))
         issue = build_issue(db, runtime.settings, utcnow()).issue
         assert issue is not None
+        reader = store.subscribe(db, "reader@example.org", store.Consent("web:test"), utcnow())
         fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
                 "{number}": str(issue.number), "{item_id}": str(issue.articles[0].id),
-                "{action}": "pause", "{domain}": "example.org", "{name}": "nobody@nowhere"}
+                "{action}": "pause", "{domain}": "example.org", "{name}": "nobody@nowhere",
+                "{subscriber_id:int}": str(reader.subscriber_id)}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303

@@ -18,6 +18,7 @@ from service.digests import review
 from service.digests.build import build_issue
 from service.digests.models import IssueStatus
 from service.runtime import Runtime
+from service.subscribers import store
 from tests.digests.factories import article
 from tests.staff.factories import PASSWORD, staff_account
 from tests.support.browser import axe_violations, needs_chromium
@@ -28,7 +29,7 @@ __all__ = ["browser", "desk_site"]  # fixtures
 
 pytestmark = needs_chromium
 
-# Every page of the desk a signed-in admin opens, by name (issue 1 exists).
+# Every page of the desk a signed-in admin opens, by name (issue 1 exists; {reader} is a reader's id).
 PAGES = {
     "home": "/desk/",
     "issues": "/desk/issues",
@@ -38,6 +39,9 @@ PAGES = {
     "checks": "/desk/issues/1/checks",
     "issue-results": "/desk/issues/1/results",
     "results": "/desk/results",
+    "readers": "/desk/readers",
+    "reader": "/desk/readers/{reader}",
+    "reader-erase": "/desk/readers/{reader}/erase",
     "schedule": "/desk/schedule",
     "ops": "/desk/ops",
     "staff": "/desk/staff",
@@ -104,6 +108,8 @@ def test_every_desk_page_fits_the_screen_and_passes_axe(
         desk_site: tuple[str, Runtime], browser: Browser, width: int) -> None:
     base, rt = desk_site
     one_issue(rt)
+    with unit_of_work(rt.sessions) as db:
+        reader = store.subscribe(db, "reader@example.com", store.Consent("web:test"), utcnow()).subscriber_id
     page = tab(browser, width)
     page.goto(base + "/desk/login")
     assert_fits_the_screen(page)
@@ -111,7 +117,7 @@ def test_every_desk_page_fits_the_screen_and_passes_axe(
     shot(page, "desk-page-login")
     log_in(page, base, "admin@example.com", PASSWORD)
     for name, path in PAGES.items():
-        answer = page.goto(base + path)
+        answer = page.goto(base + path.format(reader=reader))
         assert answer is not None and answer.status == 200, name
         page.wait_for_load_state("networkidle")  # the panels htmx loads
         assert page.evaluate("document.documentElement.dir") == "rtl", name
