@@ -2,7 +2,7 @@
 deliveries by subscriber
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-29
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
