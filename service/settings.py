@@ -176,7 +176,10 @@ class Settings(BaseSettings):
     send_rate_per_second: float = 0.0  # 0: unlimited
     send_rate_per_hour: int = 0
     domain_rate_per_second: float = 0.0
-    lease_seconds: int = 300
+    # A claim is a lease the worker renews while it is alive (every twentieth of it); rows of a
+    # worker that died are taken back once it runs out, checked every lease_check_seconds.
+    lease_seconds: int = Field(default=20, ge=2)
+    lease_check_seconds: float = Field(default=5.0, gt=0)
     retry_for_hours: float = 48.0
     dkim_selector: str = ""
     dkim_private_key_path: Path | None = None

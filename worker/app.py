@@ -101,6 +101,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "chapar.sweep_deliveries",
             "schedule": timedelta(seconds=settings.beat_tick_seconds),
         },
+        # Often, and cheap: a dead worker's rows are sent again soon after its lease ends.
+        "recover-leases": {
+            "task": "chapar.recover_leases",
+            "schedule": timedelta(seconds=settings.lease_check_seconds),
+        },
         "schedule-tick": {
             "task": "chapar.schedule_tick",
             "schedule": timedelta(seconds=settings.beat_tick_seconds),

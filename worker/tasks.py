@@ -66,6 +66,13 @@ def sweep_deliveries(self: Task[Any, Any]) -> None:
         sweep(rt, utcnow())
 
 
+@shared_task(bind=True, name="chapar.recover_leases")
+def recover_leases(self: Task[Any, Any]) -> None:
+    from service.delivery.sweeper import recover
+
+    recover(runtime(self), utcnow())
+
+
 @shared_task(bind=True, name="chapar.schedule_tick")
 def schedule_tick(self: Task[Any, Any]) -> None:
     from service.digests.schedule import run_tick

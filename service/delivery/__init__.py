@@ -12,7 +12,8 @@ How a send goes (RELIABILITY.md says why):
    rows), then rings `chapar.send_batch(issue_id)` a few times. Messages carry
    the issue id only.
 2. A worker (`sender.DeliveryAgent`) claims up to `send_batch_size` due rows with
-   FOR UPDATE SKIP LOCKED (a lease, not a status change), then per chunk of 100:
+   FOR UPDATE SKIP LOCKED (a lease on the database's clock, renewed while the
+   pool process lives; not a status change), then per chunk of 30:
    marks them `sending` in the same transaction that records the previous chunk,
    sends them over its persistent, pipelining SMTP connection (`transport`) with
    bytes joined from a message built once per issue (`message`), and records each
@@ -29,9 +30,12 @@ How a send goes (RELIABILITY.md says why):
    and a reader may get a second copy with the same Message-ID; with false
    (at-most-once) the row stays `uncertain` for ops to decide
    (`chapar digest retry-failed` does not touch it).
-5. The sweeper (beat, every minute) settles expired leases and give-up times,
-   finishes issues with no pending row, and rings again for issues with due rows,
-   so a broker that lost every message only delays a send.
+5. Beat's lease recovery (`sweeper.recover`, every few seconds) takes back the
+   rows of a worker that died once its short lease ran out; the sweeper (every
+   minute) also settles give-up times, finishes issues with no pending row, and
+   rings again for issues with due rows, so a broker that lost every message only
+   delays a send. A worker that loses the database keeps what it sent and writes
+   it when the database answers (sender.py says why that is safe).
 
 Emails outside a digest (confirmations, and later invitations, test sends, alerts)
 go through `outbox.send_email`: the same transport, HELO, TLS policy and DKIM, with

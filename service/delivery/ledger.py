@@ -7,9 +7,11 @@ calls it owns the transaction, and enqueues work only after its commit.
 
 from __future__ import annotations
 
+from collections import Counter as CounterType
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Integer, String, and_, case, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,6 +37,25 @@ class Outcome:
     error: str | None = None
     suppress: bool = False  # the mailbox does not exist: mark the subscriber bounced
     retry_at: datetime | None = None  # for deferrals that must wait longer (domain paused)
+    # False: the row was never marked `sending` (its domain was paused before its chunk).
+    attempted: bool = True
+
+
+def database_now(session: Session) -> datetime:
+    """The database's clock: every lease is written and compared on it.
+
+    Workers, the sweeper and beat may run on hosts whose clocks disagree; a lease
+    written with one host's clock and judged expired by another's could let two
+    workers hold a row. On PostgreSQL this is `now()`, the start of the current
+    transaction (read at the start of the transaction, so every later statement
+    of it agrees). SQLite lives on the one host every process runs on: its clock is
+    the host's.
+    """
+    if is_sqlite(session):
+        return datetime.now(UTC)
+    found: datetime | None = session.scalar(select(func.now()))
+    assert found is not None
+    return found.astimezone(UTC) if found.tzinfo else found.replace(tzinfo=UTC)
 
 
 # Every state before the send: the automatic weekly send starts whatever waits at its slot.
@@ -141,28 +162,67 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
     return recipients
 
 
-def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetime,
+def clock(session: Session, now: datetime | None) -> Any:
+    """`now` when given; otherwise the database's clock in SQL (see `database_now`)."""
+    if now is not None:
+        return now
+    if is_sqlite(session):
+        return datetime.now(UTC)
+    return func.now()
+
+
+def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetime | None,
                  lease: timedelta) -> set[int]:
     """Mark claimed rows `sending` just before their DATA; returns the ids still ours.
 
     Only rows this worker still holds (nobody re-claimed them after a lease ran out)
     of an issue still sending (not paused or cancelled meanwhile) change, so two
-    workers never send the same row and a pause stops the next chunk.
+    workers never send the same row and a pause stops the next chunk. A row this
+    worker already marked counts as ours: the transaction that marked it may have
+    committed although its reply was lost to a dropped database connection, and
+    the worker runs it again (a claimant name is never reused, so nothing else can
+    have marked it under this name). `now` None: the database's clock.
     """
     if not ids:
         return set()
+    at = clock(session, now)
     sending = select(Issue.id).where(Issue.id == Delivery.issue_id,
                                      Issue.status == IssueStatus.SENDING).exists()
+    again = Delivery.status == DeliveryStatus.SENDING
     result = session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.status.in_(CLAIMABLE),
-               sending)
-        .values(status=DeliveryStatus.SENDING, attempts=Delivery.attempts + 1,
-                lease_until=now + lease, updated_at=now)
+        .where(Delivery.id.in_(ids), Delivery.worker == worker,
+               Delivery.status.in_((*CLAIMABLE, DeliveryStatus.SENDING)), sending)
+        .values(status=DeliveryStatus.SENDING,
+                attempts=case((again, Delivery.attempts), else_=Delivery.attempts + 1),
+                lease_until=at + lease, updated_at=at)
         .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     )
     return set(result.scalars())
+
+
+def renew_leases(session: Session, ids: Sequence[int], worker: str, now: datetime | None,
+                 lease: timedelta) -> int:
+    """Extend the lease on the rows of `ids` this worker still holds; returns how many.
+
+    A lease that already ran out is never revived: once `lease_until` has passed,
+    the sweeper or another worker may be acting on the row, so only rows whose
+    lease still holds at `now` (None: the database's clock, as the worker uses it)
+    are extended.
+    """
+    if not ids:
+        return 0
+    at = clock(session, now)
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.worker == worker,
+               Delivery.status.in_((*CLAIMABLE, DeliveryStatus.SENDING)),
+               Delivery.lease_until >= at)
+        .values(lease_until=at + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def release(session: Session, ids: Iterable[int], worker: str, now: datetime) -> None:
@@ -188,7 +248,11 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
 
     A row another worker claimed meanwhile (this one's lease ran out on a slow
     batch) is left to that worker: writing over it could set a row it sent back
-    to deferred, and the resend would be a duplicate nobody recorded.
+    to deferred, and the resend would be a duplicate nobody recorded. Only rows
+    still `sending` change (rows never attempted: still claimable), so writing the
+    same outcomes twice - a commit whose reply a dropped connection lost, run
+    again - changes nothing the second time, and outcomes that arrive after the
+    sweeper settled the row as uncertain are not written over its record.
 
     A deferral past the row's give-up time fails it. An uncertain row (the server
     may have delivered it) counts one more possible duplicate and, under the
@@ -197,7 +261,8 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
     sent = [o.delivery_id for o in outcomes if o.status is DeliveryStatus.SENT]
     if sent:
         session.execute(
-            update(Delivery).where(Delivery.id.in_(sent), Delivery.worker == worker)
+            update(Delivery).where(Delivery.id.in_(sent), Delivery.worker == worker,
+                                   Delivery.status == DeliveryStatus.SENDING)
             .values(status=DeliveryStatus.SENT, sent_at=now, lease_until=None, updated_at=now,
                     last_code=250, last_error=None)
             .execution_options(synchronize_session=False)
@@ -229,11 +294,13 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
             values["next_attempt_at"] = retry_at
             if outcome.status is DeliveryStatus.UNCERTAIN:
                 values["uncertain_count"] = row.uncertain_count + 1
-        session.execute(
+        held = (row.status == DeliveryStatus.SENDING if outcome.attempted
+                else row.status.in_(CLAIMABLE))
+        changed = session.execute(
             update(table).where(row.id == outcome.delivery_id,  # type: ignore[arg-type]
-                                row.worker == worker).values(**values)
+                                row.worker == worker, held).values(**values)
         )
-        if outcome.suppress:
+        if outcome.suppress and changed.rowcount:  # type: ignore[attr-defined]
             suppress_subscriber(session, outcome.delivery_id, now, outcome.error or "")
 
 
@@ -297,6 +364,11 @@ def expire_leases(session: Session, now: datetime, resend_uncertain: bool) -> in
     Each becomes one more recorded possible duplicate; under the at-least-once
     policy it is retried at once, otherwise it stays `uncertain`.
     """
+    return sum(expire_sending(session, now, resend_uncertain).values())
+
+
+def expire_sending(session: Session, now: datetime, resend_uncertain: bool) -> CounterType[int]:
+    """`expire_leases`, counted per issue (the recovery rings each issue it touched)."""
     stale = and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now)
     values: dict[str, object] = {
         "uncertain_count": Delivery.uncertain_count + 1, "lease_until": None, "updated_at": now,
@@ -307,9 +379,53 @@ def expire_leases(session: Session, now: datetime, resend_uncertain: bool) -> in
     else:
         values.update(status=DeliveryStatus.UNCERTAIN)
     result = session.execute(
-        update(Delivery).where(stale).values(**values).execution_options(synchronize_session=False)
+        update(Delivery).where(stale).values(**values).returning(Delivery.issue_id)
+        .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return CounterType(result.scalars())
+
+
+def return_expired_claims(session: Session, now: datetime) -> CounterType[int]:
+    """Claimed rows never marked `sending` whose lease ran out: due again now, per issue.
+
+    Nothing was sent for them, so they are not uncertain. Any worker's claim would
+    take them anyway; clearing the lease lets the recovery count them once and ring
+    their issue, so a send whose other workers had already run dry carries on.
+    """
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.lease_until.is_not(None), Delivery.lease_until < now,
+               Delivery.status.in_(CLAIMABLE))
+        .values(lease_until=None, updated_at=now)
+        .returning(Delivery.issue_id)
+        .execution_options(synchronize_session=False)
+    )
+    return CounterType(result.scalars())
+
+
+@dataclass(frozen=True)
+class Leases:
+    """Rows held by workers right now, by the database's clock."""
+
+    held: int  # claimed or sending, lease still running
+    sending: int  # of those, `sending`
+    expired: int  # lease ran out, not yet returned to due by the recovery
+    oldest_expired_at: datetime | None
+
+
+def leases(session: Session, now: datetime) -> Leases:
+    """What `chapar status` shows about leases (reads only the rows that have one)."""
+    running = Delivery.lease_until >= now
+    held, sending, expired, oldest = session.execute(
+        select(
+            func.count().filter(running),
+            func.count().filter(running, Delivery.status == DeliveryStatus.SENDING),
+            func.count().filter(Delivery.lease_until < now),
+            func.min(Delivery.lease_until).filter(Delivery.lease_until < now),
+        ).where(Delivery.lease_until.is_not(None),
+                Delivery.status.in_((*CLAIMABLE, DeliveryStatus.SENDING)))
+    ).one()
+    return Leases(int(held or 0), int(sending or 0), int(expired or 0), oldest)
 
 
 def fail_expired(session: Session, now: datetime) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -34,6 +34,10 @@ class Delivery(Base):
         Index("ix_deliveries_status_next", "status", "next_attempt_at"),
         # One reader's issues (the desk's reader page) and their erasure.
         Index("ix_deliveries_subscriber_id", "subscriber_id"),
+        # Only rows a worker holds have a lease: a small index for the recovery and status.
+        Index("ix_deliveries_lease_until", "lease_until",
+              postgresql_where=text("lease_until IS NOT NULL"),
+              sqlite_where=text("lease_until IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -1,11 +1,73 @@
 """The worker side of a send: claim a batch, send it in chunks, record every outcome.
 
-Per chunk of recipients: the rows are marked `sending` (one UPDATE, committed), the
-messages go out over the process's persistent connection, and the outcomes are
-written (one UPDATE for all that were sent, committed). A worker killed in between
-leaves at most one chunk `sending`; the sweeper turns those into recorded
-uncertain rows. Everything else a crash leaves behind is merely claimed and is
-claimed again when its lease runs out.
+Per chunk of at most CHUNK (30) recipients: the rows are marked `sending` in the
+transaction that records the previous chunk's outcomes (one UPDATE each way,
+committed), the messages go out over the process's persistent connection, and the
+outcomes wait for the next chunk's transaction. So at most one chunk is `sending`
+at any moment: a pool process killed at any instant leaves at most 30 rows whose
+outcome is unknown; the sweeper's recovery records them as uncertain (every
+possible duplicate on record). Everything else a crash leaves behind is merely
+claimed, and is due again as soon as its lease runs out.
+
+Leases. A claim is a lease of CHAPAR_LEASE_SECONDS (20 s), written and compared on
+the database's clock (`ledger.database_now`), so hosts whose clocks disagree cannot
+judge one lease differently. While the process is alive a background thread
+(`LeaseKeeper`) renews the lease of the batch it holds every twentieth of the
+lease (1 s). A thread, not renewals between chunks: a pool process also waits where no
+chunk boundary comes (a slow or throttled SMTP server, a 421 pause, a reconnect,
+the back-off of a database outage below), and the lease must outlive each of
+those waits, but not the process: SIGKILL stops the thread with it, the lease runs
+out within 20 s, and `sweeper.recover` (beat, every CHAPAR_LEASE_CHECK_SECONDS,
+5 s) takes the rows back and rings their issue. The thread and the sending thread
+share one lock around their transactions, so a renewal never waits on (or
+deadlocks with) the process's own writes. Each renewal costs one UPDATE by primary
+key of at most `send_batch_size` rows, once a second per busy pool process.
+
+The worker keeps its own, conservative view of the lease: `LeaseKeeper.remaining()`
+counts from the monotonic instant before the last successful claim or renewal
+began, which is no later than the database's `now()` inside it, so the real lease
+(`now() + lease`) ends no earlier than the worker believes. Before each chunk the
+worker checks it still has at least half a lease left and, if the renewals have
+been failing, renews in line or waits: a worker whose renewals fail stops sending
+long before its lease can run out under it, and two workers never hold one row.
+
+A database outage. A pool process that cannot reach the database (OperationalError,
+a dropped or refused connection) keeps what it already has - the outcomes of the
+chunk it sent, its claim - and stops: no claim, no chunk, nothing sent. It retries
+the same unit of work (the very transaction that would have recorded those outcomes
+and marked the next chunk) with back-off (0.1 s doubling to 1 s; 5 s once its lease
+must be over), logging once when the outage begins and once when it ends. When the
+database answers, that write is the first thing the process does, then it carries
+on. Why that is safe, and the bound:
+
+- Rows are taken from a worker only by a statement running on the database once it
+  answers again: the recovery (`lease_until < now()` for `sending` rows) or
+  another worker's claim (`lease_until < now()` for claimed rows). While it is
+  unreachable, nobody can take anything.
+- Its rows' `lease_until` is at least the database time of its last successful
+  renewal plus the lease. That renewal came at most one renewal interval (1 s)
+  before the cut. So, with an outage of D seconds, the rows are still the worker's
+  when the database returns provided D + 1 s + the first retry's delay (at most
+  1 s, plus reconnecting) < 20 s: outages up to about 17 s cost nothing, and the
+  15 s outage of tests/delivery/test_database_outage.py leaves no uncertain row.
+  A longer lease tolerates longer outages and delays the recovery from a crash
+  by as much; both are CHAPAR_LEASE_SECONDS.
+- Once the database answers, the worker's write and the recovery race only if the
+  lease has run out; each statement waits for the other's row locks and re-reads
+  the row. Outcomes are written only to rows still `sending` under this worker's
+  claimant name (`ledger.record_outcomes`), and the next chunk is marked only
+  where the claim is still this worker's (`ledger.mark_sending`): if the recovery
+  came first, the rows stay the uncertain outcomes it recorded; if the worker came
+  first, the recovery finds them settled. Either way no row is sent twice
+  unrecorded.
+- A commit whose reply was lost is run again: the outcome write changes nothing
+  the second time (only `sending` rows change) and `mark_sending` accepts rows it
+  already marked under this claimant name. A claim whose reply was lost leaves
+  its rows leased to that claimant name while the retry claims others; nobody
+  sends them until the lease runs out and the recovery makes them due again.
+
+So only a worker that dies, or a database away for longer than the lease minus a
+renewal interval, leaves rows uncertain; the recovery then sends them again.
 """
 
 from __future__ import annotations
@@ -22,8 +84,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
@@ -39,8 +104,15 @@ from service.instance_keys import MESSAGE_ID, instance_key
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
-CHUNK = 100  # rows marked `sending` at once: the most a killed worker can leave uncertain
+T = TypeVar("T")
+CHUNK = 30  # rows marked `sending` at once: the most a killed worker can leave uncertain
 IDLE_CHECK_SECONDS = 20.0
+RENEWALS_PER_LEASE = 20  # the lease is renewed every twentieth of it (1 s of 20 s)
+RETRY_FIRST_SECONDS = 0.1  # back-off while the database is unreachable: doubling to...
+RETRY_HELD_SECONDS = 1.0  # ...at most this while the lease may still hold,
+RETRY_LOST_SECONDS = 5.0  # and this once it must have run out
+OUTAGE_GIVE_UP_SECONDS = 600.0  # then the task ends; the sweeper settles what it held
+TALLY_SECONDS = 1.0  # the metrics counters are added to at most this often (and per batch)
 QUIT_WAIT_SECONDS = 10.0  # a stopping worker waits this long for a send to finish its chunk
 TASK_BUDGET_SECONDS = 120.0  # then the task rings again and returns, so no task runs for hours
 
@@ -51,6 +123,116 @@ class BatchReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     finished: bool = False
     more: bool = False  # stopped early with work left: ring again
+
+
+class DatabaseGone(Exception):
+    """The database stayed unreachable past OUTAGE_GIVE_UP_SECONDS: the task ends."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """A dropped, refused or broken database connection (or a deadlock): worth retrying."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class Outage:
+    """Whether this process can reach the database; says so once per outage, not per retry."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("database unreachable (%s): holding what this process has, sending "
+                            "nothing, retrying until it answers", first[:300])
+
+    def ended(self) -> None:
+        with self._lock:
+            if self.since is not None:
+                log.warning("database reachable again after %.1f s", time.monotonic() - self.since)
+                self.since = None
+
+    def lasted(self) -> float:
+        since = self.since
+        return 0.0 if since is None else time.monotonic() - since
+
+
+class LeaseKeeper:
+    """Renews the lease on the batch this process holds, from a daemon thread (see above).
+
+    `remaining()` is the worker's conservative view of its lease, in seconds. `lock` is
+    held around every transaction of the sending thread and every renewal.
+    """
+
+    def __init__(self, rt: Runtime, outage: Outage) -> None:
+        self.rt = rt
+        self.outage = outage
+        self.lease = timedelta(seconds=rt.settings.lease_seconds)
+        self.every = rt.settings.lease_seconds / RENEWALS_PER_LEASE
+        self.lock = threading.Lock()
+        self._state = threading.Lock()
+        self._worker: str | None = None
+        self._ids: list[int] = []
+        self._deadline = 0.0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, worker: str, ids: Sequence[int], began: float) -> None:
+        """A batch was claimed by a transaction that began at monotonic `began`."""
+        with self._state:
+            self._worker, self._ids = worker, list(ids)
+            self._deadline = began + self.lease.total_seconds()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+            self._thread.start()
+
+    def release(self) -> None:
+        with self._state:
+            self._worker, self._ids, self._deadline = None, [], 0.0
+
+    def remaining(self) -> float:
+        with self._state:
+            return self._deadline - time.monotonic() if self._worker else 0.0
+
+    def renew(self, session: Session) -> int:
+        """One renewal in the caller's transaction (the caller holds `lock`)."""
+        with self._state:
+            worker, ids = self._worker, list(self._ids)
+        if worker is None:
+            return 0
+        return ledger.renew_leases(session, ids, worker, None, self.lease)
+
+    def renewed(self, began: float) -> None:
+        """The renewal that began at `began` committed."""
+        with self._state:
+            if self._worker is not None:
+                self._deadline = max(self._deadline, began + self.lease.total_seconds())
+
+    def stop(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.every):
+            if self._worker is None:
+                continue
+            with self.lock:
+                began = time.monotonic()
+                try:
+                    with unit_of_work(self.rt.sessions) as session:
+                        self.renew(session)
+                except Exception as exc:
+                    if unreachable(exc):
+                        self.outage.failed(exc)
+                    else:
+                        log.exception("lease renewal failed")
+                    continue
+            self.renewed(began)
+            self.outage.ended()
 
 
 class IdleCloser:
@@ -117,6 +299,52 @@ class DeliveryAgent:
 
         self.tally = SendTally()  # added to the metrics counters with the outcomes it counts
         self.newly_paused: set[str] = set()  # domains that answered 421, for the incident log
+        self.outage = Outage()
+        self.keeper = LeaseKeeper(rt, self.outage)
+        self.began = 0.0  # monotonic: when the last committed unit of work began
+
+    def _db(self, work: Callable[[Session], T]) -> T:
+        """Run one unit of work; while the database is unreachable, wait and run it again.
+
+        Each attempt is the same transaction from the start (what it writes is held in
+        memory until it commits), taken under the lease keeper's lock. Nothing else
+        happens meanwhile: the process neither claims nor sends until it answers.
+        """
+        attempt = 0
+        while True:
+            with self.keeper.lock:
+                began = time.monotonic()
+                self._ops_staged = False
+                try:
+                    with unit_of_work(self.rt.sessions) as session:
+                        result = work(session)
+                except Exception as exc:
+                    if not unreachable(exc):
+                        raise
+                    self.outage.failed(exc)
+                else:
+                    self.began = began
+                    self._committed()
+                    self.outage.ended()
+                    return result
+            if self.outage.lasted() > OUTAGE_GIVE_UP_SECONDS:
+                raise DatabaseGone(f"database unreachable for {self.outage.lasted():.0f} s")
+            ceiling = RETRY_HELD_SECONDS if self.keeper.remaining() > 0 else RETRY_LOST_SECONDS
+            time.sleep(min(ceiling, RETRY_FIRST_SECONDS * 2 ** attempt))
+            attempt += 1
+
+    def _committed(self) -> None:
+        """What a unit of work staged for the ops views is now on record."""
+        if self._ops_staged:
+            self.tally.increments.clear()
+            self.tally_written = time.monotonic()
+            self.sent_unreported = False
+            self.newly_paused.clear()
+            self._ops_staged = False
+
+    _ops_staged = False
+    tally_written = 0.0  # monotonic: when the counters were last added to
+    sent_unreported = False  # a message went out since the sending health was last cleared
 
     def load_dkim(self) -> bool:
         """Load the DKIM key once; False (and the failure recorded) when it cannot be used."""
@@ -125,8 +353,8 @@ class DeliveryAgent:
                 self.dkim = DkimSigner.from_settings(self.rt.settings)
             except DkimKeyError as exc:
                 log.warning("cannot send: %s", exc)
-                with unit_of_work(self.rt.sessions) as session:
-                    health.record_failure(session, str(exc), self.clock())
+                reason = str(exc)
+                self._db(lambda session: health.record_failure(session, reason, self.clock()))
                 return False
             self.dkim_loaded = True
         return True
@@ -137,21 +365,26 @@ class DeliveryAgent:
 
     def message_for(self, issue_id: int) -> IssueMessage | None:
         if issue_id not in self.messages:
-            with self.rt.sessions() as session:
-                issue = session.get(Issue, issue_id)
-                if issue is None:
-                    return None
-                s = self.rt.settings
-                self.messages = {issue_id: IssueMessage(
-                    issue_number=issue.number, subject=issue.subject, html=issue.html,
-                    text=issue.text, from_name=s.from_name, from_address=s.from_address,
-                    list_name=s.list_name, list_id=s.list_id, public_url=s.public_url,
-                    verp_domain=s.verp_domain, tokens=self.rt.tokens,
-                    secret=instance_key(session, MESSAGE_ID).hex(),
-                    dkim=self.dkim, click_mode=s.track_clicks,
-                    articles=[(a.article_id, a.url) for a in issue.articles],
-                )}
+            message = self._db(lambda session: self._build_message(session, issue_id))
+            if message is None:
+                return None
+            self.messages = {issue_id: message}
         return self.messages[issue_id]
+
+    def _build_message(self, session: Session, issue_id: int) -> IssueMessage | None:
+        issue = session.get(Issue, issue_id)
+        if issue is None:
+            return None
+        s = self.rt.settings
+        return IssueMessage(
+            issue_number=issue.number, subject=issue.subject, html=issue.html,
+            text=issue.text, from_name=s.from_name, from_address=s.from_address,
+            list_name=s.list_name, list_id=s.list_id, public_url=s.public_url,
+            verp_domain=s.verp_domain, tokens=self.rt.tokens,
+            secret=instance_key(session, MESSAGE_ID).hex(),
+            dkim=self.dkim, click_mode=s.track_clicks,
+            articles=[(a.article_id, a.url) for a in issue.articles],
+        )
 
     def deliver(self, issue_id: int, *, budget: float = TASK_BUDGET_SECONDS) -> BatchReport:
         """Send due rows of one issue until none is left or the time budget is spent."""
@@ -170,36 +403,60 @@ class DeliveryAgent:
         started = time.monotonic()
         while True:
             worker = self.name()
-            with unit_of_work(self.rt.sessions) as session:
-                batch = ledger.claim_batch(session, issue_id, worker, self.clock(),
-                                           s.send_batch_size, lease)
+            batch = self._db(partial(self._claim, issue_id=issue_id, worker=worker, lease=lease))
             if not batch:
-                with unit_of_work(self.rt.sessions) as session:
-                    report.finished = ledger.finish_if_done(session, issue_id, self.clock())
+                report.finished = self._finish_if_done(issue_id)
                 return report
             report.claimed += len(batch)
-            if not self._send_batch(issue_id, message, batch, worker, lease, report):
-                with unit_of_work(self.rt.sessions) as session:  # all rows may have settled
-                    report.finished = ledger.finish_if_done(session, issue_id, self.clock())
+            self.keeper.hold(worker, [r.delivery_id for r in batch], self.began)
+            try:
+                carry_on = self._send_batch(issue_id, message, batch, worker, lease, report)
+            finally:
+                self.keeper.release()
+            if not carry_on:
+                report.finished = self._finish_if_done(issue_id)  # all rows may have settled
                 return report
             if time.monotonic() - started > budget:
                 report.more = True
                 return report
+
+    def _claim(self, session: Session, *, issue_id: int, worker: str,
+               lease: timedelta) -> list[Recipient]:
+        return ledger.claim_batch(session, issue_id, worker, ledger.database_now(session),
+                                  self.rt.settings.send_batch_size, lease)
+
+    def _record_and_mark(self, session: Session, *, outcomes: Sequence[Outcome], ids: list[int],
+                         worker: str, lease: timedelta) -> set[int]:
+        """The chunk's transaction: the previous chunk's outcomes, then this chunk `sending`."""
+        self._record(session, outcomes, worker)
+        return ledger.mark_sending(session, ids, worker, None, lease)
+
+    def _record_failure(self, session: Session, *, detail: str) -> None:
+        health.record_failure(session, detail, self.clock())
+
+    def _finish_if_done(self, issue_id: int) -> bool:
+        return self._db(lambda session: ledger.finish_if_done(session, issue_id, self.clock()))
 
     def _send_batch(self, issue_id: int, message: IssueMessage, batch: Sequence[Recipient],
                     worker: str, lease: timedelta, report: BatchReport) -> bool:
         """Send one claimed batch; False when the send must stop (paused, server down).
 
         One transaction per chunk: it records the previous chunk's outcomes and marks
-        this chunk `sending`. Whatever stops the loop, the last outcomes are written.
+        this chunk `sending`. Whatever stops the loop, the last outcomes are written,
+        unless the database stayed away so long that the task gives up.
         """
         unrecorded: list[Outcome] = []
         try:
-            return self._send_chunks(issue_id, message, batch, worker, lease, report, unrecorded)
-        finally:
-            if unrecorded:
-                with unit_of_work(self.rt.sessions) as session:
-                    self._record(session, unrecorded, worker)
+            carry_on = self._send_chunks(issue_id, message, batch, worker, lease, report, unrecorded)
+        except DatabaseGone:
+            raise
+        except BaseException:
+            if unrecorded or self.tally.increments:
+                self._db(lambda session: self._record(session, unrecorded, worker, last=True))
+            raise
+        if unrecorded or self.tally.increments:
+            self._db(lambda session: self._record(session, unrecorded, worker, last=True))
+        return carry_on
 
     def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[Recipient],
                      worker: str, lease: timedelta, report: BatchReport,
@@ -214,8 +471,7 @@ class DeliveryAgent:
             if unrecorded and (self.throttle.limited or not self.connection.is_open()):
                 # About to wait (rate limit, reconnect): settle the last chunk first, so
                 # its rows are not left `sending` long enough to look abandoned.
-                with unit_of_work(self.rt.sessions) as session:
-                    self._record(session, unrecorded, worker)
+                self._db(lambda session: self._record(session, unrecorded, worker))
                 unrecorded.clear()
             self.throttle.acquire(Counter(r.domain for r in chunk))
             if not self._connected():
@@ -227,10 +483,11 @@ class DeliveryAgent:
             envelopes = [Envelope(message.envelope_sender(r.delivery_id), r.email,
                                   message.render(r, now))
                          for r in chunk]
-            with unit_of_work(self.rt.sessions) as session:
-                self._record(session, unrecorded, worker)
-                ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
-                                          self.clock(), lease)
+            self._keep_lease()
+            ids = [r.delivery_id for r in chunk]
+
+            ours = self._db(partial(self._record_and_mark, outcomes=unrecorded, ids=ids,
+                                    worker=worker, lease=lease))
             unrecorded.clear()
             if not ours and not self._still_sending(issue_id):  # paused or cancelled
                 self._release(rest, worker)
@@ -241,38 +498,64 @@ class DeliveryAgent:
             self.tally.observe(results, time.monotonic() - began)
             refused = next((r for r in results if r.stage == "mail" and r.kind != "sent"), None)
             if refused is not None:  # the relay refuses our sender: nobody gets mail
-                with unit_of_work(self.rt.sessions) as session:
-                    health.record_failure(session, f"MAIL FROM refused: {refused.code} "
-                                          f"{refused.text}", self.clock())
+                detail = f"MAIL FROM refused: {refused.code} {refused.text}"
+                self._db(partial(self._record_failure, detail=detail))
             outcomes = [self._outcome(r, result) for (r, _), result in zip(mine, results, strict=True)]
             unrecorded.extend(outcomes)
             report.outcomes.update(o.status.value for o in outcomes)
         return True
 
-    def _record(self, session: Session, outcomes: Sequence[Outcome], worker: str) -> None:
+    def _keep_lease(self) -> None:
+        """Send nothing on a lease with less than half of it left: renew it first.
+
+        The keeper renews every twentieth of the lease, so this only runs when its
+        renewals have been failing (the database was unreachable): then `_db` waits
+        until a renewal commits, and the chunk goes out on a fresh lease.
+        """
+        if self.keeper.remaining() >= self.keeper.lease.total_seconds() / 2:
+            return
+        self._db(self.keeper.renew)
+        self.keeper.renewed(self.began)
+
+    def _record(self, session: Session, outcomes: Sequence[Outcome], worker: str, *,
+                last: bool = False) -> None:
         if outcomes:
             s = self.rt.settings
             ledger.record_outcomes(session, outcomes, worker, self.clock(), s.retry_base_seconds,
                                    s.resend_uncertain)
-            if any(o.status is DeliveryStatus.SENT for o in outcomes):
-                health.record_success(session)
-        self._record_ops(session)
+            self.sent_unreported |= any(o.status is DeliveryStatus.SENT for o in outcomes)
+        self._record_ops(session, last)
 
-    def _record_ops(self, session: Session) -> None:
-        """The metrics counters and the incident log, in the transaction of the outcomes."""
-        from service.ops import incidents
+    def _record_ops(self, session: Session, last: bool) -> None:
+        """The metrics counters and the incident log, in the transaction of the outcomes.
 
-        self.tally.flush(session)
+        The counters (and the sending health) are shared rows every pool process
+        writes: written with every 30-row chunk they would serialise the processes'
+        commits on those rows, so they go with the outcomes at most once a second
+        (TALLY_SECONDS) and with a batch's last outcomes. A process killed in between leaves up to a second of
+        sends uncounted in /metrics (the ledger has every one). Cleared only once
+        that transaction commits (`_committed`): a transaction the database never got
+        is run again with the same counts.
+        """
+        from service.ops import incidents, metrics
+
+        if not (last or self.newly_paused
+                or time.monotonic() - self.tally_written >= TALLY_SECONDS):
+            return
+        if self.sent_unreported:  # sending works (again): clears a recorded failure
+            health.record_success(session)
+        metrics.add(session, self.tally.increments)
         for domain in sorted(self.newly_paused):
-            log.warning("%s answered 421: paused for everybody", domain)
             incidents.record(session, incidents.DOMAIN_PAUSED, self.clock(),
                              f"421: paused for {self.rt.settings.domain_slowdown_seconds:g}s",
                              subject=domain)
-        self.newly_paused.clear()
+        self._ops_staged = True
 
     def _outcome(self, recipient: Recipient, result: Result) -> Outcome:
         if result.slows_domain:
             self.throttle.pause_domain(recipient.domain)
+            if recipient.domain not in self.newly_paused:
+                log.warning("%s answered 421: paused for everybody", recipient.domain)
             self.newly_paused.add(recipient.domain)
         return Outcome(recipient.delivery_id, DeliveryStatus(result.kind), result.code,
                        result.text, suppress=result.mailbox_gone)
@@ -292,8 +575,8 @@ class DeliveryAgent:
         return True
 
     def _still_sending(self, issue_id: int) -> bool:
-        with self.rt.sessions() as session:
-            return session.scalar(select(Issue.status).where(Issue.id == issue_id)) is IssueStatus.SENDING
+        return self._db(lambda session: session.scalar(
+            select(Issue.status).where(Issue.id == issue_id)) is IssueStatus.SENDING)
 
     def _skip_paused_domains(self, chunk: list[Recipient],
                              worker: str) -> list[Recipient]:
@@ -302,10 +585,9 @@ class DeliveryAgent:
             return chunk
         outcomes = [Outcome(r.delivery_id, DeliveryStatus.DEFERRED, 421,
                             f"domain {r.domain} paused after a 421",
-                            retry_at=datetime.fromtimestamp(paused[r.domain], UTC))
+                            retry_at=datetime.fromtimestamp(paused[r.domain], UTC), attempted=False)
                     for r in chunk if r.domain in paused]
-        with unit_of_work(self.rt.sessions) as session:
-            self._record(session, outcomes, worker)
+        self._db(lambda session: self._record(session, outcomes, worker))
         return [r for r in chunk if r.domain not in paused]
 
     def _defer_all(self, chunk: Sequence[Recipient], worker: str, lease: timedelta,
@@ -314,19 +596,20 @@ class DeliveryAgent:
         from service.ops import incidents
 
         detail = self.connect_error or reason
-        with unit_of_work(self.rt.sessions) as session:
+
+        def defer(session: Session) -> None:
             health.record_failure(session, detail, self.clock())
             incidents.record(session, incidents.CONNECTION_FAILED, self.clock(), detail,
                              subject=self.rt.settings.smtp.host)
-            ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker,
-                                       self.clock(), lease)
+            ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker, None, lease)
             outcomes = [Outcome(i, DeliveryStatus.DEFERRED, None, detail) for i in sorted(ours)]
             self._record(session, outcomes, worker)
 
+        self._db(defer)
+
     def _release(self, ids: Sequence[int], worker: str) -> None:
         if ids:
-            with unit_of_work(self.rt.sessions) as session:
-                ledger.release(session, ids, worker, self.clock())
+            self._db(lambda session: ledger.release(session, ids, worker, self.clock()))
 
 
 # Keyed by the runtime's identity (Runtime is not hashable); a worker process has one.
@@ -354,5 +637,8 @@ def send_batches(rt: Runtime, issue_id: int) -> BatchReport:
     with log_ids(issue_id=issue_id):
         report = agent_for(rt).deliver(issue_id)
     if report.more:
-        rt.ring("chapar.send_batch", issue_id)
+        try:
+            rt.ring("chapar.send_batch", issue_id)
+        except Exception as exc:  # the broker is down: the rows are due, the sweeper rings
+            log.warning("could not ring for issue %s again: %s", issue_id, exc)
     return report

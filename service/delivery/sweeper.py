@@ -1,13 +1,28 @@
 """The sweeper: nothing the broker loses, and no worker that dies, loses a message.
 
-Run every minute by beat. It turns rows a dead worker left `sending` into recorded
-uncertain outcomes, fails rows past their give-up time, finishes issues with
-nothing pending, and rings the doorbell again for every sending issue that has
-due rows: if Redis lost every message, this is how the send carries on.
+Two beat tasks:
+
+- `recover` (chapar.recover_leases, every CHAPAR_LEASE_CHECK_SECONDS, 5 s): takes
+  back the rows of a worker that died once their lease ran out. Rows it left
+  `sending` become recorded uncertain outcomes (and are retried under the
+  at-least-once policy); rows it had claimed but not yet attempted are due again.
+  Each issue it touched is rung, so another worker sends them at once. It reads
+  only rows that hold a lease (a small partial index), so it may run often. With
+  the default 20 s lease, a SIGKILLed worker's rows are sending again within
+  lease + check interval + one claim, about 26 s.
+- `sweep` (chapar.sweep_deliveries, every CHAPAR_BEAT_TICK_SECONDS, a minute):
+  does the same, fails rows past their give-up time, finishes issues with nothing
+  pending, and rings the doorbell again for every sending issue that has due
+  rows: if Redis lost every message, this is how the send carries on.
+
+Leases are compared with the database's clock (`ledger.database_now`), the one
+clock the workers' leases are written with; sender.py says why that is safe.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +35,7 @@ from service.delivery.models import Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
 from service.runtime import Runtime
 
+log = logging.getLogger(__name__)
 RINGS_PER_ISSUE = 2  # one per worker process is enough; extra rings find nothing to claim
 
 
@@ -59,7 +75,7 @@ def sweep(rt: Runtime, now: datetime) -> SweepReport:
     from service.ops import incidents, marks
 
     with unit_of_work(rt.sessions) as session:
-        report = sweep_ledger(session, now, rt.settings.resend_uncertain)
+        report = sweep_ledger(session, ledger.database_now(session), rt.settings.resend_uncertain)
         if report.uncertain:
             incidents.record(session, incidents.LEASES_SWEPT, now,
                              f"{report.uncertain} rows left sending by a stopped worker")
@@ -71,3 +87,48 @@ def sweep(rt: Runtime, now: datetime) -> SweepReport:
         for _ in range(RINGS_PER_ISSUE):
             rt.ring("chapar.send_batch", issue_id)
     return report
+
+
+@dataclass
+class Recovery:
+    uncertain: Counter[int] = field(default_factory=Counter)  # rows left `sending`, per issue
+    returned: Counter[int] = field(default_factory=Counter)  # claimed rows due again, per issue
+
+    @property
+    def issues(self) -> list[int]:
+        return sorted(set(self.uncertain) | set(self.returned))
+
+
+def recover_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Recovery:
+    """Take back every row whose lease ran out by `now` (the database's clock)."""
+    return Recovery(ledger.expire_sending(session, now, resend_uncertain),
+                    ledger.return_expired_claims(session, now))
+
+
+def recover(rt: Runtime, now: datetime) -> Recovery:
+    """The `chapar.recover_leases` task: take back expired leases, commit, ring their issues."""
+    from service.ops import incidents
+
+    with unit_of_work(rt.sessions) as session:
+        found = recover_ledger(session, ledger.database_now(session), rt.settings.resend_uncertain)
+        for issue_id in found.issues:
+            incidents.record(session, incidents.LEASES_SWEPT, now, describe(found, issue_id),
+                             issue_id=issue_id)
+    for issue_id in found.issues:
+        log.warning("issue %s: %s", issue_id, describe(found, issue_id))
+        try:
+            for _ in range(RINGS_PER_ISSUE):
+                rt.ring("chapar.send_batch", issue_id)
+        except Exception as exc:  # the broker is down: the rows are due, the next sweep rings
+            log.warning("could not ring for issue %s: %s", issue_id, exc)
+    return found
+
+
+def describe(found: Recovery, issue_id: int) -> str:
+    """«lease ran out: 30 rows left sending are uncertain, 470 claimed rows are due again»."""
+    parts = []
+    if found.uncertain[issue_id]:
+        parts.append(f"{found.uncertain[issue_id]} rows left sending are uncertain")
+    if found.returned[issue_id]:
+        parts.append(f"{found.returned[issue_id]} claimed rows are due again")
+    return "lease ran out: " + ", ".join(parts)

@@ -37,6 +37,7 @@ from service.runtime import Runtime
 from service.settings import Settings
 
 RATE_WINDOW = timedelta(seconds=60)
+RECOVERY_WINDOW = timedelta(minutes=10)  # recoveries of expired leases shown this long
 
 
 @dataclass
@@ -99,6 +100,8 @@ class Snapshot:
     rates: list[mailflow.IssueRates] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
     conditions: list[Condition] = field(default_factory=list)
+    leases: ledger.Leases | None = None
+    recoveries: list[Incident] = field(default_factory=list)  # expired leases taken back lately
 
     @property
     def alive(self) -> list[str]:
@@ -201,6 +204,9 @@ def snapshot(rt: Runtime, now: datetime) -> Snapshot:
                         incidents=incidents.recent(session))
         if progress is not None:
             snap.failures = mailflow.failures(session, progress.issue_id, now)
+        snap.leases = ledger.leases(session, ledger.database_now(session))
+        snap.recoveries = [i for i in snap.incidents if i.kind == incidents.LEASES_SWEPT
+                           and i.at >= now - RECOVERY_WINDOW]
     snap.paused_domains = {d: datetime.fromtimestamp(t, UTC)
                            for d, t in Throttle(s).paused_domains().items()}
     if progress is not None:
@@ -248,6 +254,17 @@ def render_text(snap: Snapshot) -> str:
             lines.append("  waiting: " + "; ".join(issue.waiting))
         if issue.status == IssueStatus.SENT.value:
             lines.append("  finished: no row is pending")
+    leases = snap.leases
+    if leases is not None and (leases.held or leases.expired):
+        line = f"leases: {leases.held} rows held by workers ({leases.sending} sending)"
+        if leases.expired:
+            line += f"; {leases.expired} rows waiting on an expired lease"
+            if leases.oldest_expired_at is not None:
+                line += f" (since {leases.oldest_expired_at:%H:%M:%S} UTC)"
+        lines.append(line)
+    for incident in snap.recoveries:
+        which = f" (issue id {incident.issue_id})" if incident.issue_id is not None else ""
+        lines.append(f"recovered at {incident.at:%H:%M:%S} UTC{which}: {incident.detail}")
     for domain, until in sorted(snap.paused_domains.items()):
         lines.append(f"domain paused: {domain} until {until:%H:%M} UTC")
     lines.append(f"next scheduled issue: {snap.next_slot}")

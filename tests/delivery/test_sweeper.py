@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -79,3 +80,32 @@ def test_rows_of_a_cancelled_issue_that_came_back_deferred_are_cancelled(session
     set_rows(session, ids[1:], status=DeliveryStatus.SENT)
     sweep_ledger(session, NOW, resend_uncertain=True)
     assert [row(session, i).status for i in ids] == [DeliveryStatus.CANCELLED, DeliveryStatus.SENT]
+
+
+def test_the_recovery_takes_back_a_dead_workers_rows_once_their_lease_ran_out(
+        session: Session) -> None:
+    from service.delivery.sweeper import describe, recover_ledger
+
+    issue_id, ids = started(session, 5)
+    lease = timedelta(seconds=20)
+    ledger.claim_batch(session, issue_id, "dead", NOW, 4, lease)
+    ledger.mark_sending(session, ids[:2], "dead", NOW, lease)
+    assert not recover_ledger(session, NOW + timedelta(seconds=19), resend_uncertain=True).issues
+    found = recover_ledger(session, NOW + timedelta(seconds=21), resend_uncertain=True)
+    assert found.uncertain == {issue_id: 2} and found.returned == {issue_id: 2}
+    assert describe(found, issue_id) == ("lease ran out: 2 rows left sending are uncertain, "
+                                         "2 claimed rows are due again")
+    assert [row(session, i).status for i in ids[:2]] == [DeliveryStatus.DEFERRED] * 2
+    assert all(row(session, i).lease_until is None for i in ids)
+    assert row(session, ids[2]).uncertain_count == 0  # claimed, never sent: not uncertain
+    # Everything is due now: another worker takes all five.
+    later = NOW + timedelta(seconds=22)
+    assert len(ledger.claim_batch(session, issue_id, "alive", later, 10, lease)) == 5
+
+
+def test_beat_runs_the_lease_recovery_every_lease_check(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+    from worker.app import beat_schedule
+
+    entry = beat_schedule(make_settings(tmp_path, lease_check_seconds=3))["recover-leases"]
+    assert entry["task"] == "chapar.recover_leases" and entry["schedule"] == timedelta(seconds=3)
