@@ -88,10 +88,10 @@ from functools import partial
 from typing import TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from service.db import unit_of_work
+from service.db import unavailable, unit_of_work
 from service.delivery import health, ledger
 from service.delivery.dkim import DkimKeyError, DkimSigner
 from service.delivery.ledger import Outcome
@@ -101,6 +101,7 @@ from service.delivery.throttle import Throttle
 from service.delivery.transport import Envelope, Result, SmtpConnection, SmtpError, connection_for
 from service.digests.models import Issue, IssueStatus
 from service.instance_keys import MESSAGE_ID, instance_key
+from service.ops.outages import OutageTracker
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -131,35 +132,7 @@ class DatabaseGone(Exception):
 
 def unreachable(exc: BaseException) -> bool:
     """A dropped, refused or broken database connection (or a deadlock): worth retrying."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
-class Outage:
-    """Whether this process can reach the database; says so once per outage, not per retry."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.since: float | None = None
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            if self.since is None:
-                self.since = time.monotonic()
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.warning("database unreachable (%s): holding what this process has, sending "
-                            "nothing, retrying until it answers", first[:300])
-
-    def ended(self) -> None:
-        with self._lock:
-            if self.since is not None:
-                log.warning("database reachable again after %.1f s", time.monotonic() - self.since)
-                self.since = None
-
-    def lasted(self) -> float:
-        since = self.since
-        return 0.0 if since is None else time.monotonic() - since
+    return unavailable(exc) or (isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
 
 
 class LeaseKeeper:
@@ -169,7 +142,7 @@ class LeaseKeeper:
     held around every transaction of the sending thread and every renewal.
     """
 
-    def __init__(self, rt: Runtime, outage: Outage) -> None:
+    def __init__(self, rt: Runtime, outage: OutageTracker) -> None:
         self.rt = rt
         self.outage = outage
         self.lease = timedelta(seconds=rt.settings.lease_seconds)
@@ -232,7 +205,7 @@ class LeaseKeeper:
                         log.exception("lease renewal failed")
                     continue
             self.renewed(began)
-            self.outage.ended()
+            self.outage.succeeded()
 
 
 class IdleCloser:
@@ -299,7 +272,7 @@ class DeliveryAgent:
 
         self.tally = SendTally()  # added to the metrics counters with the outcomes it counts
         self.newly_paused: set[str] = set()  # domains that answered 421, for the incident log
-        self.outage = Outage()
+        self.outage = rt.database_outages  # one warning per outage for the whole process
         self.keeper = LeaseKeeper(rt, self.outage)
         self.began = 0.0  # monotonic: when the last committed unit of work began
 
@@ -325,10 +298,10 @@ class DeliveryAgent:
                 else:
                     self.began = began
                     self._committed()
-                    self.outage.ended()
+                    self.outage.succeeded()
                     return result
-            if self.outage.lasted() > OUTAGE_GIVE_UP_SECONDS:
-                raise DatabaseGone(f"database unreachable for {self.outage.lasted():.0f} s")
+            if self.outage.seconds_down() > OUTAGE_GIVE_UP_SECONDS:
+                raise DatabaseGone(f"database unreachable for {self.outage.seconds_down():.0f} s")
             ceiling = RETRY_HELD_SECONDS if self.keeper.remaining() > 0 else RETRY_LOST_SECONDS
             time.sleep(min(ceiling, RETRY_FIRST_SECONDS * 2 ** attempt))
             attempt += 1

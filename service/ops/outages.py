@@ -70,6 +70,11 @@ class OutageTracker:
         """When the current outage began, or None while the database answers."""
         return self._since
 
+    def seconds_down(self) -> float:
+        """How long the current outage has lasted so far (0 while the database answers)."""
+        since = self._since
+        return 0.0 if since is None else (self._clock() - since).total_seconds()
+
     def failed(self, exc: BaseException) -> bool:
         """Note that the database could not be reached; True (and a warning) if an outage begins."""
         with self._lock:

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.chaos
 
 OUTAGE_SECONDS = 15.0
 READERS = 2000
-UNREACHABLE = "database unreachable"  # the one line a pool process logs per outage
+UNREACHABLE = "unreachable ("  # the one line each process logs per outage: "database at ... unreachable (...)"
 
 
 @dataclass
@@ -102,4 +102,4 @@ def test_a_database_outage_mid_send_sends_each_reader_exactly_once(
     logged = [sum(line.count(UNREACHABLE) for line in w.output) for w in workers]
     print("outage lines per worker:", logged)
     assert sum(logged) >= 1
-    assert all(n <= 2 for n in logged)  # at most once per pool process
+    assert all(n <= 3 for n in logged)  # at most once per process: the main one and two in the pool
