@@ -31,6 +31,7 @@ _GREGORIAN_FROM = 1700
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Bidi embedding/override controls can visually reorder text (Trojan Source style).
 _BIDI_OVERRIDES = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_DECIMAL_POINT = re.compile("(?<=[\u06f0-\u06f9])\\.(?=[\u06f0-\u06f9])")
 
 WEEKDAYS = ("دوشنبه", "سه‌شنبه", "چهارشنبه", "پنجشنبه", "جمعه", "شنبه", "یکشنبه")
 MONTHS = (
@@ -53,8 +54,12 @@ def single_line(text: str) -> str:
 
 
 def persian_digits(value: object) -> str:
-    """Latin and Arabic-Indic digits to Persian digits; use on text, never on URLs."""
-    return str(value).translate(_DIGITS_TABLE).translate(_TEXT_TABLE)
+    """Latin and Arabic-Indic digits to Persian digits; use on text, never on URLs.
+
+    A point between digits becomes the Persian decimal separator (۸٫۳۳, not ۸.۳۳).
+    """
+    text = str(value).translate(_DIGITS_TABLE).translate(_TEXT_TABLE)
+    return _DECIMAL_POINT.sub("\u066b", text)
 
 
 def to_jalali(moment: datetime, tz: ZoneInfo) -> jdatetime.datetime:

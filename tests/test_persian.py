@@ -40,6 +40,11 @@ def test_persian_digits_for_display() -> None:
     assert persian_digits("ساعت 08:30 و ٣") == "ساعت ۰۸:۳۰ و ۳"
 
 
+def test_a_decimal_point_becomes_the_persian_separator_and_a_full_stop_does_not() -> None:
+    assert persian_digits("8.33%") == "۸\u066b۳۳%"
+    assert persian_digits("نسخهٔ 3. پایان.") == "نسخهٔ ۳. پایان."
+
+
 def test_single_line_strips_header_breaking_and_bidi_characters() -> None:
     assert single_line("عنوان\r\nBcc: x@example.com") == "عنوان Bcc: x@example.com"
     assert single_line("\u202eخبر\u202c\x00 فوری\t") == "خبر فوری"

@@ -68,7 +68,7 @@ def test_an_editor_reads_the_trend_and_one_issues_results(
     page.click("td a:has-text('۳')")
     page.wait_for_selector("h1:has-text('نتیجهٔ شمارهٔ ۳')")
     row = page.locator("tr", has_text="لغو عضویت با پیوند همین شماره")
-    assert row.locator("td.num").all_inner_texts() == ["۱", "۸.۳۳٪"]  # 1 of 12 sent
+    assert row.locator("td.num").all_inner_texts() == ["۱", "۸٫۳۳٪"]  # 1 of 12 sent
     clicks = page.locator("tr", has_text="همهٔ کلیک‌ها")
     assert clicks.locator("td.num").all_inner_texts() == ["۳"]
     human = page.locator("tr", has_text="کلیک‌های احتمالاً انسانی")
