@@ -74,6 +74,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "chapar.sweep_deliveries",
             "schedule": timedelta(seconds=settings.beat_tick_seconds),
         },
+        "sweep-imports": {
+            "task": "chapar.sweep_imports", "schedule": timedelta(minutes=1),
+        },
         "schedule-tick": {
             "task": "chapar.schedule_tick",
             "schedule": timedelta(seconds=settings.beat_tick_seconds),

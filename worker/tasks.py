@@ -77,3 +77,17 @@ def check_links(self: Task[Any, Any], issue_id: int) -> None:
     from service.digests.links import check_pending_links
 
     check_pending_links(runtime(self), issue_id, utcnow())
+
+
+@shared_task(bind=True, name="chapar.run_import")
+def run_import(self: Task[Any, Any], job_id: int) -> None:
+    from service.subscribers.imports import run_import as import_file
+
+    import_file(runtime(self), job_id, utcnow)
+
+
+@shared_task(bind=True, name="chapar.sweep_imports")
+def sweep_imports(self: Task[Any, Any]) -> None:
+    from service.subscribers.imports import sweep
+
+    sweep(runtime(self), utcnow())
