@@ -180,8 +180,8 @@ class ImportJob(Base):
     total: Mapped[int] = mapped_column(default=0)  # addresses in the file
     processed: Mapped[int] = mapped_column(default=0)
     added: Mapped[int] = mapped_column(default=0)
-    already_present: Mapped[int] = mapped_column(default=0)
-    suppressed: Mapped[int] = mapped_column(default=0)  # unsubscribed earlier or erased: skipped
+    already_present: Mapped[int] = mapped_column(default=0)  # in any state: left as they are
+    suppressed: Mapped[int] = mapped_column(default=0)  # erased at their request: skipped
     rejected: Mapped[int] = mapped_column(default=0)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

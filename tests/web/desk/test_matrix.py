@@ -16,7 +16,10 @@ from service.digests import review
 from service.digests.build import build_issue
 from service.runtime import Runtime
 from service.staff import accounts, invites, sessions
+from service.staff.audit import CLI
 from service.staff.permissions import ROLES
+from service.subscribers import imports
+from service.subscribers.models import Status
 from service.web.app import create_app
 from tests.digests.factories import article
 from tests.staff.factories import staff_account
@@ -80,6 +83,11 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/ops/domains/pause"): OPS,
     ("POST", "/desk/ops/domains/{domain}/resume"): OPS,
     ("POST", "/desk/ops/workers/{name}/drain"): OPS,
+    ("GET", "/desk/readers/import"): STAFF_MANAGERS,
+    ("POST", "/desk/readers/import"): STAFF_MANAGERS,
+    ("GET", "/desk/readers/imports/{job_id}"): STAFF_MANAGERS,
+    ("GET", "/desk/readers/imports/{job_id}/rejected.csv"): STAFF_MANAGERS,
+    ("GET", "/desk/growth"): STATS,
 }
 
 
@@ -100,9 +108,12 @@ def test_role_by_route_matrix(runtime: Runtime, role: str, monkeypatch: pytest.M
         article(db, utcnow() - timedelta(hours=1))
         issue = build_issue(db, runtime.settings, utcnow()).issue
         assert issue is not None
+        upload = imports.check_upload("readers.csv", b"email\nsara@example.com\n", 1024)
+        job = imports.start_import(db, CLI, upload, source="", import_as=Status.CONFIRMED, now=utcnow())
         fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
                 "{number}": str(issue.number), "{item_id}": str(issue.articles[0].id),
-                "{action}": "pause", "{domain}": "example.org", "{name}": "nobody@nowhere"}
+                "{action}": "pause", "{domain}": "example.org", "{name}": "nobody@nowhere",
+                "{job_id}": str(job.id)}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303
