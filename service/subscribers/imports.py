@@ -56,6 +56,13 @@ class Upload:
     total: int
 
 
+def size_label(size: int) -> str:
+    """A file size for people: «۱۰ مگابایت», «۶۴ کیلوبایت»."""
+    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
+        return persian_digits(f"{size // (1024 * 1024)} مگابایت")
+    return persian_digits(f"{size // 1024} کیلوبایت")
+
+
 def check_upload(filename: str, data: bytes, max_bytes: int) -> Upload:
     """Read an uploaded file as the importer will, or say clearly why it cannot be imported."""
     name = single_line(PurePath(filename.replace("\\", "/")).name)[:200] or "upload.csv"
@@ -63,7 +70,7 @@ def check_upload(filename: str, data: bytes, max_bytes: int) -> Upload:
         raise UploadRefused("پرونده خالی است.", "the file is empty")
     if len(data) > max_bytes:
         raise UploadRefused(
-            f"پرونده بزرگ‌تر از {persian_digits(max_bytes // 1024)} کیلوبایت است؛ آن را چند بخش کنید.",
+            f"پرونده بزرگ‌تر از {size_label(max_bytes)} است؛ آن را چند بخش کنید.",
             f"the file is larger than {max_bytes // 1024} KiB")
     if not name.lower().endswith(EXTENSIONS) or b"\x00" in data[:8192]:
         raise UploadRefused("این پرونده CSV نیست؛ یک پروندهٔ ‎.csv‎ (متن، با ستون ایمیل) بفرستید.",

@@ -53,8 +53,9 @@ def history(session: Session) -> None:
 
 def test_weeks_start_on_saturday_at_midnight_in_tehran() -> None:
     starts = week_starts(NOW, TEHRAN, 3)
-    assert [s.astimezone(UTC) for s in starts] == [BOUNDARY - timedelta(weeks=2), BOUNDARY - timedelta(weeks=1),
-                                                   BOUNDARY, BOUNDARY + timedelta(weeks=1)]
+    week = timedelta(weeks=1)
+    assert [s.astimezone(UTC) for s in starts] == [BOUNDARY - 2 * week, BOUNDARY - week, BOUNDARY,
+                                                   BOUNDARY + week]
     assert all(s.astimezone(TEHRAN).weekday() == 5 and s.astimezone(TEHRAN).hour == 0 for s in starts)
     # A minute before the boundary it is still the previous week; at the boundary the new one.
     assert week_starts(BOUNDARY - timedelta(minutes=1), TEHRAN, 1)[0] == starts[1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Any
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -186,7 +186,8 @@ def test_a_job_every_worker_dies_on_is_failed_with_a_reason_not_left_running(run
     assert result.failed == [job_id] and result.rung == []
     failed = job(runtime, job_id)
     assert failed.status is ImportStatus.FAILED and failed.content is None
-    assert failed.error is not None and "دوباره بفرستید" in failed.error and "Upload the file again" in failed.error
+    assert failed.error is not None
+    assert "دوباره بفرستید" in failed.error and "Upload the file again" in failed.error
     imports.run_import(runtime, job_id, Clock(NOW + timedelta(hours=1)))
     assert job(runtime, job_id).status is ImportStatus.FAILED
 

@@ -27,9 +27,10 @@ def some_history(rt: Runtime) -> None:
     consent = store.Consent("web:test")
     with unit_of_work(rt.sessions) as session:
         for n, days_ago in enumerate((0, 0, 1, 9, 9, 9, 20)):
-            sid = store.subscribe(session, f"r{n}@example.com", consent, now - timedelta(days=days_ago)).subscriber_id
+            when = now - timedelta(days=days_ago)
+            sid = store.subscribe(session, f"r{n}@example.com", consent, when).subscriber_id
             if n % 2 == 0:
-                confirm(session, sid, now - timedelta(days=days_ago))
+                confirm(session, sid, when)
             if n == 4:
                 store.unsubscribe(session, sid, now, "unsubscribe link")
 

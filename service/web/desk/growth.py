@@ -38,8 +38,9 @@ class Chart:
 
 
 def week_labels(growth: Growth) -> list[tuple[int, str]]:
-    """Under every week's slot while they fit, under every few weeks on a long range."""
-    step = max(1, -(-len(growth.weeks) // 13))
+    """Under every other week's slot (a month's name is wider than one slot), or fewer on a long
+    range; the current week always has one."""
+    step = max(2, -(-len(growth.weeks) // 7))
     return [(8 + SLOT * i + SLOT // 2, week.short_label) for i, week in enumerate(growth.weeks)
             if (len(growth.weeks) - 1 - i) % step == 0]
 

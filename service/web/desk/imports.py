@@ -16,7 +16,6 @@ from starlette.datastructures import UploadFile
 
 from service.clock import utcnow
 from service.db import unit_of_work
-from service.persian import persian_digits
 from service.settings import Settings
 from service.staff.audit import Actor
 from service.subscribers import imports
@@ -38,9 +37,9 @@ POLL_SECONDS = 2
 def upload_limit(settings: Settings) -> tuple[int, str]:
     """The request size the upload form may reach (the file and the form around it), and the
     refusal for a larger one."""
-    kib = settings.import_max_bytes // 1024
     return settings.import_max_bytes + 64 * 1024, (
-        f"پرونده بزرگ‌تر از {persian_digits(kib)} کیلوبایت است؛ آن را چند بخش کنید و هر بخش را جدا بفرستید.")
+        f"پرونده بزرگ‌تر از {imports.size_label(settings.import_max_bytes)} است؛ "
+        "آن را چند بخش کنید و هر بخش را جدا بفرستید.")
 
 
 def import_page(request: Request, *, status_code: int = 200, **context: Any) -> Response:
@@ -50,7 +49,7 @@ def import_page(request: Request, *, status_code: int = 200, **context: Any) -> 
     context.setdefault("import_as", Status.CONFIRMED.value)
     return desk_page(request, "import.html", current_viewer(request), status_code=status_code,
                      recent=recent, labels=STATUS_LABELS, as_labels=AS_LABELS,
-                     max_kib=runtime(request).settings.import_max_bytes // 1024, **context)
+                     max_size=imports.size_label(runtime(request).settings.import_max_bytes), **context)
 
 
 @router.get(UPLOAD_PATH)
