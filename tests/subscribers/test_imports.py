@@ -80,11 +80,12 @@ def suppressed(runtime: Runtime) -> Iterator[None]:
     ("readers.csv", "email\nsara@example.com,تهران\n".encode("cp1256"), "UTF-8"),
     ("readers.csv", b"name,phone\nSara,0912\n", "ستون ایمیل"),
     ("readers.csv", b"email\n", "هیچ نشانی"),
-    ("readers.csv", b"email\n" + b"a@example.com\n" * 200, "بزرگ‌تر"),
+    ("readers.csv", b"email\n" + b"a@example.com\n" * 1000 + b"\x00\n", "CSV نیست"),  # NUL far in
+    ("readers.csv", b"email\n" + b"a@example.com\n" * 5000, "بزرگ‌تر از ۶۴ کیلوبایت"),
 ])
 def test_a_file_that_cannot_be_imported_is_refused_with_a_reason(name: str, data: bytes, says: str) -> None:
     with pytest.raises(UploadRefused) as refused:
-        check_upload(name, data, max_bytes=1024)
+        check_upload(name, data, max_bytes=64 * 1024)
     assert says in refused.value.message
     assert str(refused.value)  # and in English
 

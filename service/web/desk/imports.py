@@ -7,6 +7,7 @@ worker runs it through the importer `chapar subscribers import` uses.
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -25,6 +26,7 @@ from service.subscribers.models import ImportJob, ImportStatus, Status
 from service.web.desk.access import client_address, current_viewer, guard, runtime
 from service.web.desk.view import back_to, desk_page
 
+log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(guard)], include_in_schema=False)
 
 UPLOAD_PATH = "/desk/readers/import"
@@ -87,7 +89,10 @@ async def upload(request: Request) -> Response:
             job = imports.start_import(session, actor, checked, source=source, import_as=Status(import_as),
                                        now=utcnow())
             job_id = job.id
-        rt.ring(imports.TASK, job_id)  # after the commit; the sweeper rings again if this is lost
+        try:
+            rt.ring(imports.TASK, job_id)  # after the commit
+        except Exception:  # the broker is away: the job waits, and the sweeper rings again
+            log.warning("could not ring a worker for import %s; the sweeper will", job_id, exc_info=True)
         return job_id
 
     return back_to(f"/desk/readers/imports/{await run_in_threadpool(queue)}")

@@ -136,3 +136,18 @@ def test_without_the_csrf_token_nothing_is_queued(runtime: Runtime, admin: objec
 def test_an_unknown_job_is_not_found(admin: object) -> None:
     assert admin.get("/desk/readers/imports/999").status_code == 404  # type: ignore[attr-defined]
     assert admin.get("/desk/readers/imports/999/rejected.csv").status_code == 404  # type: ignore[attr-defined]
+
+
+def test_with_the_broker_away_the_job_is_kept_for_the_sweeper(runtime: Runtime, admin: object,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broker_down(self: Runtime, task: str, *args: int) -> None:
+        raise ConnectionRefusedError("redis is away")
+
+    monkeypatch.setattr(Runtime, "ring", broker_down)
+    response = send(admin, "readers.csv", CSV.encode())
+    assert response.status_code == 303  # type: ignore[attr-defined]
+    with runtime.sessions() as db:
+        [job] = db.scalars(select(ImportJob))
+        assert job.status is ImportStatus.QUEUED
+    with unit_of_work(runtime.sessions) as db:
+        assert imports.sweep_due(db, job.created_at + imports.RING_AGAIN_AFTER).rung == [job.id]
