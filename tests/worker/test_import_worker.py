@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from service.clock import utcnow
 from service.db import unit_of_work
+from service.persian import persian_digits
 from service.runtime import Runtime
 from service.subscribers import imports, store
 from service.subscribers.models import ImportJob, ImportRejection, ImportStatus, Status, Subscriber
@@ -161,7 +162,7 @@ def test_a_worker_killed_mid_file_does_not_leave_the_job_running(rt: Runtime) ->
     data, valid, bad = readers_file(4000)
     worker = start_worker(rt.settings, concurrency=1, queues="default")
     try:
-        upload(rt, data)
+        client, location = upload(rt, data)
         wait_for("under way", lambda: the_job(rt).processed >= 200, worker)
         worker.kill()  # SIGKILL, the worker and its pool process
     finally:
@@ -170,6 +171,11 @@ def test_a_worker_killed_mid_file_does_not_leave_the_job_running(rt: Runtime) ->
     print(f"killed at {stuck.processed} of {stuck.total}")
     assert stuck.status is ImportStatus.RUNNING and 0 < stuck.processed < stuck.total
     assert stuck.lease_until is not None
+    # The page shows how far it came, and goes on asking.
+    page = client.get(location, headers={"HX-Request": "true"}).text  # type: ignore[attr-defined]
+    assert figures(page) == ("در حال درون‌ریزی", persian_digits(
+        f"{stuck.processed} از {stuck.total} نشانی خوانده شد ({100 * stuck.processed / stuck.total:.0f}٪)"))
+    assert "hx-trigger" in page and "rejected-report" not in page
 
     replacement = start_worker(rt.settings, concurrency=1, queues="default", name="replacement")
     try:
@@ -181,6 +187,8 @@ def test_a_worker_killed_mid_file_does_not_leave_the_job_running(rt: Runtime) ->
         replacement.stop()
     done = the_job(rt)
     assert done.status is ImportStatus.DONE and done.attempts == 2
+    page = client.get(location).text  # type: ignore[attr-defined]
+    assert figures(page)[0] == "تمام‌شده" and 'id="rejected-report"' in page
     assert (done.processed, done.added, done.rejected) == (done.total, valid + 2, bad)
     with rt.sessions() as db:
         assert db.scalar(select(func.count()).select_from(Subscriber)) == valid + 2
