@@ -34,6 +34,7 @@ STATUS_LABELS = {ImportStatus.QUEUED: "در صف", ImportStatus.RUNNING: "در �
                  ImportStatus.DONE: "تمام‌شده", ImportStatus.FAILED: "ناموفق"}
 AS_LABELS = {Status.CONFIRMED: "تأییدشده", Status.PENDING: "در انتظار تأیید"}
 POLL_SECONDS = 2
+STOP_POLLING = 286  # htmx's status for a polled answer after which it stops polling
 
 
 def upload_limit(settings: Settings) -> tuple[int, str]:
@@ -112,9 +113,12 @@ def job_page(request: Request, job_id: int) -> Response:
     job = job_or_404(request, job_id)
     rt = runtime(request)
     percent = 100.0 * job.processed / job.total if job.total else 100.0
-    return desk_page(request, "import_job.html", current_viewer(request), job=job, percent=percent,
-                     labels=STATUS_LABELS, as_labels=AS_LABELS, read_at=utcnow(), tz=rt.settings.tz,
-                     poll=POLL_SECONDS, fragment=bool(request.headers.get("hx-request")))
+    fragment = bool(request.headers.get("hx-request"))
+    # 286 tells htmx to stop asking: the import has ended, the figures will not change.
+    return desk_page(request, "import_job.html", current_viewer(request),
+                     status_code=STOP_POLLING if fragment and job.finished else 200, job=job,
+                     percent=percent, labels=STATUS_LABELS, as_labels=AS_LABELS, read_at=utcnow(),
+                     tz=rt.settings.tz, poll=POLL_SECONDS, fragment=fragment)
 
 
 @router.get("/desk/readers/imports/{job_id}/rejected.csv")
