@@ -51,6 +51,9 @@ def test_the_api_the_command_and_the_page_agree(runtime: Runtime) -> None:
     cli = chapar(runtime, "subscribers", "growth", "--weeks", "4", "--json")
     assert cli.exit_code == 0, cli.output
     assert weeks_only(json.loads(cli.stdout)) == weeks_only(from_api)
+    text = chapar(runtime, "subscribers", "growth", "--weeks", "4").stdout.splitlines()
+    assert text[0].startswith("week starting (Saturday, Asia/Tehran)") and len(text) == 5
+    assert [line.split()[1] for line in text[1:]] == [str(w["subscribed"]) for w in from_api["weeks"]]
 
     with unit_of_work(runtime.sessions) as db:
         staff_account(db, "ops@example.com", "ops")
