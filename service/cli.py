@@ -14,7 +14,6 @@ import click
 
 from service.clock import utcnow
 from service.commands import load_runtime, require_current_schema
-from service.db import unit_of_work
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -209,12 +208,9 @@ def subscribers() -> None:
 def subscribers_import(path: Path, source: str | None, pending: bool,
                        report_path: Path | None) -> None:
     """Import addresses from a CSV file; running it twice adds nothing twice."""
-    import csv
-    import itertools
-
     from rich.progress import Progress
 
-    from service.subscribers.importer import ImportReport, import_batch, read_addresses
+    from service.subscribers.importer import ImportReport, import_batches, read_addresses, write_rejected
     from service.subscribers.models import Status
 
     rt = load_runtime()
@@ -224,26 +220,36 @@ def subscribers_import(path: Path, source: str | None, pending: bool,
     with path.open(encoding="utf-8-sig", newline="") as stream, Progress() as progress:
         bar = progress.add_task("importing", total=total)
         try:
-            rows = read_addresses(stream)
-            while batch := list(itertools.islice(rows, 1000)):
-                with unit_of_work(rt.sessions) as session:
-                    import_batch(session, batch, source=source or f"import:{path.name}",
-                                 status=Status.PENDING if pending else Status.CONFIRMED,
-                                 now=utcnow(), report=report,
-                                 allow_smtputf8=rt.settings.smtputf8)
+            for batch in import_batches(
+                    rt.sessions, read_addresses(stream), source=source or f"import:{path.name}",
+                    status=Status.PENDING if pending else Status.CONFIRMED, clock=utcnow,
+                    batch_size=rt.settings.import_batch_size, allow_smtputf8=rt.settings.smtputf8):
+                report.include(batch)
                 progress.update(bar, completed=report.seen)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
     for rejected in report.rejected:
-        click.echo(f"line {rejected.line}: {rejected.value!r}: {rejected.reason}", err=True)
+        click.echo(f"line {rejected.line}: {rejected.value!r}: {rejected.reason_en}", err=True)
     if report_path:
         with report_path.open("w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["line", "value", "reason"])
-            for r in report.rejected:
-                writer.writerow([r.line, r.value, r.reason])
+            write_rejected(out, report.rejected)
     click.echo(f"added {report.added}, already present {report.already_present}, "
                f"erased earlier (skipped) {report.suppressed}, rejected {len(report.rejected)}")
+
+
+@subscribers.command("growth")
+@click.option("--weeks", default=12, show_default=True, type=click.IntRange(1, 260),
+              help="How many weeks, the current one included.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def subscribers_growth(weeks: int, as_json: bool) -> None:
+    """Subscriptions, confirmations and unsubscribes per week (Saturday to Friday, local time)."""
+    from service.commands import opened_runtime
+    from service.subscribers.growth import describe, weekly_growth
+
+    with opened_runtime() as rt, rt.sessions() as session:
+        figures = weekly_growth(session, utcnow(), rt.settings.tz, weeks)
+    click.echo(json.dumps(figures.as_dict(), ensure_ascii=False, indent=2) if as_json
+               else "\n".join(describe(figures)))
 
 
 @main.command("config")

@@ -7,11 +7,19 @@ from service.digests.models import ChecksOverride, Issue, IssueArticle, LinkChec
 from service.instance_keys import InstanceKey
 from service.ops.models import Counter, Incident, Mark, WorkerSeen
 from service.staff.models import AuditEntry, StaffAccount, StaffSession
-from service.subscribers.models import ConsentRecord, Subscriber, SubscriberEvent, Suppression
+from service.subscribers.models import (
+    ConsentRecord,
+    ImportJob,
+    ImportRejection,
+    Subscriber,
+    SubscriberEvent,
+    Suppression,
+)
 
 __all__ = [
     "Article", "AuditEntry", "Base", "Bounce", "ChecksOverride", "ConsentRecord", "Counter", "Delivery",
-    "Feed", "Incident", "InstanceKey", "Issue", "IssueArticle", "LinkCheck", "Mark", "ScheduleSlot",
+    "Feed", "ImportJob", "ImportRejection", "Incident", "InstanceKey", "Issue", "IssueArticle", "LinkCheck",
+    "Mark", "ScheduleSlot",
     "SendingHealth", "StaffAccount", "StaffSession", "Subscriber", "SubscriberEvent", "Suppression",
     "WorkerSeen",
 ]

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     subscribe_rate_per_address: str = "5/hour"
     max_request_bytes: int = 64 * 1024
     api_max_request_bytes: int = 5 * 1024 * 1024  # paths under /api/: CMS batches, bounce messages
+    # Readers imported from the desk: the largest CSV file taken, the addresses each
+    # transaction imports, and how long a worker holds a running import without reporting
+    # progress before the sweeper hands it to another.
+    import_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    import_batch_size: int = Field(default=1000, ge=1)
+    import_lease_seconds: float = Field(default=120.0, gt=0)
 
     # Articles and digests
     feed_url: str = ""

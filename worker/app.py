@@ -106,6 +106,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "chapar.recover_leases",
             "schedule": timedelta(seconds=settings.lease_check_seconds),
         },
+        "sweep-imports": {
+            "task": "chapar.sweep_imports", "schedule": timedelta(minutes=1),
+        },
         "schedule-tick": {
             "task": "chapar.schedule_tick",
             "schedule": timedelta(seconds=settings.beat_tick_seconds),

@@ -70,7 +70,9 @@ def sweep_deliveries(self: Task[Any, Any]) -> None:
 def recover_leases(self: Task[Any, Any]) -> None:
     from service.delivery.sweeper import recover
 
-    recover(runtime(self), utcnow())
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        recover(rt, utcnow())
 
 
 @shared_task(bind=True, name="chapar.schedule_tick")
@@ -103,3 +105,19 @@ def check_links(self: Task[Any, Any], issue_id: int) -> None:
     from service.digests.links import check_pending_links
 
     check_pending_links(runtime(self), issue_id, utcnow())
+
+
+@shared_task(bind=True, name="chapar.run_import")
+def run_import(self: Task[Any, Any], job_id: int) -> None:
+    from service.subscribers.imports import run_import as import_file
+
+    import_file(runtime(self), job_id, utcnow)
+
+
+@shared_task(bind=True, name="chapar.sweep_imports")
+def sweep_imports(self: Task[Any, Any]) -> None:
+    from service.subscribers.imports import sweep
+
+    rt = runtime(self)
+    with skipped_while_unreachable(rt.database_outages):
+        sweep(rt, utcnow())

@@ -18,6 +18,14 @@ MESSAGES = {
     "invalid": "این نشانی ایمیل درست نیست.",
     "smtputf8": "نشانی‌هایی که بخش پیش از @ آن‌ها غیرلاتین است پشتیبانی نمی‌شوند.",
 }
+# The same reasons in English, for reports read outside the desk.
+MESSAGES_EN = {
+    "empty": "no address",
+    "too_long": "the address is too long",
+    "control": "the address holds control or invisible characters",
+    "invalid": "not a valid email address",
+    "smtputf8": "a non-Latin part before the @ is not supported",
+}
 
 
 class AddressError(ValueError):

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import unit_of_work
 from service.instance_keys import SUPPRESSION, instance_key
 from service.persian import single_line
-from service.subscribers.addresses import AddressError, address_hash, normalize_address
+from service.subscribers.addresses import (
+    MESSAGES,
+    MESSAGES_EN,
+    AddressError,
+    address_hash,
+    normalize_address,
+)
 from service.subscribers.models import Status, Subscriber, Suppression, new_nonce
 from service.subscribers.store import Consent, record, record_consent
 
@@ -25,7 +33,15 @@ EMAIL_COLUMNS = ("email", "e-mail", "email_address", "ایمیل", "نشانی �
 class Rejected:
     line: int
     value: str
-    reason: str
+    code: str  # a key of addresses.MESSAGES
+
+    @property
+    def reason(self) -> str:
+        return MESSAGES[self.code]
+
+    @property
+    def reason_en(self) -> str:
+        return MESSAGES_EN[self.code]
 
 
 @dataclass
@@ -38,6 +54,24 @@ class ImportReport:
     @property
     def seen(self) -> int:
         return self.added + self.already_present + self.suppressed + len(self.rejected)
+
+    def include(self, other: ImportReport) -> None:
+        """Add another batch's figures to these."""
+        self.added += other.added
+        self.already_present += other.already_present
+        self.suppressed += other.suppressed
+        self.rejected.extend(other.rejected)
+
+
+REPORT_COLUMNS = ("line", "value", "reason_fa", "reason_en")
+
+
+def write_rejected(out: TextIO, rejected: Iterable[Rejected]) -> None:
+    """The rejected-lines report as CSV: line number, the value, the reason in Persian and English."""
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for r in rejected:
+        writer.writerow([r.line, r.value, r.reason, r.reason_en])
 
 
 def read_addresses(stream: TextIO) -> Iterator[tuple[int, str]]:
@@ -60,6 +94,34 @@ def read_addresses(stream: TextIO) -> Iterator[tuple[int, str]]:
             yield reader.line_num, row[column] if column < len(row) else ""
 
 
+def import_batches(
+    sessions: sessionmaker[Session],
+    rows: Iterable[tuple[int, str]],
+    *,
+    source: str,
+    status: Status,
+    clock: Callable[[], datetime],
+    batch_size: int,
+    allow_smtputf8: bool = False,
+    within: Callable[[Session, int, ImportReport], None] | None = None,
+) -> Iterator[ImportReport]:
+    """Import `rows` a batch at a time, one transaction each; yield each batch's report once committed.
+
+    `within(session, rows in the batch, report)` runs inside the batch's transaction, after
+    its rows are imported: a desk import's progress commits with the rows it counts. The
+    command line and the desk's worker both import through here.
+    """
+    iterator = iter(rows)
+    while batch := list(itertools.islice(iterator, batch_size)):
+        report = ImportReport()
+        with unit_of_work(sessions) as session:
+            import_batch(session, batch, source=source, status=status, now=clock(), report=report,
+                         allow_smtputf8=allow_smtputf8)
+            if within is not None:
+                within(session, len(batch), report)
+        yield report
+
+
 def import_batch(
     session: Session,
     rows: Iterable[tuple[int, str]],
@@ -77,7 +139,7 @@ def import_batch(
         try:
             address = normalize_address(raw, allow_smtputf8=allow_smtputf8)
         except AddressError as exc:
-            report.rejected.append(Rejected(line, raw[:200], exc.message))
+            report.rejected.append(Rejected(line, raw[:200], exc.code))
             continue
         if address in valid:
             report.already_present += 1

@@ -113,6 +113,8 @@ class SubscriberEvent(SubscriberHistory, Base):
     """Every change of a subscriber's status, with where it came from."""
 
     __tablename__ = "subscriber_events"
+    # The growth figures count one kind of event over a range of weeks.
+    __table_args__ = (Index("ix_subscriber_events_kind_at", "kind", "at"),)
 
     detail: Mapped[str | None] = mapped_column(Text)
 
@@ -128,6 +130,7 @@ class ConsentRecord(SubscriberHistory, Base):
     """
 
     __tablename__ = "consent_records"
+    __table_args__ = (Index("ix_consent_records_kind_at", "kind", "at"),)
 
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
@@ -151,3 +154,75 @@ class Suppression(Base):
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime]
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ImportJob(Base):
+    """A CSV file staff uploaded on the desk, and how far its import has come.
+
+    The file itself is kept until the import ends (any worker can run or resume it from
+    here), then dropped: it names readers who may later ask to be erased. `processed`
+    counts the addresses read so far and is committed with the rows they added, so a
+    worker that dies leaves a position the next one resumes from.
+    """
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (Index("ix_import_jobs_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("staff_accounts.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(String(320))  # the account's address, copied
+    filename: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int]  # bytes uploaded
+    source: Mapped[str] = mapped_column(String(200))  # the consent source recorded
+    import_as: Mapped[Status] = mapped_column(status_enum())  # confirmed or pending
+    content: Mapped[str | None] = mapped_column(Text, deferred=True)
+    status: Mapped[ImportStatus] = mapped_column(
+        Enum(ImportStatus, name="import_status", values_callable=lambda e: [m.value for m in e],
+             native_enum=False, length=16))
+    total: Mapped[int] = mapped_column(default=0)  # addresses in the file
+    processed: Mapped[int] = mapped_column(default=0)
+    added: Mapped[int] = mapped_column(default=0)
+    already_present: Mapped[int] = mapped_column(default=0)  # in any state: left as they are
+    suppressed: Mapped[int] = mapped_column(default=0)  # erased at their request: skipped
+    rejected: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)  # workers that took it up
+    error: Mapped[str | None] = mapped_column(Text)  # why it failed: Persian | English
+
+    rejections: Mapped[list[ImportRejection]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="ImportRejection.line",
+    )
+
+    @property
+    def skipped(self) -> int:
+        return self.already_present + self.suppressed
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (ImportStatus.DONE, ImportStatus.FAILED)
+
+
+class ImportRejection(Base):
+    """One line of an uploaded file that held no usable address, and why."""
+
+    __tablename__ = "import_rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int]
+    value: Mapped[str] = mapped_column(String(200))
+    code: Mapped[str] = mapped_column(String(16))  # service.subscribers.addresses.MESSAGES
+
+    job: Mapped[ImportJob] = relationship(back_populates="rejections")

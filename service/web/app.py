@@ -22,11 +22,13 @@ from service.web import (
     bounces_api,
     clicks,
     desk,
+    growth_api,
     health,
     metrics,
     reader,
     results_api,
 )
+from service.web.desk import imports
 from service.web.guards import LimitBodySize
 from service.web.layers import HeadAsGet, SecurityHeaders, content_security_policy
 from service.web.limits import ClickLimits, SubscribeLimits
@@ -76,10 +78,12 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(bounces_api.router)
     app.include_router(articles_api.router)
     app.include_router(results_api.router)
+    app.include_router(growth_api.router)
     app.include_router(archive.router)
     desk.install(app)  # the staff desk at /desk/ and its /static/ files
     app.add_middleware(LimitBodySize, max_bytes=rt.settings.max_request_bytes,
-                       api_max_bytes=rt.settings.api_max_request_bytes)
+                       api_max_bytes=rt.settings.api_max_request_bytes,
+                       uploads={imports.UPLOAD_PATH: imports.upload_limit(rt.settings)})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

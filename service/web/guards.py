@@ -16,18 +16,24 @@ class LimitBodySize:
     """Refuse request bodies over `max_bytes` with 413, whether declared or streamed.
 
     Paths under /api/ (CMS article batches, bounce messages) are held to
-    `api_max_bytes` instead, when it is given. The refusal is the same Persian
-    error page (or JSON error) as every other failure.
+    `api_max_bytes` instead, when it is given, and the upload forms named in `uploads`
+    to their own limit, refused with their own message. The refusal is the same
+    Persian error page (or JSON error) as every other failure.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, api_max_bytes: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, api_max_bytes: int | None = None,
+                 uploads: dict[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.api_max_bytes = api_max_bytes
+        self.uploads = uploads or {}
 
     def limit_for(self, scope: Scope) -> int:
         """The byte limit for this request's path."""
-        if self.api_max_bytes is not None and str(scope["path"]).startswith("/api/"):
+        path = str(scope["path"])
+        if path in self.uploads:
+            return self.uploads[path][0]
+        if self.api_max_bytes is not None and path.startswith("/api/"):
             return self.api_max_bytes
         return self.max_bytes
 
@@ -68,5 +74,6 @@ class LimitBodySize:
             await self._refuse(scope, receive, send, 413)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status_code: int) -> None:
-        response = error(Request(scope), status_code)
+        upload = self.uploads.get(str(scope["path"]))
+        response = error(Request(scope), status_code, upload[1] if upload and status_code == 413 else None)
         await response(scope, receive, send)

@@ -14,7 +14,9 @@ from service.web.desk import (
     auth,
     checks,
     editing,
+    growth,
     home,
+    imports,
     issues,
     ops,
     readers,
@@ -31,8 +33,8 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def install(app: FastAPI) -> None:
     """Add the desk's routes, its answers for refused requests, and /static/."""
     app.state.login_throttle = LoginThrottle(app.state.runtime.settings)
-    for area in (auth, home, issues, editing, checks, results, readers, schedule, ops, staff,
-                 apidocs):
+    for area in (auth, home, issues, editing, checks, results, readers, growth, imports, schedule,
+                 ops, staff, apidocs):
         app.include_router(area.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

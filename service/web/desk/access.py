@@ -93,7 +93,17 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/ops/domains/pause"): P.OPS_ACT,
     ("POST", "/desk/ops/domains/{domain}/resume"): P.OPS_ACT,
     ("POST", "/desk/ops/workers/{name}/drain"): P.OPS_ACT,
+    ("GET", "/desk/readers/import"): P.SUBSCRIBERS_MANAGE,
+    ("POST", "/desk/readers/import"): P.SUBSCRIBERS_MANAGE,
+    ("GET", "/desk/readers/imports/{job_id}"): P.SUBSCRIBERS_MANAGE,
+    ("GET", "/desk/readers/imports/{job_id}/rejected.csv"): P.SUBSCRIBERS_MANAGE,
+    # Weekly counts with no address in them, like the per-issue results: whoever reads
+    # results (ops too, who watch unsubscribes after a send) reads growth, and
+    # subscribers.view, which opens single readers' records, is not needed for totals.
+    ("GET", "/desk/growth"): P.STATS_VIEW,
 }
+# Forms that carry a file: the guard reads their CSRF field from a body with one file.
+UPLOADS = frozenset({("POST", "/desk/readers/import")})
 # Pages an admin without TOTP may still open while CHAPAR_STAFF_REQUIRE_TOTP is on.
 TOTP_SETUP = frozenset({("GET", "/desk/account/totp"), ("POST", "/desk/account/totp"),
                         ("POST", "/desk/logout")})
@@ -185,7 +195,8 @@ async def presented_token(request: Request) -> str:
         return header
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        value = (await request.form(max_files=0, max_fields=50)).get("csrf_token")
+        files = 1 if route_key(request) in UPLOADS else 0
+        value = (await request.form(max_files=files, max_fields=50)).get("csrf_token")
         return value if isinstance(value, str) else ""
     return ""
 

@@ -30,6 +30,8 @@ AREAS: list[tuple[str, str, Permission | None]] = [
     ("/desk/schedule", "زمان‌بندی", None),
     ("/desk/readers", "خوانندگان", Permission.SUBSCRIBERS_VIEW),
     ("/desk/results", "نتیجه‌ها", Permission.STATS_VIEW),
+    ("/desk/growth", "رشد فهرست", Permission.STATS_VIEW),
+    ("/desk/readers/import", "درون‌ریزی خوانندگان", Permission.SUBSCRIBERS_MANAGE),
     ("/desk/ops", "کنسول عملیات", Permission.OPS_VIEW),
     ("/desk/staff", "کارکنان", Permission.STAFF_MANAGE),
     ("/desk/audit", "گزارش رویدادها", Permission.STAFF_MANAGE),

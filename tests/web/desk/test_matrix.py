@@ -16,8 +16,10 @@ from service.digests import review
 from service.digests.build import build_issue
 from service.runtime import Runtime
 from service.staff import accounts, invites, sessions
+from service.staff.audit import CLI
 from service.staff.permissions import ROLES
-from service.subscribers import store
+from service.subscribers import imports, store
+from service.subscribers.models import Status
 from service.web.app import create_app
 from tests.digests.factories import article
 from tests.staff.factories import staff_account
@@ -90,6 +92,11 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {  # None: public
     ("POST", "/desk/ops/domains/pause"): OPS,
     ("POST", "/desk/ops/domains/{domain}/resume"): OPS,
     ("POST", "/desk/ops/workers/{name}/drain"): OPS,
+    ("GET", "/desk/readers/import"): STAFF_MANAGERS,
+    ("POST", "/desk/readers/import"): STAFF_MANAGERS,
+    ("GET", "/desk/readers/imports/{job_id}"): STAFF_MANAGERS,
+    ("GET", "/desk/readers/imports/{job_id}/rejected.csv"): STAFF_MANAGERS,
+    ("GET", "/desk/growth"): STATS,
 }
 
 
@@ -110,11 +117,13 @@ def test_role_by_route_matrix(runtime: Runtime, role: str, monkeypatch: pytest.M
         article(db, utcnow() - timedelta(hours=1))
         issue = build_issue(db, runtime.settings, utcnow()).issue
         assert issue is not None
+        upload = imports.check_upload("readers.csv", b"email\nsara@example.com\n", 1024)
+        job = imports.start_import(db, CLI, upload, source="", import_as=Status.CONFIRMED, now=utcnow())
         reader = store.subscribe(db, "reader@example.org", store.Consent("web:test"), utcnow())
         fill = {"{account_id}": str(other.id), "{token}": invites.make_token(runtime, invited),
                 "{number}": str(issue.number), "{item_id}": str(issue.articles[0].id),
                 "{action}": "pause", "{domain}": "example.org", "{name}": "nobody@nowhere",
-                "{subscriber_id:int}": str(reader.subscriber_id)}
+                "{job_id}": str(job.id), "{subscriber_id:int}": str(reader.subscriber_id)}
     client = desk_client(runtime)
     if role != "nobody":
         assert sign_in(client, f"{role}@example.com").status_code == 303
