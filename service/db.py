@@ -103,7 +103,11 @@ def make_engine(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT, **k
 
         return engine
     if url.startswith("postgresql"):
-        connect_args = {"connect_timeout": max(2, connect_timeout), **kwargs.pop("connect_args", {})}
+        # TCP keepalives and a user timeout turn a half-open connection (a host that
+        # vanished) into an error within about 30 s instead of the kernel's 15 minutes.
+        connect_args = {"connect_timeout": max(2, connect_timeout), "keepalives": 1,
+                        "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                        "tcp_user_timeout": 30_000, **kwargs.pop("connect_args", {})}
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 

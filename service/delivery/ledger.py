@@ -52,6 +52,7 @@ def database_now(session: Session) -> datetime:
     the host's.
     """
     if is_sqlite(session):
+        session.connection()  # BEGIN IMMEDIATE first: the time after any wait for the lock
         return datetime.now(UTC)
     found: datetime | None = session.scalar(select(func.now()))
     assert found is not None
@@ -167,7 +168,7 @@ def clock(session: Session, now: datetime | None) -> Any:
     if now is not None:
         return now
     if is_sqlite(session):
-        return datetime.now(UTC)
+        return database_now(session)
     return func.now()
 
 

@@ -193,18 +193,24 @@ class LeaseKeeper:
         while not self._wake.wait(self.every):
             if self._worker is None:
                 continue
-            with self.lock:
+            # Not forever: a statement of the sending thread stuck on a half-open
+            # connection must not stop this thread from noticing and logging it.
+            if not self.lock.acquire(timeout=self.lease.total_seconds()):
+                continue
+            try:
                 began = time.monotonic()
-                try:
-                    with unit_of_work(self.rt.sessions) as session:
-                        self.renew(session)
-                except Exception as exc:
-                    if unreachable(exc):
-                        self.outage.failed(exc)
-                    else:
-                        log.exception("lease renewal failed")
-                    continue
-            self.renewed(began)
+                with unit_of_work(self.rt.sessions) as session:
+                    renewed = self.renew(session)
+            except Exception as exc:
+                if unreachable(exc):
+                    self.outage.failed(exc)
+                else:
+                    log.exception("lease renewal failed")
+                continue
+            finally:
+                self.lock.release()
+            if renewed:  # rows still held: the lease on them runs from `began` on
+                self.renewed(began)
             self.outage.succeeded()
 
 
@@ -462,6 +468,16 @@ class DeliveryAgent:
             ours = self._db(partial(self._record_and_mark, outcomes=unrecorded, ids=ids,
                                     worker=worker, lease=lease))
             unrecorded.clear()
+            if ours and time.monotonic() - self.began > lease.total_seconds() / 2:
+                # The marking transaction itself took half a lease (a lock wait, a
+                # database that answered slowly): too little of the lease it wrote may
+                # be left for this chunk. Send nothing; the rows are as if never tried.
+                log.warning("marking %d rows took %.1f s: not sending them on that lease",
+                            len(ours), time.monotonic() - self.began)
+                unrecorded.extend(Outcome(i, DeliveryStatus.QUEUED, None, "lease too short to send")
+                                  for i in sorted(ours))
+                self._release(rest[len(chunk):], worker)
+                return False
             if not ours and not self._still_sending(issue_id):  # paused or cancelled
                 self._release(rest, worker)
                 return False
@@ -487,8 +503,8 @@ class DeliveryAgent:
         """
         if self.keeper.remaining() >= self.keeper.lease.total_seconds() / 2:
             return
-        self._db(self.keeper.renew)
-        self.keeper.renewed(self.began)
+        if self._db(self.keeper.renew):
+            self.keeper.renewed(self.began)
 
     def _record(self, session: Session, outcomes: Sequence[Outcome], worker: str, *,
                 last: bool = False) -> None:

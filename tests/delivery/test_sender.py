@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -271,3 +272,28 @@ def test_an_unreachable_smtp_server_defers_the_rows_and_gives_up_at_their_deadli
     assert {x.status for x in rows(runtime, issue_id).values()} == {DeliveryStatus.FAILED}
     assert issue_status(runtime, issue_id) is IssueStatus.SENT
     assert not smtp.counts()
+
+
+def test_a_chunk_whose_marking_took_half_the_lease_is_not_sent_and_stays_untried(
+        runtime: Runtime, smtp: SmtpRecorder, monkeypatch: Any) -> None:
+    issue_id, emails = start(runtime, 10)
+    agent = DeliveryAgent(with_settings(runtime, lease_seconds=2))
+    mark = agent._record_and_mark
+
+    def slow_mark(session: Any, **kwargs: Any) -> set[int]:
+        ours = mark(session, **kwargs)
+        time.sleep(1.2)  # the database answered slowly: more than half of the 2 s lease
+        return ours
+
+    monkeypatch.setattr(agent, "_record_and_mark", slow_mark)
+    report = agent.deliver(issue_id)
+
+    assert not report.finished and smtp.counts() == Counter()
+    found = rows(runtime, issue_id)
+    assert {r.status for r in found.values()} == {DeliveryStatus.QUEUED}
+    assert {r.attempts for r in found.values()} == {0}
+    assert {r.lease_until for r in found.values()} == {None}  # anybody's to claim again
+
+    monkeypatch.undo()
+    assert DeliveryAgent(runtime).deliver(issue_id).finished
+    assert smtp.counts() == Counter({e: 1 for e in emails})
