@@ -1,11 +1,13 @@
 """The database goes away for 15 s in the middle of a send: nobody gets a second copy.
 
-Real processes (two workers, beat) reach this test's PostgreSQL database through a
+Real processes (two workers, beat, the web) reach this test's PostgreSQL database through a
 TCP proxy the test cuts: every connection dropped, new ones refused, then resumed
 (other tests, which use the server directly, are undisturbed). Pool processes that
 had sent a chunk keep its outcomes and write them when the database answers, within
 their lease, so no row is left uncertain and every reader gets the issue exactly
-once. The same with the private Redis server stopped at the same time.
+once. Meanwhile the web answers a reader 503 in Persian with Retry-After, /readyz
+says it is not ready, and the reader's request leaves nothing behind. The same with
+the private Redis server stopped at the same time.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from service.delivery import ledger
 from service.runtime import Runtime
 from service.settings import Settings
+from service.subscribers import store
 from tests.conftest import make_settings, truncate_all
 from tests.delivery.test_recovery import begin, start_beat, wait_until_sent
-from tests.support.processes import start_worker
+from tests.support.network import free_port
+from tests.support.processes import ChaparProcess, start_worker
 from tests.support.redis_server import PrivateRedis
 from tests.support.smtp import SmtpRecorder
 from tests.support.tcp_proxy import TcpProxy
@@ -70,7 +75,12 @@ def test_a_database_outage_mid_send_sends_each_reader_exactly_once(
     assert proxied.settings.lease_seconds > OUTAGE_SECONDS  # the default lease
     beat = start_beat(proxied.settings, tmp_path)
     workers = [start_worker(proxied.settings, concurrency=2, name=f"w{i}") for i in range(2)]
+    port = free_port()
+    web_url = f"http://127.0.0.1:{port}"
+    web = ChaparProcess(proxied.settings, ["serve", "--port", str(port)],
+                        ready_marker="Application startup complete", name="web").start()
     try:
+        assert httpx.get(f"{web_url}/readyz").status_code == 200
         issue_id, emails = begin(rt, READERS)
         smtp.wait_for(lambda m: len(m) >= 400, timeout=60)
         proxy.cut()
@@ -80,18 +90,27 @@ def test_a_database_outage_mid_send_sends_each_reader_exactly_once(
         time.sleep(OUTAGE_SECONDS)
         during = len(smtp.messages) - at_cut
         print(f"cut after {at_cut} messages; {during} more reached the server during the outage")
-        assert all(w.alive() for w in workers) and beat.alive()
+        assert all(w.alive() for w in workers) and beat.alive() and web.alive()
+        # The web answers a reader in Persian, with a time to come back, and says it is not ready.
+        page = httpx.post(f"{web_url}/subscribe", data={"email": "during@example.com"}, timeout=10)
+        assert page.status_code == 503 and "retry-after" in page.headers
+        assert "lang=\"fa\"" in page.text and "Traceback" not in page.text
+        assert httpx.get(f"{web_url}/readyz", timeout=10).status_code == 503
         assert at_cut + during < READERS, "the send finished before the outage: nothing was tested"
         proxy.resume()
         if redis_too:
             private_redis.start()
         took = wait_until_sent(rt, issue_id, timeout=60)
         print(f"finished {took:.1f} s after the database came back")
-        assert all(w.alive() for w in workers) and beat.alive()
+        assert all(w.alive() for w in workers) and beat.alive() and web.alive()
+        assert httpx.get(f"{web_url}/readyz", timeout=10).status_code == 200
     finally:
         for w in workers:
             w.stop()
         beat.stop()
+        web.stop()
+    with rt.sessions() as session:  # the reader's request during the outage left nothing behind
+        assert store.find_by_email(session, "during@example.com") is None
     received = smtp.counts()
     with rt.sessions() as session:
         counts = ledger.counts(session, issue_id)
