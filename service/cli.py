@@ -26,7 +26,7 @@ class ChaparGroup(click.Group):
         from pydantic import ValidationError
 
         from service.commands import DatabaseUnreachable
-        from service.db import UNAVAILABLE
+        from service.db import UNAVAILABLE, unavailable
 
         try:
             return super().invoke(ctx)
@@ -36,6 +36,8 @@ class ChaparGroup(click.Group):
             problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
             raise click.ClickException(f"configuration refused: {problems}") from None
         except UNAVAILABLE as exc:
+            if not unavailable(exc):
+                raise
             # Each unit of work is one transaction: what the command did not finish rolled back.
             raise DatabaseUnreachable(Settings().effective_database_url, exc) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -69,9 +70,19 @@ UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, Di
 DEFAULT_CONNECT_TIMEOUT = 2  # seconds; libpq's least
 
 
+# SQLite raises OperationalError for a missing table as for a locked file: only these are
+# a database that cannot answer now; a missing table is a schema to migrate (a 500, not a 503).
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o")
+
+
 def unavailable(exc: BaseException) -> bool:
     """True when `exc` says the database cannot be reached (or is too busy to answer now)."""
-    return isinstance(exc, UNAVAILABLE)
+    if not isinstance(exc, UNAVAILABLE):
+        return False
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):
+        return any(words in str(orig).lower() for words in _SQLITE_UNAVAILABLE)
+    return True
 
 
 def where(url: str) -> str:

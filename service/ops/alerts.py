@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timedelta
 
 from service.clock import utcnow
-from service.db import UNAVAILABLE, unit_of_work
+from service.db import UNAVAILABLE, unavailable, unit_of_work
 from service.delivery.outbox import NotSent, send_email
 from service.ops import incidents, marks, outages
 from service.ops.conditions import Condition
@@ -130,6 +130,8 @@ class Watcher:
         try:
             write_outages(self.rt)
         except UNAVAILABLE as exc:
+            if not unavailable(exc):
+                raise
             self.rt.database_outages.failed(exc)  # one warning per outage, not one per look
             return
         if not watch:

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from service.clock import utcnow
-from service.db import UNAVAILABLE
+from service.db import UNAVAILABLE, unavailable
 from service.ops import incidents
 from service.persian import jalali_datetime, persian_digits
 
@@ -126,6 +126,8 @@ def skipped_while_unreachable(tracker: OutageTracker) -> Iterator[None]:
     try:
         yield
     except UNAVAILABLE as exc:
+        if not unavailable(exc):
+            raise
         tracker.failed(exc)
     else:
         tracker.succeeded()

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service.db import UNAVAILABLE
+from service.db import unavailable as db_unavailable
 from service.digests.click_counts import ClickCounter
 from service.runtime import Runtime
 from service.web import (
@@ -96,6 +97,8 @@ def create_app(rt: Runtime) -> FastAPI:
     async def database_unreachable(request: Request, exc: Exception) -> Response:
         # The request's one transaction rolled back (or never began): nothing half-written.
         # One warning per outage, not a traceback per request.
+        if not db_unavailable(exc):  # e.g. a missing table: a fault to fix, not to wait out
+            return await unexpected(request, exc)
         outages.failed(exc)
         return unavailable(request)
 
