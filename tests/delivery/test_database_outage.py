@@ -33,7 +33,7 @@ pytestmark = pytest.mark.chaos
 
 OUTAGE_SECONDS = 15.0
 READERS = 2000
-UNREACHABLE = "unreachable ("  # the one line each process logs per outage: "database at ... unreachable (...)"
+UNREACHABLE = "unreachable ("  # each process logs one line per outage: "database at ... unreachable (...)"
 
 
 @dataclass
