@@ -1,12 +1,14 @@
 """Send one issue end to end at full speed and compare with the raw limit, in one run.
 
 PostgreSQL, Redis and real `chapar worker` processes send the sample digest to N
-confirmed subscribers into Postfix's smtp-sink on 127.0.0.1. Then, into the same
-sink, the raw pipelining sender (bench/raw_sender.py) sends the same message bytes.
+confirmed subscribers into Postfix's smtp-sink on 127.0.0.1; with --dkim, a second
+time DKIM-signed with a freshly generated RSA-2048 key (its own database and
+workers), so signing's cost is measured in the same run. Then, into the same sink,
+the raw pipelining sender (bench/raw_sender.py) sends the same (unsigned) message bytes.
 Prints fan-out time, messages per second, peak memory per worker, and our rate as a
 fraction of the raw one. Everything it creates is thrown away afterwards.
 
-    .venv/bin/python -m bench.send_issue --subscribers 100000
+    .venv/bin/python -m bench.send_issue --subscribers 100000 [--dkim]
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from bench import REPO_ROOT
@@ -65,7 +70,9 @@ def build_sample_issue(rt: Runtime, now: datetime) -> int:
 
 def message_bytes(rt: Runtime, issue_id: int, now: datetime) -> bytes:
     """One recipient's complete message, exactly as our sender builds it."""
-    message = DeliveryAgent(rt).message_for(issue_id)
+    agent = DeliveryAgent(rt)
+    assert agent.load_dkim()  # signed when DKIM is configured, as the workers sign
+    message = agent.message_for(issue_id)
     assert message is not None
     return message.render(Recipient(1, 1, "reader0@news0.example.test", "news0.example.test"), now)
 
@@ -101,27 +108,61 @@ def start_profiler(pid: int, folder: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
-        batch_size: int, profile: Path | None = None, synchronous_commit: bool = True) -> None:
+@dataclass
+class PassFigures:
+    """One send of the issue to every subscriber, as measured."""
+
+    label: str
+    message_size: int
+    message: bytes
+    counts: dict[str, int]
+    received: int
+    fan_out: float
+    send_seconds: float
+    wall: float
+    span: float
+    peaks: dict[str, list[float]]
+    baseline: dict[str, list[float]]
+    cpu_shares: dict[str, list[float]]
+    sink_cpu: float
+    pg_cpu: float
+    load: float
+
+
+def dkim_key(folder: Path) -> Path:
+    """A fresh RSA-2048 private key (PEM), as an operator would configure for DKIM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "dkim.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, workers: int,
+              concurrency: int, batch_size: int, already_received: int,
+              dkim: Path | None = None, profile: Path | None = None,
+              synchronous_commit: bool = True) -> PassFigures:
+    """Load the subscribers into a database of its own and send them the issue once."""
     now = datetime.now(UTC)
-    with throwaway_database(synchronous_commit) as database_url, own_redis_db() as redis_url, \
-            SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
+    with throwaway_database(synchronous_commit) as database_url, own_redis_db() as redis_url:
         settings = Settings(
-            environment="development", data_dir=Path(folder), database_url=database_url,
+            environment="development", data_dir=folder, database_url=database_url,
             broker_url=redis_url, smtp_url=sink.url, secret_key=os.urandom(24).hex(),
             public_url="https://news.example.test/newsletter",
             from_address="newsletter@news.example.test", send_batch_size=batch_size,
+            dkim_selector="bench" if dkim else "", dkim_private_key_path=dkim,
         )
         rt = Runtime.from_settings(settings)
         started = time.perf_counter()
         load_subscribers(database_url, subscribers, now)
-        print(f"loaded {subscribers:,} confirmed subscribers with COPY in "
+        print(f"[{label}] loaded {subscribers:,} confirmed subscribers with COPY in "
               f"{time.perf_counter() - started:.1f} s")
         issue_id = build_sample_issue(rt, now)
         message = message_bytes(rt, issue_id, now)
-        print(f"issue built; one message is {len(message):,} bytes")
+        print(f"[{label}] issue built; one message is {len(message):,} bytes")
 
-        pool = [Worker(settings, f"bench{i}", concurrency) for i in range(workers)]
+        pool = [Worker(settings, f"{label}{i}", concurrency) for i in range(workers)]
         try:
             for worker in pool:
                 worker.wait_ready()
@@ -136,7 +177,7 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
             t0 = time.perf_counter()
             rows = start_and_ring(rt, issue_id, datetime.now(UTC))
             t1 = time.perf_counter()
-            print(f"fan-out: {rows:,} ledger rows written and rung in {t1 - t0:.2f} s")
+            print(f"[{label}] fan-out: {rows:,} ledger rows written and rung in {t1 - t0:.2f} s")
 
             last_report = t1
             timeout = 120 + subscribers / 100
@@ -148,13 +189,15 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
                                        f"{issue_state(rt, issue_id)[1]}")
                 if time.perf_counter() - last_report >= 15:
                     last_report = time.perf_counter()
-                    print(f"  ... {sink.received:,} received by the sink, "
-                          f"{sink.received / (last_report - t1):,.0f}/s")
+                    ours = sink.received - already_received
+                    print(f"  ... {ours:,} received by the sink, "
+                          f"{ours / (last_report - t1):,.0f}/s")
                 time.sleep(0.2)
             t2 = time.perf_counter()
             cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
             pg_cpu = postgres_cpu_seconds() - pg_before
             peaks = {w.name: [peak_rss_mib(p) for p in pids[w.name]] for w in pool}
+            load = os.getloadavg()[0]
             for profiler in profilers:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(60)
@@ -162,42 +205,75 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
             for worker in pool:
                 worker.stop()
 
-        received = sink.wait_for(subscribers)
+        received = sink.wait_for(already_received + subscribers) - already_received
         span = sent_span(rt, issue_id)
         _, counts = issue_state(rt, issue_id)
-        send_rate = subscribers / (t2 - t1)
-        end_to_end = subscribers / (t2 - t0)
-
-        raw_n = raw_messages or min(subscribers, 100_000)
-        raw = measure("127.0.0.1", sink.port, message, raw_n, workers * concurrency)
-        raw_received = sink.wait_for(subscribers + raw_n) - received
         rt.close()
+    wall = t2 - t0
+    return PassFigures(
+        label=label, message_size=len(message), message=message, counts=counts,
+        received=received, fan_out=t1 - t0, send_seconds=t2 - t1, wall=wall, span=span,
+        peaks=peaks, baseline=baseline,
+        cpu_shares={name: [cpu[p] / wall for p in pids[name]] for name in pids},
+        sink_cpu=cpu[sink.pid] / wall, pg_cpu=pg_cpu / wall, load=load)
+
+
+def print_pass(f: PassFigures, subscribers: int) -> None:
+    send_rate, end_to_end = subscribers / f.send_seconds, subscribers / f.wall
+    print(f"[{f.label}] message            {f.message_size:,} bytes")
+    print(f"[{f.label}] ledger             {f.counts}")
+    print(f"[{f.label}] sink received      {f.received:,}")
+    print(f"[{f.label}] fan-out            {f.fan_out:.2f} s")
+    print(f"[{f.label}] send (ring->finished)  {f.send_seconds:.2f} s = {send_rate:,.0f} "
+          f"messages/s (first->last sent_at {f.span:.2f} s)")
+    print(f"[{f.label}] end to end         {f.wall:.2f} s = {end_to_end:,.0f} messages/s")
+    for name in f.peaks:
+        now_mib = ", ".join(f"{m:.0f}" for m in f.peaks[name])
+        was_mib = ", ".join(f"{m:.0f}" for m in f.baseline[name])
+        print(f"[{f.label}] peak RSS {name:10s}{now_mib} MiB (main, pool children; "
+              f"{was_mib} when ready)")
+    for name, shares in f.cpu_shares.items():
+        print(f"[{f.label}] CPU {name:15s}{', '.join(f'{s:.0%}' for s in shares)} of one core "
+              f"(main, pool children)")
+    print(f"[{f.label}] CPU smtp-sink      {f.sink_cpu:.0%} of one core")
+    print(f"[{f.label}] CPU PostgreSQL     {f.pg_cpu:.0%} of one core (every backend on the machine)")
+    print(f"[{f.label}] load average       {f.load:.1f} at the end of the send")
+
+
+def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
+        batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
+        dkim: bool = False) -> None:
+    with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
+        passes = [send_pass("plain", sink, Path(folder), subscribers, workers, concurrency,
+                            batch_size, 0, None, profile, synchronous_commit)]
+        if dkim:
+            passes.append(send_pass("dkim", sink, Path(folder), subscribers, workers,
+                                    concurrency, batch_size, sink.received,
+                                    dkim_key(Path(folder)), None, synchronous_commit))
+        received = sink.received
+        raw_n = raw_messages or min(subscribers, 100_000)
+        raw = measure("127.0.0.1", sink.port, passes[0].message, raw_n, workers * concurrency)
+        raw_received = sink.wait_for(received + raw_n) - received
 
     print()
     print(f"subscribers            {subscribers:,}")
     print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}"
           + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)"))
-    print(f"ledger                 {counts}")
-    print(f"sink received          {received:,} (ours), {raw_received:,} (raw)")
-    print(f"fan-out                {t1 - t0:.2f} s")
-    print(f"send (ring->finished)  {t2 - t1:.2f} s = {send_rate:,.0f} messages/s "
-          f"(first->last sent_at {span:.2f} s)")
-    print(f"end to end             {t2 - t0:.2f} s = {end_to_end:,.0f} messages/s")
-    for name in peaks:
-        now_mib = ", ".join(f"{m:.0f}" for m in peaks[name])
-        was_mib = ", ".join(f"{m:.0f}" for m in baseline[name])
-        print(f"peak RSS {name:14s}{now_mib} MiB (main, pool children; {was_mib} when ready)")
-    wall = t2 - t0
-    for name in peaks:
-        shares = ", ".join(f"{cpu[p] / wall:.0%}" for p in pids[name])
-        print(f"CPU {name:19s}{shares} of one core (main, pool children)")
-    print(f"CPU smtp-sink          {cpu[sink.pid] / wall:.0%} of one core")
-    print(f"CPU PostgreSQL         {pg_cpu / wall:.0%} of one core (every backend on the machine)")
+    for f in passes:
+        print_pass(f, subscribers)
+    print(f"raw sink received      {raw_received:,}")
     print(f"load average           {os.getloadavg()[0]:.1f} (2 cores, shared with other work)")
     print(f"raw pipelining sender  {raw.messages:,} in {raw.seconds:.2f} s = "
-          f"{raw.per_second:,.0f} messages/s ({raw.processes} processes)")
-    print(f"ours / raw             {end_to_end / raw.per_second:.0%} end to end, "
-          f"{send_rate / raw.per_second:.0%} sending only")
+          f"{raw.per_second:,.0f} messages/s ({raw.processes} processes, unsigned message)")
+    for f in passes:
+        print(f"ours / raw [{f.label}]{' ' * (6 - len(f.label))}  "
+              f"{subscribers / f.wall / raw.per_second:.0%} end to end, "
+              f"{subscribers / f.send_seconds / raw.per_second:.0%} sending only")
+    if dkim:
+        plain, signed = passes
+        print(f"DKIM signed / unsigned {plain.wall / signed.wall:.0%} end to end, "
+              f"{plain.send_seconds / signed.send_seconds:.0%} sending only "
+              f"(DKIM cost {1 - plain.wall / signed.wall:.0%} of end-to-end throughput)")
 
 
 def main() -> None:
@@ -213,9 +289,11 @@ def main() -> None:
                         help="sample each pool process with py-spy into this folder")
     parser.add_argument("--no-synchronous-commit", action="store_true",
                         help="diagnosis: commits do not wait for the WAL flush")
+    parser.add_argument("--dkim", action="store_true",
+                        help="then send the issue again, DKIM-signed with a generated key")
     args = parser.parse_args()
     run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
-        args.profile, not args.no_synchronous_commit)
+        args.profile, not args.no_synchronous_commit, args.dkim)
 
 
 if __name__ == "__main__":
