@@ -9,7 +9,6 @@ nobody gets a second copy except for rows the ledger records as uncertain.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +24,9 @@ from service.digests.models import Issue, IssueStatus
 from service.ops.status import render_text, snapshot
 from service.runtime import Runtime
 from service.settings import Settings
-from service.subscribers.models import Subscriber
 from tests.conftest import make_settings, truncate_all
 from tests.delivery.factories import add_subscribers, make_issue
+from tests.delivery.test_chaos import assert_ledger_matches_server
 from tests.support.processes import ChaparProcess, start_worker
 from tests.support.redis_server import PrivateRedis
 from tests.support.smtp import SmtpRecorder
@@ -111,22 +110,6 @@ def still_held(rt: Runtime, ids: list[int], pids: set[int]) -> int:
     return sum(1 for worker in rows if claimant_pid(worker) in pids)
 
 
-def assert_each_once_or_on_record(rt: Runtime, issue_id: int, smtp: SmtpRecorder,
-                                  emails: list[str]) -> Counter[str]:
-    received = smtp.counts()
-    with rt.sessions() as session:
-        found = {e: (s, u) for e, s, u in session.execute(
-            select(Subscriber.email, Delivery.status, Delivery.uncertain_count)
-            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
-            .where(Delivery.issue_id == issue_id))}
-        print("ledger:", ledger.counts(session, issue_id), "copies:", Counter(received.values()))
-    for email in emails:
-        status, uncertain = found[email]
-        assert status is DeliveryStatus.SENT, (email, status)
-        assert 1 <= received[email] <= 1 + uncertain, (email, received[email], uncertain)
-    return received
-
-
 def test_a_killed_workers_rows_are_sending_again_within_30_seconds(
         lease_runtime: Runtime, smtp: SmtpRecorder, tmp_path: Path) -> None:
     rt = lease_runtime
@@ -166,7 +149,7 @@ def test_a_killed_workers_rows_are_sending_again_within_30_seconds(
     finally:
         survivor.stop()
         beat.stop()
-    assert_each_once_or_on_record(rt, issue_id, smtp, emails)
+    assert_ledger_matches_server(rt, issue_id, smtp, emails)
     with rt.sessions() as session:
         counts = ledger.counts(session, issue_id)
     # Only the chunk each killed pool process had on the wire can be uncertain.
