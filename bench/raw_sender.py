@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import socket
 import time
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class RawFigures:
     messages: int
     processes: int
     seconds: float
+    sender_cpu: float = 0.0  # CPU seconds of all sender processes together (user + system)
 
     @property
     def per_second(self) -> float:
@@ -104,6 +106,7 @@ def measure(host: str, port: int, message: bytes, messages: int, processes: int)
     starts = [sum(shares[:i]) for i in range(processes)]
     workers = [context.Process(target=_worker, args=(host, port, message, n, s, go))
                for n, s in zip(shares, starts, strict=True) if n]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for process in workers:
         process.start()
     time.sleep(0.2)  # let every process reach the starting line
@@ -112,9 +115,11 @@ def measure(host: str, port: int, message: bytes, messages: int, processes: int)
     for process in workers:
         process.join()
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the joined (reaped) senders
     if any(p.exitcode for p in workers):
         raise SmtpError("a raw sender process failed")
-    return RawFigures(messages, processes, seconds)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return RawFigures(messages, processes, seconds, cpu)
 
 
 def sample_message(size: int = 45_000) -> bytes:

@@ -99,11 +99,16 @@ def sent_span(rt: Runtime, issue_id: int) -> float:
 
 
 def start_profiler(pid: int, folder: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling one pool process into folder/worker-<pid>.txt (collapsed stacks)."""
+    """py-spy sampling one pool process into folder/worker-<pid>.txt (collapsed stacks).
+
+    With CHAPAR_BENCH_PROFILE_CPU=1 only samples where the process runs on a CPU are
+    kept (where its CPU goes); by default waiting is sampled too (where its time goes).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
+    idle = [] if os.environ.get("CHAPAR_BENCH_PROFILE_CPU") == "1" else ["--idle"]
     return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--rate", "200",
-                             "--format", "raw", "--nonblocking", "--idle",
+                             "--format", "raw", "--nonblocking", *idle,
                              "--output", str(folder / f"worker-{pid}.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -142,7 +147,7 @@ def dkim_key(folder: Path) -> Path:
 def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, workers: int,
               concurrency: int, batch_size: int, already_received: int,
               dkim: Path | None = None, profile: Path | None = None,
-              synchronous_commit: bool = True) -> PassFigures:
+              synchronous_commit: bool = True, connections: int = 2) -> PassFigures:
     """Load the subscribers into a database of its own and send them the issue once."""
     now = datetime.now(UTC)
     with throwaway_database(synchronous_commit) as database_url, own_redis_db() as redis_url:
@@ -152,6 +157,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
             public_url="https://news.example.test/newsletter",
             from_address="newsletter@news.example.test", send_batch_size=batch_size,
             dkim_selector="bench" if dkim else "", dkim_private_key_path=dkim,
+            smtp_connections=connections,
         )
         rt = Runtime.from_settings(settings)
         started = time.perf_counter()
@@ -242,22 +248,27 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
 
 def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
-        dkim: bool = False) -> None:
+        dkim: bool = False, connections: int = 2) -> None:
     with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
         passes = [send_pass("plain", sink, Path(folder), subscribers, workers, concurrency,
-                            batch_size, 0, None, profile, synchronous_commit)]
+                            batch_size, 0, None, profile, synchronous_commit, connections)]
         if dkim:
             passes.append(send_pass("dkim", sink, Path(folder), subscribers, workers,
                                     concurrency, batch_size, sink.received,
-                                    dkim_key(Path(folder)), None, synchronous_commit))
+                                    dkim_key(Path(folder)), None, synchronous_commit,
+                                    connections))
         received = sink.received
         raw_n = raw_messages or min(subscribers, 100_000)
+        sink_before, pg_before = cpu_seconds(sink.pid), postgres_cpu_seconds()
         raw = measure("127.0.0.1", sink.port, passes[0].message, raw_n, workers * concurrency)
+        raw_sink_cpu = (cpu_seconds(sink.pid) - sink_before) / raw.seconds
+        raw_pg_cpu = (postgres_cpu_seconds() - pg_before) / raw.seconds
         raw_received = sink.wait_for(received + raw_n) - received
 
     print()
     print(f"subscribers            {subscribers:,}")
-    print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}"
+    print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}, "
+          f"{connections} SMTP connection{'s' if connections > 1 else ''} per pool process"
           + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)"))
     for f in passes:
         print_pass(f, subscribers)
@@ -265,6 +276,14 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
     print(f"load average           {os.getloadavg()[0]:.1f} (2 cores, shared with other work)")
     print(f"raw pipelining sender  {raw.messages:,} in {raw.seconds:.2f} s = "
           f"{raw.per_second:,.0f} messages/s ({raw.processes} processes, unsigned message)")
+    print(f"raw CPU                senders {raw.sender_cpu / raw.seconds:.0%} of one core "
+          f"together, smtp-sink {raw_sink_cpu:.0%}, PostgreSQL {raw_pg_cpu:.0%} (idle)")
+    for f in passes:
+        ours = subscribers / f.send_seconds
+        print(f"sink CPU per message   [{f.label}] {f.sink_cpu * f.wall / subscribers * 1e6:.0f} us, "
+              f"raw {raw_sink_cpu * raw.seconds / raw.messages * 1e6:.0f} us; at our sending "
+              f"rate the sink was busy {f.sink_cpu * f.wall / f.send_seconds:.0%}, "
+              f"in the raw run {raw_sink_cpu:.0%} ({ours:,.0f} vs {raw.per_second:,.0f}/s)")
     for f in passes:
         print(f"ours / raw [{f.label}]{' ' * (6 - len(f.label))}  "
               f"{subscribers / f.wall / raw.per_second:.0%} end to end, "
@@ -285,6 +304,8 @@ def main() -> None:
     parser.add_argument("--raw-messages", type=int, default=0,
                         help="messages for the raw sender (default: N, at most 100,000)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--connections", type=int, default=2,
+                        help="SMTP connections per pool process (CHAPAR_SMTP_CONNECTIONS)")
     parser.add_argument("--profile", type=Path,
                         help="sample each pool process with py-spy into this folder")
     parser.add_argument("--no-synchronous-commit", action="store_true",
@@ -293,7 +314,7 @@ def main() -> None:
                         help="then send the issue again, DKIM-signed with a generated key")
     args = parser.parse_args()
     run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
-        args.profile, not args.no_synchronous_commit, args.dkim)
+        args.profile, not args.no_synchronous_commit, args.dkim, args.connections)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     smtp_url: str = "smtp://127.0.0.1:8025"
     smtp_helo: str = ""  # the name given in EHLO; default: the From domain
     smtp_idle_seconds: float = Field(default=30.0, gt=0)  # an unused connection is closed with QUIT
+    # Connections each pool process sends a chunk over at once (service/delivery/sender.py).
+    smtp_connections: int = Field(default=2, ge=1, le=8)
     smtp_ca_file: Path | None = None  # PEM bundle trusted in addition to the system store
     smtp_tls_server_name: str = ""  # name the certificate must carry (and SNI); default: the URL's host
     smtp_tls_verify: bool = True  # false: development only, refused in production

@@ -35,6 +35,9 @@ LINE_BYTES = 57  # raw bytes per 76-character base64 line
 PERSONAL = frozenset({UNSUBSCRIBE_URL, PREFERENCES_URL})  # the markers that are one reader's
 
 
+ZLIB_NEVER_WINS = 10  # digits: a payload this short is never compressed by itsdangerous
+
+
 class LastingSigner:
     """`Tokens.lasting(purpose, id)` for many ids, at a fifth of the cost.
 
@@ -54,8 +57,10 @@ class LastingSigner:
         digits = str(int(subscriber_or_delivery_id)).encode()
         # itsdangerous compresses when zlib wins by two bytes (ids with long runs of one
         # digit); do the same so the token is byte for byte the one Tokens makes.
-        compressed = zlib.compress(digits)
-        if len(compressed) < len(digits) - 1:
+        # zlib's output is never shorter than 9 bytes (header, one deflate block, adler),
+        # so ids of up to 10 digits never compress by two: no need to try.
+        compressed = zlib.compress(digits) if len(digits) > ZLIB_NEVER_WINS else b""
+        if compressed and len(compressed) < len(digits) - 1:
             payload = b"." + base64_encode(compressed)
         else:
             payload = base64_encode(digits)
@@ -204,6 +209,15 @@ class IssueMessage:
     def envelope_sender(self, delivery_id: int) -> str:
         return self.verp.address(delivery_id, self.verp_domain)
 
+    def _date(self, now: datetime) -> bytes:
+        """The Date header's value; a chunk shares one `now`, so it is formatted once."""
+        cached = self._dated  # read once: another thread may replace it
+        if cached is None or cached[0] != now:
+            cached = self._dated = (now, format_datetime(now).encode("ascii"))
+        return cached[1]
+
+    _dated: tuple[datetime, bytes] | None = None
+
     def render(self, recipient: Recipient, now: datetime) -> bytes:
         """The complete message bytes for one recipient, CRLF line ends."""
         values = self.values(recipient.subscriber_id, now)
@@ -211,7 +225,7 @@ class IssueMessage:
         body = (self.text_open + self.text.encode(values, shared) + self.html_open
                 + self.html.encode(values, shared) + self.close)
         headers = [
-            (b"Date", format_datetime(now).encode("ascii")),
+            (b"Date", self._date(now)),
             (b"Message-ID", message_id(self.issue_number, recipient.subscriber_id, self.secret,
                                        self.from_domain).encode("ascii")),
             (b"To", recipient.email.encode("utf-8")),

@@ -9,6 +9,23 @@ outcome is unknown; the sweeper's recovery records them as uncertain (every
 possible duplicate on record). Everything else a crash leaves behind is merely
 claimed, and is due again as soon as its lease runs out.
 
+Several connections. A chunk of at least 2 x PER_CONNECTION rows is cut into up to
+CHAPAR_SMTP_CONNECTIONS (2) contiguous parts, each sent over its own persistent
+connection at the same time, from the one thread (transport.send_interleaved): with
+one connection every message costs a round trip through the server during which the
+connection idles; with several, one connection's round trip hides behind another's
+write. Meanwhile the next chunk's messages are built (BuildAhead). It is still one
+chunk: its rows are marked `sending` together before any part goes out, and their
+outcomes are recorded together, so at most CHUNK rows are `sending` per process
+whatever the number of connections. A connection lost in one part affects only that
+part's messages.
+
+One statement a chunk. On PostgreSQL the claim, and a chunk's transaction when the
+previous chunk was all sent (the usual case), are one statement each, run in
+autocommit (ledger.claim_in_one_statement, ledger.record_sent_and_mark): one round
+trip instead of BEGIN, two or four statements and COMMIT. Other outcomes, and the
+metrics counters once a second, take the transaction below.
+
 Leases. A claim is a lease of CHAPAR_LEASE_SECONDS (20 s), written and compared on
 the database's clock (`ledger.database_now`), so hosts whose clocks disagree cannot
 judge one lease differently. While the process is alive a background thread
@@ -85,7 +102,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
@@ -98,7 +115,14 @@ from service.delivery.ledger import Outcome
 from service.delivery.message import IssueMessage, Recipient
 from service.delivery.models import DeliveryStatus
 from service.delivery.throttle import Throttle
-from service.delivery.transport import Envelope, Result, SmtpConnection, SmtpError, connection_for
+from service.delivery.transport import (
+    Envelope,
+    Result,
+    SmtpConnection,
+    SmtpError,
+    connection_for,
+    send_interleaved,
+)
 from service.digests.models import Issue, IssueStatus
 from service.instance_keys import MESSAGE_ID, instance_key
 from service.ops.outages import OutageTracker
@@ -116,6 +140,8 @@ OUTAGE_GIVE_UP_SECONDS = 600.0  # then the task ends; the sweeper settles what i
 TALLY_SECONDS = 1.0  # the metrics counters are added to at most this often (and per batch)
 QUIT_WAIT_SECONDS = 10.0  # a stopping worker waits this long for a send to finish its chunk
 TASK_BUDGET_SECONDS = 120.0  # then the task rings again and returns, so no task runs for hours
+PER_CONNECTION = 10  # a chunk is cut into parts of at least this many messages, one a connection
+EXTRA_RETRY_SECONDS = 60.0  # an extra connection that failed to open is tried again after this
 
 
 @dataclass
@@ -215,40 +241,40 @@ class LeaseKeeper:
 
 
 class IdleCloser:
-    """Says QUIT on a connection left unused for `seconds` (RFC 5321 4.1.1.10).
+    """Says QUIT on connections left unused for `seconds` (RFC 5321 4.1.1.10).
 
-    Without it a worker between sends holds its session until the server times it
+    Without it a worker between sends holds its sessions until the server times them
     out (Postfix logs "timeout after END-OF-MESSAGE" after 300 s). A timer thread
-    closes it while the process waits for its next task; `use()` holds the lock, so
+    closes them while the process waits for its next task; `use()` holds the lock, so
     the timer never closes a connection in the middle of a send.
     """
 
-    def __init__(self, connection: SmtpConnection, seconds: float) -> None:
-        self.connection = connection
+    def __init__(self, connections: Sequence[SmtpConnection], seconds: float) -> None:
+        self.connections = list(connections)
         self.seconds = seconds
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
     @contextmanager
-    def use(self) -> Iterator[SmtpConnection]:
+    def use(self) -> Iterator[None]:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             try:
-                yield self.connection
+                yield
             finally:
-                if self.connection.is_open():
+                if any(c.is_open() for c in self.connections):
                     self._timer = threading.Timer(self.seconds, self._close_if_idle)
                     self._timer.daemon = True
                     self._timer.start()
 
     def _close_if_idle(self) -> None:
         with self._lock:
-            c = self.connection
-            # A timer that fired while a send held the lock finds the connection fresh.
-            if c.is_open() and time.monotonic() - c.last_used >= self.seconds:
-                c.close()
+            # A timer that fired while a send held the lock finds the connections fresh.
+            for c in self.connections:
+                if c.is_open() and time.monotonic() - c.last_used >= self.seconds:
+                    c.close()
 
     def close(self) -> None:
         """QUIT now (the worker is stopping); waits briefly for a send in progress."""
@@ -256,7 +282,8 @@ class IdleCloser:
             try:
                 if self._timer is not None:
                     self._timer.cancel()
-                self.connection.close()
+                for c in self.connections:
+                    c.close()
             finally:
                 self._lock.release()
 
@@ -268,7 +295,10 @@ class DeliveryAgent:
         self.rt = rt
         self.clock = clock
         self.connection = connection_for(rt.settings)
-        self.idle = IdleCloser(self.connection, rt.settings.smtp_idle_seconds)
+        # Further connections, for the parts of a chunk sent at the same time as the first.
+        self.extra = [connection_for(rt.settings) for _ in range(rt.settings.smtp_connections - 1)]
+        self.extra_failed = 0.0  # monotonic: when an extra connection last failed to open
+        self.idle = IdleCloser([self.connection, *self.extra], rt.settings.smtp_idle_seconds)
         self.throttle = Throttle(rt.settings)
         self.messages: dict[int, IssueMessage] = {}
         self.dkim: DkimSigner | None = None
@@ -281,13 +311,18 @@ class DeliveryAgent:
         self.outage = rt.database_outages  # one warning per outage for the whole process
         self.keeper = LeaseKeeper(rt, self.outage)
         self.began = 0.0  # monotonic: when the last committed unit of work began
+        # A claim, and a chunk whose previous chunk was all sent, are one statement each
+        # (ledger.claim_in_one_statement, ledger.record_sent_and_mark); PostgreSQL only.
+        self.one_statement_chunks = rt.engine.dialect.name == "postgresql"
 
-    def _db(self, work: Callable[[Session], T]) -> T:
+    def _db(self, work: Callable[[Any], T], *, single_statement: bool = False) -> T:
         """Run one unit of work; while the database is unreachable, wait and run it again.
 
         Each attempt is the same transaction from the start (what it writes is held in
         memory until it commits), taken under the lease keeper's lock. Nothing else
         happens meanwhile: the process neither claims nor sends until it answers.
+        `work` gets a Session, or with `single_statement` a Connection in autocommit
+        for work that is one statement (its own transaction).
         """
         attempt = 0
         while True:
@@ -295,8 +330,12 @@ class DeliveryAgent:
                 began = time.monotonic()
                 self._ops_staged = False
                 try:
-                    with unit_of_work(self.rt.sessions) as session:
-                        result = work(session)
+                    if single_statement:  # its own transaction: no BEGIN, no COMMIT
+                        with self.rt.engine.connect() as connection:
+                            result = work(connection.execution_options(isolation_level="AUTOCOMMIT"))
+                    else:
+                        with unit_of_work(self.rt.sessions) as session:
+                            result = work(session)
                 except Exception as exc:
                     if not unreachable(exc):
                         raise
@@ -382,7 +421,13 @@ class DeliveryAgent:
         started = time.monotonic()
         while True:
             worker = self.name()
-            batch = self._db(partial(self._claim, issue_id=issue_id, worker=worker, lease=lease))
+            if self.one_statement_chunks:
+                batch = self._db(partial(ledger.claim_in_one_statement, issue_id=issue_id,
+                                         worker=worker, now=None, lease=lease,
+                                         size=self.rt.settings.send_batch_size),
+                                 single_statement=True)
+            else:
+                batch = self._db(partial(self._claim, issue_id=issue_id, worker=worker, lease=lease))
             if not batch:
                 report.finished = self._finish_if_done(issue_id)
                 return report
@@ -441,6 +486,7 @@ class DeliveryAgent:
                      worker: str, lease: timedelta, report: BatchReport,
                      unrecorded: list[Outcome]) -> bool:
         size = self.throttle.largest_chunk(CHUNK)
+        ahead = BuildAhead(self, message)  # the next chunk's messages, built while this one is sent
         for start in range(0, len(batch), size):
             chunk = list(batch[start:start + size])
             rest = [r.delivery_id for r in batch[start:]]
@@ -458,15 +504,21 @@ class DeliveryAgent:
                 self._release(rest[len(chunk):], worker)
                 report.outcomes["deferred"] += len(chunk)
                 return False
-            now = self.clock()
-            envelopes = [Envelope(message.envelope_sender(r.delivery_id), r.email,
-                                  message.render(r, now))
-                         for r in chunk]
+            extra = self._extra_connections(len(chunk))  # opened before any row is `sending`
+            envelopes = ahead.take(chunk)
             self._keep_lease()
             ids = [r.delivery_id for r in chunk]
 
-            ours = self._db(partial(self._record_and_mark, outcomes=unrecorded, ids=ids,
-                                    worker=worker, lease=lease))
+            if self.one_statement_chunks and not self._ops_due() and all(
+                    o.status is DeliveryStatus.SENT for o in unrecorded):
+                sent = [o.delivery_id for o in unrecorded]
+                ours = self._db(partial(ledger.record_sent_and_mark, sent=sent, ids=ids,
+                                        worker=worker, now=self.clock(), lease=lease),
+                                single_statement=True)
+                self.sent_unreported |= bool(sent)
+            else:
+                ours = self._db(partial(self._record_and_mark, outcomes=unrecorded, ids=ids,
+                                        worker=worker, lease=lease))
             unrecorded.clear()
             if ours and time.monotonic() - self.began > lease.total_seconds() / 2:
                 # The marking transaction itself took half a lease (a lock wait, a
@@ -483,7 +535,8 @@ class DeliveryAgent:
                 return False
             mine = [(r, e) for r, e in zip(chunk, envelopes, strict=True) if r.delivery_id in ours]
             began = time.monotonic()
-            results = self.connection.send_many([e for _, e in mine])
+            ahead.start(batch[start + size:start + 2 * size])
+            results = self._send_parts([e for _, e in mine], extra, ahead.build_some)
             self.tally.observe(results, time.monotonic() - began)
             refused = next((r for r in results if r.stage == "mail" and r.kind != "sent"), None)
             if refused is not None:  # the relay refuses our sender: nobody gets mail
@@ -493,6 +546,48 @@ class DeliveryAgent:
             unrecorded.extend(outcomes)
             report.outcomes.update(o.status.value for o in outcomes)
         return True
+
+    def _send_parts(self, envelopes: list[Envelope], extra: list[SmtpConnection],
+                    between: Callable[[], object]) -> list[Result]:
+        """One chunk over the first connection and `extra` at once; results in chunk order.
+
+        The chunk is cut into contiguous parts of at least PER_CONNECTION messages,
+        one per connection, sent together from this thread (`send_interleaved`): one
+        connection's round trip through the server hides behind the others' writes.
+        It is still one chunk: its rows were marked `sending` together and its outcomes
+        are recorded together, so at most CHUNK rows are `sending` per process
+        whatever the number of connections. A connection lost in one part affects only
+        that part's messages.
+        """
+        n = min(1 + len(extra), max(1, len(envelopes) // PER_CONNECTION))
+        connections = [self.connection, *extra][:n]
+        bounds = [len(envelopes) * k // n for k in range(n + 1)]
+        parts = [(c, envelopes[bounds[k]:bounds[k + 1]]) for k, c in enumerate(connections)]
+        return [result for found in send_interleaved(parts, between) for result in found]
+
+    def _extra_connections(self, messages: int) -> list[SmtpConnection]:
+        """The extra connections this many messages are worth, open; [] when none opens.
+
+        An extra connection that fails to open is not waited for: the chunk goes over
+        the connections that are open, and the extras are tried again after
+        EXTRA_RETRY_SECONDS.
+        """
+        wanted = min(len(self.extra), messages // PER_CONNECTION - 1)
+        ready = []
+        for c in self.extra[:max(0, wanted)]:
+            if c.is_open() and time.monotonic() - c.last_used > IDLE_CHECK_SECONDS and not c.alive():
+                c.close()
+            if not c.is_open():
+                if time.monotonic() - self.extra_failed < EXTRA_RETRY_SECONDS:
+                    continue
+                try:
+                    c.open()
+                except SmtpError as exc:  # the first connection carries the chunk alone
+                    log.info("extra SMTP connection failed: %s", exc)
+                    self.extra_failed = time.monotonic()
+                    continue
+            ready.append(c)
+        return ready
 
     def _keep_lease(self) -> None:
         """Send nothing on a lease with less than half of it left: renew it first.
@@ -528,8 +623,7 @@ class DeliveryAgent:
         """
         from service.ops import incidents, metrics
 
-        if not (last or self.newly_paused
-                or time.monotonic() - self.tally_written >= TALLY_SECONDS):
+        if not (last or self._ops_due()):
             return
         if self.sent_unreported:  # sending works (again): clears a recorded failure
             health.record_success(session)
@@ -539,6 +633,10 @@ class DeliveryAgent:
                              f"421: paused for {self.rt.settings.domain_slowdown_seconds:g}s",
                              subject=domain)
         self._ops_staged = True
+
+    def _ops_due(self) -> bool:
+        """The counters or the incident log are to be written with the next outcomes."""
+        return bool(self.newly_paused) or time.monotonic() - self.tally_written >= TALLY_SECONDS
 
     def _outcome(self, recipient: Recipient, result: Result) -> Outcome:
         if result.slows_domain:
@@ -599,6 +697,45 @@ class DeliveryAgent:
     def _release(self, ids: Sequence[int], worker: str) -> None:
         if ids:
             self._db(lambda session: ledger.release(session, ids, worker, self.clock()))
+
+
+class BuildAhead:
+    """Builds messages (rendered and, with DKIM, signed) ahead of their chunk.
+
+    `start(rows)` names the next chunk's rows; `build_some` builds a few of them and
+    runs while the current chunk is on the wire (`send_interleaved`'s `between`), so
+    building costs the connections no time. `take(chunk)` returns the chunk's
+    envelopes, building whatever was not built ahead (rows skipped meanwhile, a
+    failure). Building touches no row: an error while building ahead is met again,
+    before any row is marked, when the chunk is built in its turn.
+    """
+
+    def __init__(self, agent: DeliveryAgent, message: IssueMessage) -> None:
+        self.agent = agent
+        self.message = message
+        self.ready: dict[int, Envelope] = {}
+        self.waiting: list[Recipient] = []
+
+    def _build(self, row: Recipient, now: datetime) -> Envelope:
+        m = self.message
+        return Envelope(m.envelope_sender(row.delivery_id), row.email, m.render(row, now))
+
+    def start(self, rows: Sequence[Recipient]) -> None:
+        self.waiting = list(reversed(rows))
+
+    def build_some(self, count: int = 2) -> None:
+        now = self.agent.clock()
+        try:
+            for _ in range(min(count, len(self.waiting))):
+                row = self.waiting.pop()
+                self.ready[row.delivery_id] = self._build(row, now)
+        except Exception:
+            self.waiting = []
+
+    def take(self, chunk: Sequence[Recipient]) -> list[Envelope]:
+        now = self.agent.clock()
+        ready, self.ready, self.waiting = self.ready, {}, []
+        return [ready.get(r.delivery_id) or self._build(r, now) for r in chunk]
 
 
 # Keyed by the runtime's identity (Runtime is not hashable); a worker process has one.

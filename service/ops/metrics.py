@@ -84,12 +84,17 @@ class SendTally:
 
 def add(session: Session, increments: dict[tuple[str, str], float]) -> None:
     """Add to the counters; in key order, so two workers never deadlock on each other's rows."""
+    if not increments:
+        return
     insert = sqlite.insert if is_sqlite(session) else postgresql.insert
-    for (name, labels), value in sorted(increments.items()):
-        statement = insert(Counter).values(name=name, labels=labels, value=float(value))
-        session.execute(statement.on_conflict_do_update(
-            index_elements=[Counter.name, Counter.labels],
-            set_={"value": Counter.value + statement.excluded.value}))
+    # One multi-row statement: rows are inserted (and their conflicts updated) in
+    # VALUES order, so the key order still holds.
+    statement = insert(Counter).values([
+        {"name": name, "labels": labels, "value": float(value)}
+        for (name, labels), value in sorted(increments.items())])
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[Counter.name, Counter.labels],
+        set_={"value": Counter.value + statement.excluded.value}))
 
 
 class ChaparCollector(Collector):

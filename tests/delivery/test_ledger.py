@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.delivery import ledger
 from service.delivery.models import DeliveryStatus
+from service.digests.models import Issue, IssueStatus
 from tests.delivery.factories import NOW
 from tests.delivery.test_sweeper import row, started
 
@@ -87,3 +90,47 @@ def test_leases_counts_held_sending_and_expired_rows(session: Session) -> None:
     found = ledger.leases(session, NOW + timedelta(seconds=25))
     assert (found.held, found.expired) == (0, 3)
     assert found.oldest_expired_at == NOW + short
+
+
+def test_one_statement_chunk_records_the_sent_rows_and_marks_the_next_as_the_two_steps_do(
+        session: Session) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            ledger.record_sent_and_mark(session.connection(), [], [1], "w", NOW, LEASE)
+        return
+    issue_id, ids = started(session, 5)
+    now = ledger.database_now(session)
+    ledger.claim_batch(session, issue_id, "w", now, 4, LEASE)
+    first, second = ids[:2], ids[2:4]
+    assert ledger.mark_sending(session, first, "w", None, LEASE) == set(first)
+    connection = session.connection()
+    for _ in range(2):  # run again (a reply lost with the connection): same effect
+        marked = ledger.record_sent_and_mark(connection, first, second, "w", now, LEASE)
+        assert marked == set(second)
+    for i in first:
+        sent = row(session, i)
+        assert (sent.status, sent.sent_at, sent.lease_until, sent.last_code) == (
+            DeliveryStatus.SENT, now, None, 250)
+    for i in second:
+        assert (row(session, i).status, row(session, i).attempts) == (DeliveryStatus.SENDING, 1)
+        assert row(session, i).lease_until == now + LEASE  # the database's clock
+    # A row this worker does not hold (ids[4] is unclaimed; another claimant's name)
+    # is neither marked nor recorded.
+    assert ledger.record_sent_and_mark(connection, [ids[4]], [ids[4]], "w", now, LEASE) == set()
+    assert row(session, ids[4]).status is DeliveryStatus.QUEUED
+    assert ledger.record_sent_and_mark(connection, second, [], "someone else", now, LEASE) == set()
+    assert row(session, second[0]).status is DeliveryStatus.SENDING
+
+
+def test_one_statement_chunk_marks_nothing_once_the_issue_is_paused(session: Session) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("one statement per chunk is PostgreSQL's")
+    issue_id, ids = started(session, 2)
+    now = ledger.database_now(session)
+    ledger.claim_batch(session, issue_id, "w", now, 2, LEASE)
+    ledger.mark_sending(session, ids[:1], "w", None, LEASE)
+    session.execute(update(Issue).where(Issue.id == issue_id).values(status=IssueStatus.PAUSED))
+    assert ledger.record_sent_and_mark(session.connection(), ids[:1], ids[1:], "w", now,
+                                       LEASE) == set()
+    assert row(session, ids[0]).status is DeliveryStatus.SENT  # what went out is on record
+    assert row(session, ids[1]).status is DeliveryStatus.QUEUED

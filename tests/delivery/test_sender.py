@@ -16,6 +16,7 @@ from service.delivery import ledger
 from service.delivery.message import Recipient, message_id
 from service.delivery.models import Delivery, DeliveryStatus
 from service.delivery.sender import DeliveryAgent
+from service.delivery.transport import SmtpError
 from service.digests.models import Issue, IssueStatus
 from service.instance_keys import MESSAGE_ID, instance_key
 from service.runtime import Runtime
@@ -297,3 +298,57 @@ def test_a_chunk_whose_marking_took_half_the_lease_is_not_sent_and_stays_untried
     monkeypatch.undo()
     assert DeliveryAgent(runtime).deliver(issue_id).finished
     assert smtp.counts() == Counter({e: 1 for e in emails})
+
+
+def test_a_chunk_goes_out_over_several_connections_at_once_one_copy_each(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 90)
+    agent = DeliveryAgent(with_settings(runtime, smtp_connections=3, send_batch_size=90))
+    report = agent.deliver(issue_id)
+    assert report.finished and report.outcomes == Counter(sent=90)
+    assert smtp.counts() == Counter({e: 1 for e in emails})
+    # Three 30-message chunks, each cut in three parts of ten, one per connection.
+    peers = Counter(m.peer for m in smtp.messages)
+    assert len(peers) == 3 and set(peers.values()) == {30}
+    # Within a part the messages keep their order: each connection carried a run of
+    # ten consecutive readers per chunk.
+    by_peer: dict[object, list[str]] = {}
+    for m in smtp.messages:
+        by_peer.setdefault(m.peer, []).append(m.rcpt_tos[0])
+    for received in by_peer.values():
+        positions = [emails.index(e) for e in received]
+        for k in range(0, 30, 10):
+            run = positions[k:k + 10]
+            assert run == list(range(run[0], run[0] + 10))
+
+
+def test_a_connection_lost_in_one_part_leaves_the_other_parts_sent(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 30)
+    smtp.faults.once = True
+    smtp.faults.drop_after_dot = {emails[17]}  # in the second part of the only chunk
+    agent = DeliveryAgent(with_settings(runtime, smtp_connections=2, resend_uncertain=False))
+    agent.deliver(issue_id)
+    r = rows(runtime, issue_id)
+    assert r[emails[17]].status is DeliveryStatus.UNCERTAIN and r[emails[17]].uncertain_count == 1
+    others = [e for e in emails if e != emails[17]]
+    assert all(r[e].status is DeliveryStatus.SENT for e in others)
+    assert smtp.counts() == Counter({e: 1 for e in emails})  # the rest of part two: sent later
+    assert issue_status(runtime, issue_id) is IssueStatus.SENT
+
+
+def test_an_extra_connection_that_cannot_open_does_not_hold_the_chunk_back(
+        runtime: Runtime, smtp: SmtpRecorder) -> None:
+    issue_id, emails = start(runtime, 40)
+    agent = DeliveryAgent(with_settings(runtime, smtp_connections=2))
+    extra = agent.extra[0]
+
+    def refuse() -> None:
+        raise SmtpError(None, "connection refused", "connect")
+
+    extra.open = refuse  # type: ignore[method-assign]
+    report = agent.deliver(issue_id)
+    assert report.finished and report.outcomes == Counter(sent=40)
+    assert smtp.counts() == Counter({e: 1 for e in emails})
+    assert len({m.peer for m in smtp.messages}) == 1  # all over the first connection
+    assert agent.extra_failed > 0

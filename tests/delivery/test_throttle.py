@@ -49,6 +49,7 @@ def test_a_421_pause_is_seen_by_every_worker(redis_db: str, tmp_path: Path) -> N
     settings = make_settings(tmp_path, redis_url=redis_db, domain_slowdown_seconds=30)
     Throttle(settings).pause_domain("gmail.test")
     paused = Throttle(settings).paused_until({"gmail.test", "yahoo.test"})
+    Redis.from_url(redis_db).flushdb()  # the run's Redis database: no pause left for later tests
     assert set(paused) == {"gmail.test"}
 
 

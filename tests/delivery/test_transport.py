@@ -87,6 +87,25 @@ def test_pipelined_messages_each_get_their_own_outcome(
     connection.close()
 
 
+@pytest.mark.parametrize("body", [
+    b"Subject: a.b.c\r\n\r\n" + b"end. of. sentence.\r\n" * 20 + b".late dot line\r\n",
+    b"Subject: a.b.c\r\n\r\n" + b"end. of. sentence.\r\n" * 20,
+    b".first\r\nx\r\n",
+    b"To: x@y.test\r\n\r\n" + base64.encodebytes(bytes(range(256)) * 40).replace(b"\n", b"\r\n"),
+])
+def test_a_line_starting_with_a_dot_arrives_intact_wherever_it_is(
+        pipelining_server: tuple[PipeliningHandler, SmtpTarget], body: bytes) -> None:
+    # More dots than the sender looks at one by one (DOT_HOPS) before the one that
+    # starts a line: the fallback search must still find and double it.
+    handler, target = pipelining_server
+    connection = SmtpConnection(target)
+    connection.open()
+    assert [r.kind for r in connection.send_many([Outgoing("a@x.test", "b@x.test", body)])] == [
+        "sent"]
+    connection.close()
+    assert handler.received[-1][2].replace(b"\r\n", b"\n") == body.replace(b"\r\n", b"\n")
+
+
 def test_a_closed_server_defers_without_attempting(
         pipelining_server: tuple[PipeliningHandler, SmtpTarget]) -> None:
     _, target = pipelining_server

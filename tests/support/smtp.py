@@ -30,6 +30,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     helo: str = ""  # the name the client gave in EHLO/HELO
+    peer: object = None  # the client's (host, port): which connection brought it
 
     @property
     def message(self) -> EmailMessage:
@@ -70,7 +71,8 @@ class _Handler:
             reply = rec._take(rec.faults.after_data, r)
             if reply:
                 return reply
-        rec._store(Received(envelope.mail_from, recipients, data, session.host_name or ""))
+        rec._store(Received(envelope.mail_from, recipients, data, session.host_name or "",
+                            session.peer))
         if any(rec._take_flag(rec.faults.drop_after_dot, r) for r in recipients):
             _drop(server)
             return "421 dropped"
