@@ -248,8 +248,12 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
 
 def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
-        dkim: bool = False, connections: int = 2) -> None:
+        dkim: bool = False, connections: int = 2, sink_nice: int = 0) -> None:
     with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
+        if sink_nice:
+            # As if the relay ran on a host of its own: the sink is not starved by
+            # the senders' processes, in our run and in the raw one alike.
+            os.setpriority(os.PRIO_PROCESS, sink.pid, sink_nice)
         passes = [send_pass("plain", sink, Path(folder), subscribers, workers, concurrency,
                             batch_size, 0, None, profile, synchronous_commit, connections)]
         if dkim:
@@ -267,6 +271,8 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
 
     print()
     print(f"subscribers            {subscribers:,}")
+    if sink_nice:
+        print(f"smtp-sink              nice {sink_nice} (ours and raw alike)")
     print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}, "
           f"{connections} SMTP connection{'s' if connections > 1 else ''} per pool process"
           + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)"))
@@ -304,6 +310,8 @@ def main() -> None:
     parser.add_argument("--raw-messages", type=int, default=0,
                         help="messages for the raw sender (default: N, at most 100,000)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--sink-nice", type=int, default=0,
+                        help="run smtp-sink at this nice value (negative: ahead of the senders)")
     parser.add_argument("--connections", type=int, default=2,
                         help="SMTP connections per pool process (CHAPAR_SMTP_CONNECTIONS)")
     parser.add_argument("--profile", type=Path,
@@ -314,7 +322,8 @@ def main() -> None:
                         help="then send the issue again, DKIM-signed with a generated key")
     args = parser.parse_args()
     run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
-        args.profile, not args.no_synchronous_commit, args.dkim, args.connections)
+        args.profile, not args.no_synchronous_commit, args.dkim, args.connections,
+        args.sink_nice)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ class _Body:
         cut = len(data) - len(data) % LINE_BYTES
         return _b64_lines(data[:cut]), data[cut:]
 
-    def encode(self, values: dict[str, str], shared: object | None = 0) -> bytes:
+    def encode(self, values: dict[str, str], shared: object | None = 0) -> tuple[bytes, bytes]:
+        """The part base64-encoded, as its shared start and its own end (joined by the caller)."""
         cache = self._cache  # read once: another thread may replace it
         if shared is not None and cache is not None and cache[0] == shared:
             encoded, rest = cache[1], cache[2]
@@ -129,7 +130,7 @@ class _Body:
             if shared is not None:
                 self._cache = (shared, encoded, rest)
         tail = self._parts(values, self.split, len(self.markers))
-        return encoded + _b64_lines(b"".join([rest, *tail]))
+        return encoded, _b64_lines(b"".join([rest, *tail]))
 
 
 @dataclass(frozen=True)
@@ -210,10 +211,11 @@ class IssueMessage:
         return self.verp.address(delivery_id, self.verp_domain)
 
     def _date(self, now: datetime) -> bytes:
-        """The Date header's value; a chunk shares one `now`, so it is formatted once."""
+        """The Date header's value, formatted once a second."""
+        second = now.replace(microsecond=0)  # the header shows whole seconds
         cached = self._dated  # read once: another thread may replace it
-        if cached is None or cached[0] != now:
-            cached = self._dated = (now, format_datetime(now).encode("ascii"))
+        if cached is None or cached[0] != second:
+            cached = self._dated = (second, format_datetime(second).encode("ascii"))
         return cached[1]
 
     _dated: tuple[datetime, bytes] | None = None
@@ -222,8 +224,9 @@ class IssueMessage:
         """The complete message bytes for one recipient, CRLF line ends."""
         values = self.values(recipient.subscriber_id, now)
         shared = 0 if self.article_links is None else self.article_links.shared_key(now)
-        body = (self.text_open + self.text.encode(values, shared) + self.html_open
-                + self.html.encode(values, shared) + self.close)
+        # One join at the end: 45 KB copied once, not once per `+`.
+        body = [self.text_open, *self.text.encode(values, shared), self.html_open,
+                *self.html.encode(values, shared), self.close]
         headers = [
             (b"Date", self._date(now)),
             (b"Message-ID", message_id(self.issue_number, recipient.subscriber_id, self.secret,
@@ -232,10 +235,12 @@ class IssueMessage:
             *self.fixed_headers,
             (b"List-Unsubscribe", f"<{values[UNSUBSCRIBE_URL]}>".encode("ascii")),
         ]
-        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        head = [piece for name, value in headers for piece in (name, b": ", value, b"\r\n")]
         if self.dkim is not None:
-            head = self.dkim.signature_header(headers, body, int(now.timestamp())) + head
-        return head + b"\r\n" + body
+            signed = b"".join(body)
+            body = [signed]
+            head.insert(0, self.dkim.signature_header(headers, signed, int(now.timestamp())))
+        return b"".join([*head, b"\r\n", *body])
 
 
 def _list_id(list_name: str, list_id: str) -> bytes:

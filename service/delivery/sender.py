@@ -548,7 +548,7 @@ class DeliveryAgent:
         return True
 
     def _send_parts(self, envelopes: list[Envelope], extra: list[SmtpConnection],
-                    between: Callable[[], object]) -> list[Result]:
+                    between: Callable[[], bool]) -> list[Result]:
         """One chunk over the first connection and `extra` at once; results in chunk order.
 
         The chunk is cut into contiguous parts of at least PER_CONNECTION messages,
@@ -702,12 +702,13 @@ class DeliveryAgent:
 class BuildAhead:
     """Builds messages (rendered and, with DKIM, signed) ahead of their chunk.
 
-    `start(rows)` names the next chunk's rows; `build_some` builds a few of them and
-    runs while the current chunk is on the wire (`send_interleaved`'s `between`), so
-    building costs the connections no time. `take(chunk)` returns the chunk's
-    envelopes, building whatever was not built ahead (rows skipped meanwhile, a
-    failure). Building touches no row: an error while building ahead is met again,
-    before any row is marked, when the chunk is built in its turn.
+    `start(rows)` names the next chunk's rows; `build_some` builds one of them, and
+    runs while the current chunk is on the wire and no reply is in
+    (`send_interleaved`'s `between`), so building costs the connections no time.
+    `take(chunk)` returns the chunk's envelopes, building whatever was not built
+    ahead (rows skipped meanwhile, a failure). Building touches no row: an error
+    while building ahead is met again, before any row is marked, when the chunk is
+    built in its turn.
     """
 
     def __init__(self, agent: DeliveryAgent, message: IssueMessage) -> None:
@@ -723,14 +724,16 @@ class BuildAhead:
     def start(self, rows: Sequence[Recipient]) -> None:
         self.waiting = list(reversed(rows))
 
-    def build_some(self, count: int = 2) -> None:
-        now = self.agent.clock()
+    def build_some(self) -> bool:
+        """Build the next waiting message; False when none is left to build."""
+        if not self.waiting:
+            return False
+        row = self.waiting.pop()
         try:
-            for _ in range(min(count, len(self.waiting))):
-                row = self.waiting.pop()
-                self.ready[row.delivery_id] = self._build(row, now)
+            self.ready[row.delivery_id] = self._build(row, self.agent.clock())
         except Exception:
             self.waiting = []
+        return True
 
     def take(self, chunk: Sequence[Recipient]) -> list[Envelope]:
         now = self.agent.clock()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
+import select
 import socket
 import ssl
 import time
@@ -197,6 +198,12 @@ class SmtpConnection:
 
     def is_open(self) -> bool:
         return self.sock is not None
+
+    def has_reply(self) -> bool:
+        """A reply line is already read into the buffer, or decrypted and waiting (TLS)."""
+        if b"\n" in self._buffer:
+            return True
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
 
     def alive(self) -> bool:
         """A NOOP round trip, for connections that sat idle (servers time them out)."""
@@ -407,28 +414,54 @@ class SmtpConnection:
 
 
 def send_interleaved(parts: Sequence[tuple[SmtpConnection, Sequence[Envelope]]],
-                     between: Callable[[], object] | None = None) -> list[list[Result]]:
+                     between: Callable[[], bool] | None = None) -> list[list[Result]]:
     """Send each part over its own connection at once, from this one thread.
 
-    Each connection is driven one write at a time (`SmtpConnection.steps`), in turn:
-    while the server works on what one connection just wrote, the others' replies are
-    read and their next messages written, so one connection's round trip hides behind
-    the others' writes, without threads. `between`, if given, is called once per
-    turn, while every connection has a write outstanding: work that does not touch
-    the connections (building the next messages) fits there. Results per part, in
-    order; as `send_many`, nothing raises for a message's own failure.
+    Each connection is driven one write at a time (`SmtpConnection.steps`): after a
+    write the server has work to do, and the connection is taken up again as soon as
+    its replies arrive (select), whichever connection that is, so one connection's
+    round trip hides behind the others' writes, without threads; taking them in a
+    fixed turn would leave a connection whose reply is in waiting behind one whose
+    reply is not. `between`, if given, is called while no reply is in: work that does
+    not touch the connections (building the next messages); it returns False when
+    it has nothing left to do. Results per part, in order; as `send_many`, nothing
+    raises for a message's own failure.
     """
     results: list[list[Result | None]] = [[None] * len(envelopes) for _, envelopes in parts]
-    running = [connection.steps(envelopes, found)
-               for (connection, envelopes), found in zip(parts, results, strict=True)]
-    while running:
-        for step in list(running):
-            if next(step, _DONE) is _DONE:
-                running.remove(step)
-        if between is not None and running:
-            between()
+    waiting: list[tuple[SmtpConnection, Iterator[None]]] = []
+    for (connection, envelopes), found in zip(parts, results, strict=True):
+        step = connection.steps(envelopes, found)
+        if next(step, _DONE) is not _DONE:
+            waiting.append((connection, step))
+    idle_work = between is not None
+    while waiting:
+        ready = _answered(waiting, 0.0)
+        if not ready and idle_work:
+            assert between is not None
+            idle_work = between()
+            continue
+        if not ready:
+            # Wait for a reply; past the connections' own timeout, let each of them
+            # read (and time out) as it would alone.
+            ready = _answered(waiting, max(c.timeout for c, _ in waiting)) or list(waiting)
+        for item in ready:
+            if next(item[1], _DONE) is _DONE:
+                waiting.remove(item)
     return [[r if r is not None else Result("deferred", None, "not attempted") for r in found]
             for found in results]
+
+
+def _answered(waiting: list[tuple[SmtpConnection, Iterator[None]]],
+              timeout: float) -> list[tuple[SmtpConnection, Iterator[None]]]:
+    """The connections with a reply to read: already buffered, or readable within `timeout`."""
+    ready = [item for item in waiting if item[0].has_reply()]
+    if ready:
+        return ready
+    socks = [item[0].sock for item in waiting if item[0].sock is not None]
+    if len(socks) < len(waiting):  # a closed connection: its step finds out at once
+        return [item for item in waiting if item[0].sock is None]
+    readable, _, _ = select.select(socks, [], [], timeout)
+    return [item for item in waiting if item[0].sock in readable]
 
 
 _DONE = object()
