@@ -8,7 +8,7 @@ the raw pipelining sender (bench/raw_sender.py) sends the same (unsigned) messag
 Prints fan-out time, messages per second, peak memory per worker, and our rate as a
 fraction of the raw one. Everything it creates is thrown away afterwards.
 
-    .venv/bin/python -m bench.send_issue --subscribers 100000 [--dkim]
+    .venv/bin/python -m bench.send_issue --subscribers 100000 [--dkim [rsa|ed25519]]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import func, select
 
 from bench import REPO_ROOT
@@ -134,9 +134,11 @@ class PassFigures:
     load: float
 
 
-def dkim_key(folder: Path) -> Path:
-    """A fresh RSA-2048 private key (PEM), as an operator would configure for DKIM."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def dkim_key(folder: Path, kind: str = "rsa") -> Path:
+    """A fresh RSA-2048 or Ed25519 private key (PEM), as an operator would configure for DKIM."""
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate())
     path = folder / "dkim.pem"
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                        serialization.PrivateFormat.PKCS8,
@@ -248,7 +250,7 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
 
 def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
-        dkim: bool = False, connections: int = 2, sink_nice: int = 0) -> None:
+        dkim: str = "", connections: int = 2, sink_nice: int = 0) -> None:
     with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
         if sink_nice:
             # As if the relay ran on a host of its own: the sink is not starved by
@@ -259,7 +261,7 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         if dkim:
             passes.append(send_pass("dkim", sink, Path(folder), subscribers, workers,
                                     concurrency, batch_size, sink.received,
-                                    dkim_key(Path(folder)), None, synchronous_commit,
+                                    dkim_key(Path(folder), dkim), None, synchronous_commit,
                                     connections))
         received = sink.received
         raw_n = raw_messages or min(subscribers, 100_000)
@@ -298,7 +300,8 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         plain, signed = passes
         print(f"DKIM signed / unsigned {plain.wall / signed.wall:.0%} end to end, "
               f"{plain.send_seconds / signed.send_seconds:.0%} sending only "
-              f"(DKIM cost {1 - plain.wall / signed.wall:.0%} of end-to-end throughput)")
+              f"(DKIM cost {1 - plain.wall / signed.wall:.0%} of end-to-end throughput, "
+              f"{'RSA-2048' if dkim == 'rsa' else 'Ed25519'} key)")
 
 
 def main() -> None:
@@ -318,8 +321,9 @@ def main() -> None:
                         help="sample each pool process with py-spy into this folder")
     parser.add_argument("--no-synchronous-commit", action="store_true",
                         help="diagnosis: commits do not wait for the WAL flush")
-    parser.add_argument("--dkim", action="store_true",
-                        help="then send the issue again, DKIM-signed with a generated key")
+    parser.add_argument("--dkim", nargs="?", const="rsa", default="", choices=["rsa", "ed25519"],
+                        help="then send the issue again, DKIM-signed with a generated key "
+                             "(RSA-2048 by default, or Ed25519)")
     args = parser.parse_args()
     run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
         args.profile, not args.no_synchronous_commit, args.dkim, args.connections,

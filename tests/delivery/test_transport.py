@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from service.delivery.dkim import DkimSigner
 from service.delivery.message import IssueMessage, Recipient
@@ -125,13 +125,25 @@ def test_reply_classification() -> None:
     assert classify(554, "5.1.1 whatever").kind == "failed" and not classify(554, "x").mailbox_gone
 
 
-def test_dkim_signature_verifies_and_covers_the_bulk_headers() -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def dkim_key(kind: str) -> tuple[bytes, bytes]:
+    """A fresh private key (PEM) and the DNS TXT record that publishes its public half."""
+    if kind == "rsa":
+        key: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    else:  # RFC 8463 4.2: p= is the raw 32-byte public key
+        key = ed25519.Ed25519PrivateKey.generate()
+        public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.DER,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    return pem, f"v=DKIM1; k={kind}; p=".encode() + base64.b64encode(public)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_dkim_signature_verifies_and_covers_the_bulk_headers(kind: str) -> None:
+    # dkimpy (with PyNaCl for ed25519) is the independent verifier.
+    pem, record = dkim_key(kind)
     message = IssueMessage(
         issue_number=3, subject="خبرنامه هفتگی، شماره ۳", html=issue_html(3),
         text="لغو: %%CHAPAR_UNSUBSCRIBE_URL%%\n", from_name="خبرنامه هفتگی",
@@ -145,6 +157,7 @@ def test_dkim_signature_verifies_and_covers_the_bulk_headers() -> None:
         assert name == b"s1._domainkey.chapar.test."
         return record
 
+    assert f"a={kind}-sha256;".encode() in data.split(b"\r\n\r\n", 1)[0]
     assert dkim.verify(data, dnsfunc=dns)
     signature = dkim.DKIM(data)
     signed = data.split(b"\r\n\r\n", 1)[0].split(b"h=", 1)[1].split(b";", 1)[0].lower()
