@@ -270,10 +270,15 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
     worker already marked counts as ours: the transaction that marked it may have
     committed although its reply was lost to a dropped database connection, and
     the worker runs it again (a claimant name is never reused, so nothing else can
-    have marked it under this name). `now` None: the database's clock.
+    have marked it under this name). `now` None: the database's clock. On PostgreSQL
+    this is the marking half of `record_sent_and_mark`, so the worker's one-statement
+    chunks and this run the same SQL.
     """
     if not ids:
         return set()
+    if not is_sqlite(session):
+        return record_sent_and_mark(session.connection(), [], ids, worker, now, lease,
+                                    marked_at=now)
     at = clock(session, now)
     sending = select(Issue.id).where(Issue.id == Delivery.issue_id,
                                      Issue.status == IssueStatus.SENDING).exists()
@@ -306,7 +311,8 @@ WITH recorded AS (
 UPDATE deliveries AS d
 SET status = 'sending',
     attempts = CASE WHEN d.status = 'sending' THEN d.attempts ELSE d.attempts + 1 END,
-    lease_until = now() + %(lease)s, updated_at = now()
+    lease_until = COALESCE(%(marked_at)s::timestamptz, now()) + %(lease)s,
+    updated_at = COALESCE(%(marked_at)s::timestamptz, now())
 WHERE d.id = ANY(%(ids)s::bigint[]) AND d.worker = %(worker)s
   AND d.status IN ('queued', 'deferred', 'sending')
   AND EXISTS (SELECT 1 FROM issues AS i WHERE i.id = d.issue_id AND i.status = 'sending')
@@ -315,20 +321,24 @@ RETURNING d.id
 
 
 def record_sent_and_mark(connection: Connection, sent: Sequence[int], ids: Sequence[int],
-                         worker: str, now: datetime, lease: timedelta) -> set[int]:
+                         worker: str, now: datetime | None, lease: timedelta,
+                         marked_at: datetime | None = None) -> set[int]:
     """`record_outcomes` for rows that were all sent, then `mark_sending`, atomically.
 
-    PostgreSQL only, on a connection in autocommit: one statement is its own
-    transaction, so the chunk costs one round trip instead of BEGIN, two UPDATEs and
-    COMMIT. The two parts touch different rows (the previous chunk's and this one's).
-    A reply lost with the connection is run again with the same effect, as each part
-    alone: sent rows are no longer `sending`, and rows already marked under this
-    claimant name count as ours.
+    `now` is the sent rows' `sent_at`; the marked rows' lease runs from `marked_at`
+    (None: the database's clock, as the worker uses it). PostgreSQL only; on a
+    connection in autocommit one statement is its own transaction, so the chunk costs
+    one round trip instead of BEGIN, two UPDATEs and COMMIT. The two parts touch
+    different rows (the previous chunk's and this one's). A reply lost with the
+    connection is run again with the same effect, as each part alone: sent rows are
+    no longer `sending`, and rows already marked under this claimant name count as
+    ours.
     """
     if connection.dialect.name != "postgresql":
         raise ValueError("record_sent_and_mark runs on PostgreSQL; elsewhere use the two steps")
     found = connection.exec_driver_sql(_RECORD_SENT_AND_MARK, {
         "sent": list(sent), "ids": list(ids), "worker": worker, "now": now, "lease": lease,
+        "marked_at": marked_at,
     })
     return set(found.scalars())
 
