@@ -36,7 +36,9 @@ def test_check_prints_the_report_and_exits_zero_without_blockers(embedded: Runti
         make_issue(session, number=3)
     result = chapar(embedded, "digest", "check", "3", "--stored-links")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("issue 3: passed; HTML ")
+    # The report is stdout; log lines (an SMTP server thread's, say) go to stderr, which
+    # Click 8.2's `output` interleaves.
+    assert result.stdout.startswith("issue 3: passed; HTML ")
     report = json.loads(chapar(embedded, "digest", "check", "3", "--json", "--stored-links").stdout)
     assert report["blocked"] is False and report["issue_number"] == 3
     assert report["clip"]["cut_at"] is None and report["clip"]["html_bytes"] > 10_000
