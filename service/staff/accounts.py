@@ -144,7 +144,12 @@ def _keep_one_admin(session: Session, leaving: StaffAccount) -> None:
         raise AccountError("this is the last active admin; make another admin first")
 
 
-def set_totp(session: Session, actor: Actor, account: StaffAccount, secret: str, now: datetime) -> None:
-    """Require a one-time code from now on (the caller checked one code against the secret)."""
+def set_totp(session: Session, actor: Actor, account: StaffAccount, secret: str, now: datetime,
+             step: int | None = None) -> None:
+    """Require a one-time code from now on (the caller checked one code against the secret).
+
+    `step` is that code's time step: it is used up, so it cannot also open a sign-in.
+    """
     account.totp_secret = secret
+    account.totp_last_step = step
     audit.record(session, actor, "staff.totp", target(account), now)

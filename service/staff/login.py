@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from service.rate_limits import RateLimiter
 from service.settings import Settings
@@ -57,10 +58,11 @@ def authenticate(session: Session, email: str, password: str, code: str, client:
         return None
     locked = account.locked_until is not None and account.locked_until > now
     password_ok = verify_password(account.password_hash, password)
-    code_ok = account.totp_secret is None or totp.verify(account.totp_secret, code, now)
+    step = totp.matching_step(account.totp_secret, code, now) if account.totp_secret else None
+    code_ok = account.totp_secret is None or (step is not None and _unused(account, step))
     if locked or not account.active:
         return None
-    if not (password_ok and code_ok):
+    if not (password_ok and code_ok) or (step is not None and not _use_step(session, account, step)):
         _failed(session, account, client, now, lockout)
         return None
     account.failed_logins = 0
@@ -68,6 +70,30 @@ def authenticate(session: Session, email: str, password: str, code: str, client:
     if account.password_hash and needs_rehash(account.password_hash):
         account.password_hash = HASHER.hash(password)
     return account
+
+
+def _unused(account: StaffAccount, step: int) -> bool:
+    """A code is accepted once (RFC 6238 5.2): only a step after the last one accepted."""
+    return account.totp_last_step is None or step > account.totp_last_step
+
+
+def _use_step(session: Session, account: StaffAccount, step: int) -> bool:
+    """Record the code's step as used, unless a concurrent sign-in used it first.
+
+    One conditional UPDATE: of two sign-ins racing with one observed code, the second
+    waits for the first's row lock, finds the step taken and is refused.
+    """
+    used = session.execute(
+        update(StaffAccount)
+        .where(StaffAccount.id == account.id,
+               or_(StaffAccount.totp_last_step.is_(None), StaffAccount.totp_last_step < step))
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    if not used.rowcount:  # type: ignore[attr-defined]
+        return False
+    set_committed_value(account, "totp_last_step", step)
+    return True
 
 
 def _failed(session: Session, account: StaffAccount, client: str, now: datetime,

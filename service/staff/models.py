@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base
@@ -21,6 +21,8 @@ class StaffAccount(Base):
     password_hash: Mapped[str | None] = mapped_column(String(300))
     password_changed_at: Mapped[datetime | None]
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # The 30-second step of the last code accepted: a code is good once (RFC 6238 5.2).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None]
     # Consecutive failed logins; reaching the limit locks the account until locked_until.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 
 import pyotp
@@ -20,12 +21,22 @@ def provisioning_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
 
-def verify(secret: str, code: str, now: datetime) -> bool:
-    """Whether the code is right now, allowing one 30-second step of clock drift."""
+def matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The 30-second step the code belongs to, allowing one step of clock drift; None: wrong.
+
+    pyotp's `verify` says only yes or no; the step is what lets a caller refuse a
+    code that was already used (RFC 6238 5.2: a verifier must not accept an OTP twice).
+    """
     code = code.translate(_DIGITS).strip().replace(" ", "")
     if not (code.isascii() and code.isdigit()):
-        return False
-    return bool(pyotp.TOTP(secret).verify(code, for_time=now, valid_window=1))
+        return None
+    otp = pyotp.TOTP(secret)
+    now_step = otp.timecode(now)
+    found = None
+    for step in (now_step - 1, now_step, now_step + 1):  # no early return: the same work each time
+        if hmac.compare_digest(otp.generate_otp(step), code):
+            found = step
+    return found
 
 
 def current_code(secret: str, now: datetime) -> str:

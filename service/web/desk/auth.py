@@ -129,11 +129,12 @@ def totp_setup(request: Request) -> Response:
 def totp_confirm(request: Request, secret: str = Form(""), code: str = Form("")) -> Response:
     viewer = current_viewer(request)
     now = utcnow()
-    if len(secret) < 16 or not totp.verify(secret, code, now):
+    step = totp.matching_step(secret, code, now) if len(secret) >= 16 else None
+    if step is None:
         return totp_page(request, viewer, secret if len(secret) >= 16 else totp.new_secret(),
                          error="رمز درست نیست؛ رمز تازه‌ای را که برنامه نشان می‌دهد وارد کنید.",
                          status_code=422)
     with unit_of_work(runtime(request).sessions) as db:
         account = accounts.get(db, viewer.account_id)
-        accounts.set_totp(db, Actor.of(account, client_address(request)), account, secret, now)
+        accounts.set_totp(db, Actor.of(account, client_address(request)), account, secret, now, step)
     return back_to("/desk/?totp=1")
