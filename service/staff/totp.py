@@ -21,6 +21,19 @@ def provisioning_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
 
+def usable(secret: str) -> bool:
+    """Whether pyotp takes this as a secret: base32 of at least 112 bits.
+
+    The desk's set-up form sends the secret back in a hidden field, so it may come
+    back altered; pyotp raises on one it cannot use.
+    """
+    try:
+        pyotp.TOTP(secret).byte_secret()
+    except ValueError:  # binascii.Error included
+        return False
+    return True
+
+
 def matching_step(secret: str, code: str, now: datetime) -> int | None:
     """The 30-second step the code belongs to, allowing one step of clock drift; None: wrong.
 
@@ -28,7 +41,7 @@ def matching_step(secret: str, code: str, now: datetime) -> int | None:
     code that was already used (RFC 6238 5.2: a verifier must not accept an OTP twice).
     """
     code = code.translate(_DIGITS).strip().replace(" ", "")
-    if not (code.isascii() and code.isdigit()):
+    if not (code.isascii() and code.isdigit()) or not usable(secret):
         return None
     otp = pyotp.TOTP(secret)
     now_step = otp.timecode(now)

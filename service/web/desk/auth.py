@@ -129,9 +129,9 @@ def totp_setup(request: Request) -> Response:
 def totp_confirm(request: Request, secret: str = Form(""), code: str = Form("")) -> Response:
     viewer = current_viewer(request)
     now = utcnow()
-    step = totp.matching_step(secret, code, now) if len(secret) >= 16 else None
+    step = totp.matching_step(secret, code, now)
     if step is None:
-        return totp_page(request, viewer, secret if len(secret) >= 16 else totp.new_secret(),
+        return totp_page(request, viewer, secret if totp.usable(secret) else totp.new_secret(),
                          error="رمز درست نیست؛ رمز تازه‌ای را که برنامه نشان می‌دهد وارد کنید.",
                          status_code=422)
     with unit_of_work(runtime(request).sessions) as db:

@@ -152,6 +152,9 @@ def test_a_totp_account_needs_its_code(rt: Runtime) -> None:
     wrong = client.post("/desk/account/totp", data={"csrf_token": csrf_from(setup), "secret": secret,
                                                     "code": "000000"})
     assert wrong.status_code == 422
+    altered = client.post("/desk/account/totp", data={"csrf_token": csrf_from(setup),
+                                                      "secret": "A" * 20, "code": "123456"})
+    assert altered.status_code == 422 and 'value="' + "A" * 20 not in altered.text  # a fresh secret
     used = pyotp.TOTP(secret).now()
     ok = client.post("/desk/account/totp", data={"csrf_token": csrf_from(setup), "secret": secret,
                                                  "code": used})
