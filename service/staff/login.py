@@ -59,7 +59,7 @@ def authenticate(session: Session, email: str, password: str, code: str, client:
     locked = account.locked_until is not None and account.locked_until > now
     password_ok = verify_password(account.password_hash, password)
     step = totp.matching_step(account.totp_secret, code, now) if account.totp_secret else None
-    code_ok = account.totp_secret is None or (step is not None and _unused(account, step))
+    code_ok = account.totp_secret is None or step is not None
     if locked or not account.active:
         return None
     if not (password_ok and code_ok) or (step is not None and not _use_step(session, account, step)):
@@ -72,16 +72,12 @@ def authenticate(session: Session, email: str, password: str, code: str, client:
     return account
 
 
-def _unused(account: StaffAccount, step: int) -> bool:
-    """A code is accepted once (RFC 6238 5.2): only a step after the last one accepted."""
-    return account.totp_last_step is None or step > account.totp_last_step
-
-
 def _use_step(session: Session, account: StaffAccount, step: int) -> bool:
-    """Record the code's step as used, unless a concurrent sign-in used it first.
+    """Record the code's step as used; False if it is not after the last step accepted.
 
-    One conditional UPDATE: of two sign-ins racing with one observed code, the second
-    waits for the first's row lock, finds the step taken and is refused.
+    A code is accepted once (RFC 6238 5.2). One conditional UPDATE decides, so of two
+    sign-ins racing with one observed code the second waits for the first's row lock,
+    finds the step taken and is refused; a replayed or older code is refused the same way.
     """
     used = session.execute(
         update(StaffAccount)

@@ -21,17 +21,23 @@ def provisioning_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
 
-def usable(secret: str) -> bool:
-    """Whether pyotp takes this as a secret: base32 of at least 112 bits.
+def _otp(secret: str) -> pyotp.TOTP | None:
+    """The TOTP of this secret, or None when pyotp cannot use it (not base32, under 112 bits).
 
     The desk's set-up form sends the secret back in a hidden field, so it may come
     back altered; pyotp raises on one it cannot use.
     """
     try:
-        pyotp.TOTP(secret).byte_secret()
+        otp = pyotp.TOTP(secret)
+        otp.byte_secret()
     except ValueError:  # binascii.Error included
-        return False
-    return True
+        return None
+    return otp
+
+
+def usable(secret: str) -> bool:
+    """Whether pyotp takes this as a secret."""
+    return _otp(secret) is not None
 
 
 def matching_step(secret: str, code: str, now: datetime) -> int | None:
@@ -41,9 +47,9 @@ def matching_step(secret: str, code: str, now: datetime) -> int | None:
     code that was already used (RFC 6238 5.2: a verifier must not accept an OTP twice).
     """
     code = code.translate(_DIGITS).strip().replace(" ", "")
-    if not (code.isascii() and code.isdigit()) or not usable(secret):
+    otp = _otp(secret) if code.isascii() and code.isdigit() else None
+    if otp is None:
         return None
-    otp = pyotp.TOTP(secret)
     now_step = otp.timecode(now)
     found = None
     for step in (now_step - 1, now_step, now_step + 1):  # no early return: the same work each time
