@@ -15,6 +15,7 @@ from service.bounces.inbox import poll_bounce_mailbox
 from service.clock import utcnow
 from service.ops.outages import skipped_while_unreachable
 from service.runtime import Runtime
+from service.subscribers.emails import ConfirmationBusy
 from service.subscribers.emails import send_confirmation as send_confirmation_email
 from service.subscribers.emails import sweep_confirmations as sweep_owed_confirmations
 
@@ -35,7 +36,7 @@ def reset_runtime() -> None:
 
 
 @shared_task(bind=True, name="chapar.send_confirmation", max_retries=5,
-             autoretry_for=(OSError,), retry_backoff=30, retry_backoff_max=600)
+             autoretry_for=(OSError, ConfirmationBusy), retry_backoff=30, retry_backoff_max=600)
 def send_confirmation(self: Task[Any, Any], subscriber_id: int) -> None:
     rt = runtime(self)
     # While the database is down the confirmation stays owed; the sweeper rings again.

@@ -7,9 +7,13 @@ request does nothing, and the sweeper rings again for requests that were never
 mailed, so a lost broker message delays a confirmation but never loses it.
 
 Two senders must never both mail one request. On PostgreSQL the row stays locked
-(SKIP LOCKED) across the SMTP conversation; on SQLite, where a lock held that long
-would stall the web process, a sender first claims the request with a conditional
-UPDATE of `confirmation_mailing_at` and releases the claim when it is done.
+across the SMTP conversation: a second sender waits for it (at most LOCK_WAIT) and
+then finds the request mailed. It must wait rather than skip the row, for the lock
+it meets is as often a web request's: a reader who presses the button again holds
+the row for a few milliseconds, and a sender that skipped it then would leave the
+email to the sweeper, minutes later. On SQLite, where a lock held across SMTP would
+stall the web process, a sender first claims the request with a conditional UPDATE
+of `confirmation_mailing_at` and releases the claim when it is done.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.bounces.verp import SUBSCRIBER, VerpRef
@@ -44,6 +49,14 @@ RERING_AFTER = timedelta(minutes=15)
 # A claim older than this belongs to a sender that died mid-conversation (SIGKILL,
 # power loss): the request is owed again. Far above one SMTP conversation's timeouts.
 CLAIM_EXPIRES_AFTER = timedelta(minutes=10)
+# How long a PostgreSQL sender waits for a subscriber row someone else holds: far
+# above a web request's hold, and above a healthy SMTP conversation's.
+LOCK_WAIT = timedelta(seconds=10)
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout runs out
+
+
+class ConfirmationBusy(Exception):
+    """Another transaction held the subscriber row past LOCK_WAIT; ask again later."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +91,14 @@ def owed_confirmation(session: Session, subscriber_id: int, *, lock: bool) -> Ow
     """The confirmation this subscriber is owed now, or None if nothing is owed.
 
     With `lock` (PostgreSQL), the row stays locked until the caller's transaction
-    ends and a concurrent sender skips it instead of waiting and mailing again.
+    ends. A concurrent holder is waited for, so this reads the row as it left it (a
+    sender's "mailed"); past LOCK_WAIT, PostgreSQL raises lock_timeout's error.
     """
     query = select(Subscriber).where(Subscriber.id == subscriber_id)
     if lock:
-        query = query.with_for_update(skip_locked=True)
+        wait_ms = int(LOCK_WAIT.total_seconds() * 1000)
+        session.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
+        query = query.with_for_update()
     subscriber = session.scalars(query).one_or_none()
     if subscriber is None or subscriber.status is not Status.PENDING:
         return None
@@ -172,20 +188,27 @@ def send_confirmation(rt: Runtime, subscriber_id: int, now: datetime) -> bool:
     """Mail the confirmation a pending subscriber is owed; True if mailed, and never twice.
 
     A redelivered or re-rung task finds the request already mailed and returns False.
+    Raises ConfirmationBusy when the row stayed locked past LOCK_WAIT (nothing mailed).
     """
-    with unit_of_work(rt.sessions) as session:
-        hold_lock = not is_sqlite(session)
-        owed = owed_confirmation(session, subscriber_id, lock=hold_lock)
-        if owed is None:
-            return False
-        if hold_lock:
-            return mail_or_bounce(rt, session, owed, now)
-        # SQLite locks the whole database for a writing transaction; holding it across
-        # an SMTP conversation would stall the web process. `chapar up` still runs two
-        # pool processes and the sweeper re-rings every minute, so two of them can find
-        # the same email owed: only the one whose claim lands, committed here, mails it.
-        if not claim_confirmation(session, owed, now):
-            return False
+    try:
+        with unit_of_work(rt.sessions) as session:
+            hold_lock = not is_sqlite(session)
+            owed = owed_confirmation(session, subscriber_id, lock=hold_lock)
+            if owed is None:
+                return False
+            if hold_lock:
+                return mail_or_bounce(rt, session, owed, now)
+            # SQLite locks the whole database for a writing transaction; holding it across
+            # an SMTP conversation would stall the web process. `chapar up` still runs two
+            # pool processes and the sweeper re-rings every minute, so two of them can find
+            # the same email owed: only the one whose claim lands, committed here, mails it.
+            if not claim_confirmation(session, owed, now):
+                return False
+    except OperationalError as exc:
+        # Not an outage: the database answered that someone else holds the row.
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise ConfirmationBusy(f"subscriber {subscriber_id} held past {LOCK_WAIT}") from exc
     try:
         with unit_of_work(rt.sessions) as session:
             # The session only opens its transaction when mail_or_bounce writes, after SMTP.

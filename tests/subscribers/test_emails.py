@@ -197,6 +197,61 @@ def test_two_deliveries_of_the_same_task_at_once_mail_once(runtime: Runtime, smt
     assert row.confirmation_mailed_at is not None and row.confirmation_mailing_at is None
 
 
+class SecondPress:
+    """A reader's second press of the button: a web transaction holding the subscriber row."""
+
+    def __init__(self, rt: Runtime, address: str) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._press, args=(rt, address))
+
+    def _press(self, rt: Runtime, address: str) -> None:
+        with unit_of_work(rt.sessions) as session:
+            store.subscribe(session, address, CONSENT, utcnow())  # locks the row
+            self.held.set()
+            self.release.wait(30)
+
+    def __enter__(self) -> SecondPress:
+        self.thread.start()
+        assert self.held.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(30)
+
+
+def test_a_sender_waits_for_a_second_press_instead_of_skipping_the_row(
+        runtime: Runtime, smtp: SmtpRecorder, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("the row lock is PostgreSQL's; SQLite serialises whole transactions")
+    sid = subscribe(runtime, "impatient@example.com")
+    results: list[bool] = []
+    with SecondPress(runtime, "impatient@example.com") as press:
+        sender = threading.Thread(
+            target=lambda: results.append(emails.send_confirmation(runtime, sid, utcnow())))
+        sender.start()
+        sender.join(0.5)
+        assert sender.is_alive()  # waiting for the row, not done with "nothing owed"
+        press.release.set()
+        sender.join(30)
+    assert results == [True]
+    assert smtp.counts()["impatient@example.com"] == 1
+
+
+def test_a_row_held_past_the_wait_stays_owed_for_the_retry(
+        runtime: Runtime, smtp: SmtpRecorder, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend != "postgresql":
+        pytest.skip("the row lock is PostgreSQL's; SQLite serialises whole transactions")
+    monkeypatch.setattr(emails, "LOCK_WAIT", timedelta(milliseconds=300))
+    sid = subscribe(runtime, "held@example.com")
+    with SecondPress(runtime, "held@example.com"), pytest.raises(emails.ConfirmationBusy):
+        emails.send_confirmation(runtime, sid, utcnow())
+    assert smtp.messages == []
+    assert emails.send_confirmation(runtime, sid, utcnow())  # the task's retry
+    assert smtp.counts()["held@example.com"] == 1
+
+
 def test_after_an_smtp_outage_two_workers_mail_the_owed_email_once(
         runtime: Runtime, smtp: SmtpRecorder) -> None:
     sid = subscribe(runtime, "outage@example.com", minutes_ago=10)
