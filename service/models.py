@@ -5,7 +5,7 @@ from service.db import Base
 from service.delivery.models import Bounce, Delivery, SendingHealth
 from service.digests.models import ChecksOverride, Issue, IssueArticle, LinkCheck, ScheduleSlot
 from service.instance_keys import InstanceKey
-from service.ops.models import Counter, Incident, Mark, WorkerSeen
+from service.ops.models import Counter, Incident, Mark, WorkerSeen, WriterMark
 from service.staff.models import AuditEntry, StaffAccount, StaffSession
 from service.subscribers.models import (
     ConsentRecord,
@@ -21,5 +21,5 @@ __all__ = [
     "Feed", "ImportJob", "ImportRejection", "Incident", "InstanceKey", "Issue", "IssueArticle", "LinkCheck",
     "Mark", "ScheduleSlot",
     "SendingHealth", "StaffAccount", "StaffSession", "Subscriber", "SubscriberEvent", "Suppression",
-    "WorkerSeen",
+    "WorkerSeen", "WriterMark",
 ]

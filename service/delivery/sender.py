@@ -311,6 +311,11 @@ class DeliveryAgent:
         self.outage = rt.database_outages  # one warning per outage for the whole process
         self.keeper = LeaseKeeper(rt, self.outage)
         self.began = 0.0  # monotonic: when the last committed unit of work began
+        # This agent's name and its units of work's numbers in ops_writers (`_first_write`).
+        self.writer = uuid.uuid4().hex
+        self.units = 0
+        self._unit = 0
+        self._unit_first: bool | None = None
         # A claim, and a chunk whose previous chunk was all sent, are one statement each
         # (ledger.claim_in_one_statement, ledger.record_sent_and_mark); PostgreSQL only.
         self.one_statement_chunks = rt.engine.dialect.name == "postgresql"
@@ -325,10 +330,13 @@ class DeliveryAgent:
         for work that is one statement (its own transaction).
         """
         attempt = 0
+        self.units += 1
+        unit = self.units  # the same number in every attempt: see `_first_write`
         while True:
             with self.keeper.lock:
                 began = time.monotonic()
                 self._ops_staged = False
+                self._unit, self._unit_first = unit, None
                 try:
                     if single_statement:  # its own transaction: no BEGIN, no COMMIT
                         with self.rt.engine.connect() as connection:
@@ -350,6 +358,18 @@ class DeliveryAgent:
             ceiling = RETRY_HELD_SECONDS if self.keeper.remaining() > 0 else RETRY_LOST_SECONDS
             time.sleep(min(ceiling, RETRY_FIRST_SECONDS * 2 ** attempt))
             attempt += 1
+
+    def _first_write(self, session: Session) -> bool:
+        """Whether this unit of work's counters and incidents are still to be written.
+
+        False when it is run again after a commit that landed although its reply was
+        lost: adding them again would count them twice (`service.ops.writers`).
+        """
+        if self._unit_first is None:
+            from service.ops import writers
+
+            self._unit_first = writers.first_time(session, self.writer, self._unit, self.clock())
+        return self._unit_first
 
     def _committed(self) -> None:
         """What a unit of work staged for the ops views is now on record."""
@@ -619,7 +639,8 @@ class DeliveryAgent:
         (TALLY_SECONDS) and with a batch's last outcomes. A process killed in between leaves up to a second of
         sends uncounted in /metrics (the ledger has every one). Cleared only once
         that transaction commits (`_committed`): a transaction the database never got
-        is run again with the same counts.
+        is run again with the same counts, and one that landed although its reply
+        was lost adds them only once (`_first_write`).
         """
         from service.ops import incidents, metrics
 
@@ -627,11 +648,12 @@ class DeliveryAgent:
             return
         if self.sent_unreported:  # sending works (again): clears a recorded failure
             health.record_success(session)
-        metrics.add(session, self.tally.increments)
-        for domain in sorted(self.newly_paused):
-            incidents.record(session, incidents.DOMAIN_PAUSED, self.clock(),
-                             f"421: paused for {self.rt.settings.domain_slowdown_seconds:g}s",
-                             subject=domain)
+        if (self.tally.increments or self.newly_paused) and self._first_write(session):
+            metrics.add(session, self.tally.increments)
+            for domain in sorted(self.newly_paused):
+                incidents.record(session, incidents.DOMAIN_PAUSED, self.clock(),
+                                 f"421: paused for {self.rt.settings.domain_slowdown_seconds:g}s",
+                                 subject=domain)
         self._ops_staged = True
 
     def _ops_due(self) -> bool:
@@ -686,8 +708,9 @@ class DeliveryAgent:
 
         def defer(session: Session) -> None:
             health.record_failure(session, detail, self.clock())
-            incidents.record(session, incidents.CONNECTION_FAILED, self.clock(), detail,
-                             subject=self.rt.settings.smtp.host)
+            if self._first_write(session):
+                incidents.record(session, incidents.CONNECTION_FAILED, self.clock(), detail,
+                                 subject=self.rt.settings.smtp.host)
             ours = ledger.mark_sending(session, [r.delivery_id for r in chunk], worker, None, lease)
             outcomes = [Outcome(i, DeliveryStatus.DEFERRED, None, detail) for i in sorted(ours)]
             self._record(session, outcomes, worker)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from service.clock import utcnow
 from service.db import UNAVAILABLE, unavailable, unit_of_work
 from service.delivery.outbox import NotSent, send_email
-from service.ops import incidents, marks, outages
+from service.ops import incidents, marks, outages, writers
 from service.ops.conditions import Condition
 from service.ops.outages import first_line
 from service.ops.status import snapshot
@@ -43,11 +43,12 @@ def due_alerts(rt: Runtime, found: list[Condition], now: datetime) -> list[Condi
 
 
 def watch_once(rt: Runtime, now: datetime) -> list[Condition]:
-    """One pass: losses to the incident log, due alerts emailed, old incidents pruned."""
+    """One pass: losses to the incident log, due alerts emailed, old incidents and writers pruned."""
     snap = snapshot(rt, now)
     with unit_of_work(rt.sessions) as session:
         record_losses(session, snap.workers, now)
         incidents.prune(session, now, rt.settings.ops_incident_retention_days)
+        writers.prune(session, now)
     due = due_alerts(rt, snap.conditions, now)
     addresses = rt.settings.ops_addresses
     if not due or not addresses:

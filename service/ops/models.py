@@ -1,10 +1,10 @@
-"""Ops tables: the incident log, the last run of each periodic job, and the workers seen."""
+"""Ops tables: the incident log, the last run of each periodic job, the workers seen, the counters."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -65,3 +65,19 @@ class Counter(Base):
     name: Mapped[str] = mapped_column(String(80), primary_key=True)
     labels: Mapped[str] = mapped_column(String(200), primary_key=True, default="")
     value: Mapped[float] = mapped_column(default=0.0)
+
+
+class WriterMark(Base):
+    """How far one sending process's counters and incidents are on record.
+
+    A unit of work that adds to the counters or the incident log moves its process's
+    row to the unit's number, in the same transaction (`service.ops.writers`). Run
+    again because its commit's reply was lost although the commit landed, it finds
+    its number here and adds nothing twice. Rows not written for a day are pruned.
+    """
+
+    __tablename__ = "ops_writers"
+
+    writer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unit: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime]

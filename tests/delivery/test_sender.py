@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.bounces.verp import read_verp
 from service.clock import utcnow
 from service.db import unit_of_work
-from service.delivery import ledger
+from service.delivery import ledger, sender
 from service.delivery.message import Recipient, message_id
 from service.delivery.models import Delivery, DeliveryStatus
 from service.delivery.sender import DeliveryAgent
 from service.delivery.transport import SmtpError
 from service.digests.models import Issue, IssueStatus
 from service.instance_keys import MESSAGE_ID, instance_key
+from service.ops import incidents, metrics
+from service.ops.models import Counter as OpsCounter
+from service.ops.models import Incident
 from service.runtime import Runtime
 from service.subscribers.models import Status, Subscriber
 from tests.delivery.factories import add_subscribers, make_issue
@@ -159,6 +167,60 @@ def test_greeting_421_defers_the_chunk_and_the_retry_sends_it(
     make_due(runtime, issue_id)
     agent.deliver(issue_id)
     assert smtp.counts() == Counter({e: 1 for e in emails})
+
+
+class LostReplies:
+    """Every other commit of the sender lands, then its reply is lost: it runs the unit again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.commits = 0
+        self.lost = 0
+        monkeypatch.setattr(sender, "unit_of_work", self.unit_of_work)
+        monkeypatch.setattr(sender, "RETRY_FIRST_SECONDS", 0.01)
+
+    @contextmanager
+    def unit_of_work(self, factory: sessionmaker[Session]) -> Iterator[Session]:
+        with unit_of_work(factory) as session:
+            yield session
+        self.commits += 1
+        if self.commits % 2:
+            self.lost += 1
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+
+def counter(rt: Runtime, name: str) -> float:
+    with rt.sessions() as session:
+        return sum(session.scalars(select(OpsCounter.value).where(OpsCounter.name == name)))
+
+
+def test_a_commit_whose_reply_was_lost_counts_its_sends_once(
+        runtime: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("a reply lost on the wire is a server's; SQLite is a local file")
+    issue_id, emails = start(runtime, 70)
+    agent = DeliveryAgent(with_settings(runtime, send_batch_size=40))
+    lost = LostReplies(monkeypatch)
+    agent.deliver(issue_id)
+    assert lost.lost >= 3
+    assert smtp.counts() == Counter({e: 1 for e in emails})
+    assert issue_status(runtime, issue_id) is IssueStatus.SENT
+    assert counter(runtime, metrics.SENT) == 70
+    assert counter(runtime, metrics.SEND_SECONDS + "_count") == 70
+
+
+def test_a_refused_connection_run_again_is_one_incident(
+        runtime: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("a reply lost on the wire is a server's; SQLite is a local file")
+    issue_id, _ = start(runtime, 4)
+    smtp.faults.greeting_421 = 1
+    lost = LostReplies(monkeypatch)
+    DeliveryAgent(runtime).deliver(issue_id)
+    assert lost.lost >= 1
+    assert {r.status for r in rows(runtime, issue_id).values()} == {DeliveryStatus.DEFERRED}
+    with runtime.sessions() as session:
+        kinds = list(session.scalars(select(Incident.kind)))
+    assert kinds.count(incidents.CONNECTION_FAILED) == 1
 
 
 def test_rcpt_421_pauses_the_whole_domain(runtime: Runtime, smtp: SmtpRecorder) -> None:
