@@ -13,7 +13,9 @@ it meets is as often a web request's: a reader who presses the button again hold
 the row for a few milliseconds, and a sender that skipped it then would leave the
 email to the sweeper, minutes later. On SQLite, where a lock held across SMTP would
 stall the web process, a sender first claims the request with a conditional UPDATE
-of `confirmation_mailing_at` and releases the claim when it is done.
+of `confirmation_mailing_at` and releases the claim when it is done. If the database
+connection drops after the SMTP server accepted the email and before the commit, a
+note in Redis (MAILED_NOTE_SECONDS) keeps the next sender from mailing it again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -53,6 +56,13 @@ CLAIM_EXPIRES_AFTER = timedelta(minutes=10)
 # above a web request's hold, and above a healthy SMTP conversation's.
 LOCK_WAIT = timedelta(seconds=10)
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout runs out
+
+
+# Where Redis is at hand, an accepted email is noted there (for a day) before the database
+# records it: if the database connection drops in between, the next sender finds the note
+# and records the email instead of mailing it again. Without Redis (the embedded setup,
+# one local file) the reader may then get a second copy.
+MAILED_NOTE_SECONDS = int(CONFIRMATION_INTERVAL.total_seconds())
 
 
 class ConfirmationBusy(Exception):
@@ -164,12 +174,43 @@ def mail(rt: Runtime, owed: OwedConfirmation, now: datetime) -> Result:
                              bounce_ref=VerpRef(SUBSCRIBER, owed.subscriber_id))
 
 
+def _note_key(owed: OwedConfirmation) -> str:
+    return f"chapar:confirmation-mailed:{owed.subscriber_id}:{owed.requested_at.timestamp():.6f}"
+
+
+def note_mailed(rt: Runtime, owed: OwedConfirmation) -> None:
+    """Note in Redis that the SMTP server accepted the email owed for this request."""
+    if rt.redis is None:
+        return
+    try:
+        rt.redis.set(_note_key(owed), "1", ex=MAILED_NOTE_SECONDS)
+    except RedisError as exc:  # the database records it as usual
+        log.warning("could not note the confirmation for subscriber %s in Redis: %s",
+                    owed.subscriber_id, exc)
+
+
+def noted_mailed(rt: Runtime, owed: OwedConfirmation) -> bool:
+    """Whether a sender noted this request's email as accepted (see MAILED_NOTE_SECONDS)."""
+    if rt.redis is None:
+        return False
+    try:
+        return bool(rt.redis.exists(_note_key(owed)))
+    except RedisError as exc:
+        log.warning("could not read the confirmation notes in Redis: %s", exc)
+        return False
+
+
 def mail_or_bounce(rt: Runtime, session: Session, owed: OwedConfirmation, now: datetime) -> bool:
     """Mail the email and record it; a permanent refusal of the mailbox marks it bounced.
 
     A 4xx refusal, a lost connection or an unreachable relay raises OSError, so the
-    task retries it later.
+    task retries it later. An email noted as accepted is recorded, not mailed again.
     """
+    if noted_mailed(rt, owed):
+        log.info("confirmation for subscriber %s was accepted before; recording it, not mailing it",
+                 owed.subscriber_id)
+        mark_confirmation_mailed(session, owed, now)
+        return False
     result = mail(rt, owed, now)
     if result.recipient_refused:
         refusal = f"{result.code} {result.text}"
@@ -180,6 +221,7 @@ def mail_or_bounce(rt: Runtime, session: Session, owed: OwedConfirmation, now: d
         return False
     if result.kind != "sent":
         raise outbox.NotSent(f"confirmation not accepted ({result.kind}): {result.code} {result.text}")
+    note_mailed(rt, owed)
     mark_confirmation_mailed(session, owed, now)
     return True
 

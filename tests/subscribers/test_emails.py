@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from redis import Redis
+from sqlalchemy.exc import OperationalError
 
 from service.bounces.intake import SoftBouncePolicy, take_report
 from service.bounces.verp import SUBSCRIBER, VerpRef, VerpSigner
@@ -329,6 +330,33 @@ def test_while_smtp_is_down_the_sweeper_rings_each_request_once_a_quarter_hour(
         assert 0 < ttl <= emails.RERING_AFTER.total_seconds()
         client.delete(f"chapar:confirmation-rung:{sid}")  # a quarter of an hour later
         assert emails.sweep_confirmations(rt, utcnow()) == 1
+    finally:
+        truncate_all(rt)
+        rt.close()
+
+
+def test_an_accepted_email_whose_record_was_lost_is_recorded_not_mailed_again(
+        database_url: str, redis_db: str, tmp_path: Path, smtp: SmtpRecorder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
+                                             redis_url=redis_db, smtp_url=smtp.url))
+    truncate_all(rt)
+    record = emails.mark_confirmation_mailed
+
+    def dropped(*args: object) -> None:  # the SMTP server said 250; the database went away
+        raise OperationalError("UPDATE subscribers", {}, ConnectionError("server closed the connection"))
+
+    try:
+        sid = subscribe(rt, "once@example.com")
+        monkeypatch.setattr(emails, "mark_confirmation_mailed", dropped)
+        with pytest.raises(OperationalError):
+            emails.send_confirmation(rt, sid, utcnow())
+        monkeypatch.setattr(emails, "mark_confirmation_mailed", record)
+        assert smtp.counts()["once@example.com"] == 1
+        assert subscriber(rt, sid).confirmation_mailed_at is None  # the database never heard
+        assert not emails.send_confirmation(rt, sid, utcnow())  # the sweeper's ring, later
+        assert smtp.counts()["once@example.com"] == 1
+        assert subscriber(rt, sid).confirmation_mailed_at is not None
     finally:
         truncate_all(rt)
         rt.close()
