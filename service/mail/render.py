@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import premailer
 from jinja2 import (
     BaseLoader,
     Environment,
@@ -42,6 +41,8 @@ def inline_css(html: str) -> str:
     `width:100%` copied into them would replace those.
     Costs ~40 ms, so it runs once per issue, never per recipient.
     """
+    import premailer  # ~0.1 s to import (cssutils): only where an email is rendered
+
     transformer = premailer.Premailer(
         html=html,
         allow_network=False,

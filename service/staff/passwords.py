@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 HASHER = PasswordHasher()
 MIN_LENGTH = 10
-# Verified against when the address is unknown, so that answer takes as long as a wrong password.
-_DUMMY_HASH = HASHER.hash("chapar: no such staff account")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the address is unknown, so that answer takes as long as a
+    wrong password. Made on first use: a hash takes ~0.1 s, which every command would pay."""
+    return HASHER.hash("chapar: no such staff account")
+
+
+def prepare() -> None:
+    """Make the dummy hash now (the web app, at start), not in a login that would then be slower."""
+    _dummy_hash()
 
 
 class WeakPassword(ValueError):
@@ -28,7 +40,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Whether the password matches; an account without a password matches nothing."""
     try:
-        return HASHER.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return HASHER.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

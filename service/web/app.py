@@ -17,6 +17,7 @@ from service.db import UNAVAILABLE
 from service.db import unavailable as db_unavailable
 from service.digests.click_counts import ClickCounter
 from service.runtime import Runtime
+from service.staff import passwords
 from service.web import (
     archive,
     articles_api,
@@ -71,6 +72,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.limits = SubscribeLimits(rt.settings)
     app.state.clicks = ClickCounter(rt.settings.secret_key, rt.redis)
     app.state.click_limits = ClickLimits(rt.settings)
+    passwords.prepare()
     outages = rt.database_outages  # follows the engine from now on: a connection means it is back
     app.include_router(reader.router)
     app.include_router(clicks.router)
