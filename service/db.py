@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -184,3 +185,8 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def is_sqlite(session: Session) -> bool:
     return session.get_bind().dialect.name == "sqlite"
+
+
+def dialect_insert(session: Session, entity: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of the session's dialect, for its ON CONFLICT clauses (the same on both)."""
+    return sqlite.insert(entity) if is_sqlite(session) else postgresql.insert(entity)

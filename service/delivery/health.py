@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.db import is_sqlite
+from service.db import dialect_insert
 from service.delivery.models import SendingHealth
 
 SMTP = "smtp"
@@ -31,9 +30,8 @@ class SendingFailure:
 
 def record_failure(session: Session, error: str, now: datetime) -> None:
     """Sending failed for everybody: keep when it started, and the latest reason."""
-    insert = sqlite.insert if is_sqlite(session) else postgresql.insert
-    statement = insert(SendingHealth).values(name=SMTP, failing_since=now, last_error=error[:2000],
-                                             last_error_at=now)
+    statement = dialect_insert(session, SendingHealth).values(
+        name=SMTP, failing_since=now, last_error=error[:2000], last_error_at=now)
     session.execute(statement.on_conflict_do_update(
         index_elements=[SendingHealth.name],
         set_={

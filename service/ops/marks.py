@@ -11,10 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.db import is_sqlite
+from service.db import dialect_insert
 from service.ops.models import Mark
 
 BEAT_TICK = "beat_tick"
@@ -25,10 +24,9 @@ BOUNCE_POLL = "bounce_poll"
 
 def record(session: Session, name: str, now: datetime, error: str | None = None) -> None:
     """A run finished at `now`; with an error, the failing run keeps its start."""
-    insert = sqlite.insert if is_sqlite(session) else postgresql.insert
-    statement = insert(Mark).values(name=name, last_at=now,
-                                    last_error=error[:2000] if error else None,
-                                    failing_since=now if error else None)
+    statement = dialect_insert(session, Mark).values(
+        name=name, last_at=now, last_error=error[:2000] if error else None,
+        failing_since=now if error else None)
     failing_since = (func.coalesce(Mark.failing_since, statement.excluded.failing_since)
                      if error else None)
     session.execute(statement.on_conflict_do_update(

@@ -20,11 +20,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.clock import utcnow
-from service.db import is_sqlite
+from service.db import dialect_insert
 from service.delivery.models import Delivery
 from service.delivery.transport import Result
 from service.digests.models import Issue
@@ -86,10 +85,9 @@ def add(session: Session, increments: dict[tuple[str, str], float]) -> None:
     """Add to the counters; in key order, so two workers never deadlock on each other's rows."""
     if not increments:
         return
-    insert = sqlite.insert if is_sqlite(session) else postgresql.insert
     # One multi-row statement: rows are inserted (and their conflicts updated) in
     # VALUES order, so the key order still holds.
-    statement = insert(Counter).values([
+    statement = dialect_insert(session, Counter).values([
         {"name": name, "labels": labels, "value": float(value)}
         for (name, labels), value in sorted(increments.items())])
     session.execute(statement.on_conflict_do_update(

@@ -18,11 +18,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.clock import utcnow
-from service.db import is_sqlite, unit_of_work
+from service.db import dialect_insert, unit_of_work
 from service.ops import incidents
 from service.ops.models import WorkerSeen
 from service.ops.outages import skipped_while_unreachable
@@ -53,9 +52,9 @@ class WorkerState:
 
 def beat(session: Session, name: str, pool: int, now: datetime) -> None:
     """The heartbeat: this worker is alive at `now`."""
-    insert = sqlite.insert if is_sqlite(session) else postgresql.insert
-    statement = insert(WorkerSeen).values(name=name, host=socket.gethostname(), pid=os.getpid(),
-                                          pool=pool, started_at=now, last_seen_at=now)
+    statement = dialect_insert(session, WorkerSeen).values(
+        name=name, host=socket.gethostname(), pid=os.getpid(), pool=pool, started_at=now,
+        last_seen_at=now)
     session.execute(statement.on_conflict_do_update(
         index_elements=[WorkerSeen.name],
         set_={"last_seen_at": now, "pool": pool, "pid": statement.excluded.pid,

@@ -14,10 +14,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.db import is_sqlite
+from service.db import dialect_insert
 from service.ops.models import WriterMark
 
 KEEP = timedelta(days=1)  # far beyond how long a sender retries a unit of work
@@ -28,8 +27,7 @@ def first_time(session: Session, writer: str, unit: int, now: datetime) -> bool:
 
     Numbers only grow, so a unit's number on record means its transaction committed.
     """
-    insert = sqlite.insert if is_sqlite(session) else postgresql.insert
-    statement = insert(WriterMark).values(writer=writer, unit=unit, at=now)
+    statement = dialect_insert(session, WriterMark).values(writer=writer, unit=unit, at=now)
     moved = statement.on_conflict_do_update(
         index_elements=[WriterMark.writer],
         set_={"unit": statement.excluded.unit, "at": statement.excluded.at},
