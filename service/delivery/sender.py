@@ -311,10 +311,10 @@ class DeliveryAgent:
         self.outage = rt.database_outages  # one warning per outage for the whole process
         self.keeper = LeaseKeeper(rt, self.outage)
         self.began = 0.0  # monotonic: when the last committed unit of work began
-        # This agent's name and its units of work's numbers in ops_writers (`_first_write`).
+        # This agent's name in ops_writers, and the number of its current unit of work
+        # (`_db`), the same in every attempt at it (`_first_write`).
         self.writer = uuid.uuid4().hex
         self.units = 0
-        self._unit = 0
         self._unit_first: bool | None = None
         # A claim, and a chunk whose previous chunk was all sent, are one statement each
         # (ledger.claim_in_one_statement, ledger.record_sent_and_mark); PostgreSQL only.
@@ -331,12 +331,11 @@ class DeliveryAgent:
         """
         attempt = 0
         self.units += 1
-        unit = self.units  # the same number in every attempt: see `_first_write`
         while True:
             with self.keeper.lock:
                 began = time.monotonic()
                 self._ops_staged = False
-                self._unit, self._unit_first = unit, None
+                self._unit_first = None
                 try:
                     if single_statement:  # its own transaction: no BEGIN, no COMMIT
                         with self.rt.engine.connect() as connection:
@@ -368,7 +367,7 @@ class DeliveryAgent:
         if self._unit_first is None:
             from service.ops import writers
 
-            self._unit_first = writers.first_time(session, self.writer, self._unit, self.clock())
+            self._unit_first = writers.first_time(session, self.writer, self.units, self.clock())
         return self._unit_first
 
     def _committed(self) -> None:
