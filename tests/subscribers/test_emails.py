@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -312,54 +313,55 @@ def test_a_mailbox_that_does_not_exist_is_marked_bounced_not_retried(
     assert smtp.messages == []
 
 
-def test_while_smtp_is_down_the_sweeper_rings_each_request_once_a_quarter_hour(
-    database_url: str, redis_db: str, tmp_path: Path
-) -> None:
-    client = Redis.from_url(redis_db)
-    for key in client.scan_iter(match="chapar:confirmation-rung:*"):  # ids are reused per test
-        client.delete(key)
+@pytest.fixture
+def with_redis(database_url: str, redis_db: str, tmp_path: Path,
+               smtp: SmtpRecorder) -> Iterator[Runtime]:
+    """A Runtime with Redis at hand, on emptied tables."""
     rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
-                                             redis_url=redis_db))
+                                             redis_url=redis_db, smtp_url=smtp.url))
     truncate_all(rt)
     try:
-        sid = subscribe(rt, "patient@example.com", minutes_ago=10)
-        assert emails.sweep_confirmations(rt, utcnow()) == 1
-        assert emails.sweep_confirmations(rt, utcnow()) == 0  # its task may still be retrying
-        assert rung(rt.settings) == [[sid]]
-        ttl = client.ttl(f"chapar:confirmation-rung:{sid}")
-        assert 0 < ttl <= emails.RERING_AFTER.total_seconds()
-        client.delete(f"chapar:confirmation-rung:{sid}")  # a quarter of an hour later
-        assert emails.sweep_confirmations(rt, utcnow()) == 1
+        yield rt
     finally:
         truncate_all(rt)
         rt.close()
 
 
+def test_while_smtp_is_down_the_sweeper_rings_each_request_once_a_quarter_hour(
+    with_redis: Runtime, redis_db: str
+) -> None:
+    rt = with_redis
+    client = Redis.from_url(redis_db)
+    for key in client.scan_iter(match="chapar:confirmation-rung:*"):  # ids are reused per test
+        client.delete(key)
+    sid = subscribe(rt, "patient@example.com", minutes_ago=10)
+    assert emails.sweep_confirmations(rt, utcnow()) == 1
+    assert emails.sweep_confirmations(rt, utcnow()) == 0  # its task may still be retrying
+    assert rung(rt.settings) == [[sid]]
+    ttl = client.ttl(f"chapar:confirmation-rung:{sid}")
+    assert 0 < ttl <= emails.RERING_AFTER.total_seconds()
+    client.delete(f"chapar:confirmation-rung:{sid}")  # a quarter of an hour later
+    assert emails.sweep_confirmations(rt, utcnow()) == 1
+
+
 def test_an_accepted_email_whose_record_was_lost_is_recorded_not_mailed_again(
-        database_url: str, redis_db: str, tmp_path: Path, smtp: SmtpRecorder,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    rt = Runtime.from_settings(make_settings(tmp_path, database_url=database_url,
-                                             redis_url=redis_db, smtp_url=smtp.url))
-    truncate_all(rt)
+        with_redis: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = with_redis
     record = emails.mark_confirmation_mailed
 
     def dropped(*args: object) -> None:  # the SMTP server said 250; the database went away
         raise OperationalError("UPDATE subscribers", {}, ConnectionError("server closed the connection"))
 
-    try:
-        sid = subscribe(rt, "once@example.com")
-        monkeypatch.setattr(emails, "mark_confirmation_mailed", dropped)
-        with pytest.raises(OperationalError):
-            emails.send_confirmation(rt, sid, utcnow())
-        monkeypatch.setattr(emails, "mark_confirmation_mailed", record)
-        assert smtp.counts()["once@example.com"] == 1
-        assert subscriber(rt, sid).confirmation_mailed_at is None  # the database never heard
-        assert not emails.send_confirmation(rt, sid, utcnow())  # the sweeper's ring, later
-        assert smtp.counts()["once@example.com"] == 1
-        assert subscriber(rt, sid).confirmation_mailed_at is not None
-    finally:
-        truncate_all(rt)
-        rt.close()
+    sid = subscribe(rt, "once@example.com")
+    monkeypatch.setattr(emails, "mark_confirmation_mailed", dropped)
+    with pytest.raises(OperationalError):
+        emails.send_confirmation(rt, sid, utcnow())
+    monkeypatch.setattr(emails, "mark_confirmation_mailed", record)
+    assert smtp.counts()["once@example.com"] == 1
+    assert subscriber(rt, sid).confirmation_mailed_at is None  # the database never heard
+    assert not emails.send_confirmation(rt, sid, utcnow())  # the sweeper's ring, later
+    assert smtp.counts()["once@example.com"] == 1
+    assert subscriber(rt, sid).confirmation_mailed_at is not None
 
 
 def test_without_redis_every_sweep_rings(runtime: Runtime) -> None:
