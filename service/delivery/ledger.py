@@ -386,6 +386,26 @@ def release(session: Session, ids: Iterable[int], worker: str, now: datetime) ->
         )
 
 
+def release_claimant(connection: Session | Connection, issue_id: int, worker: str,
+                     now: datetime) -> int:
+    """Give back every row of an issue still claimed under `worker`; returns how many.
+
+    For a claim run again because its reply was lost with the connection: the first
+    run may have committed, and its rows, leased under this claimant name, would wait
+    for the lease to run out, since the claim takes only rows nobody holds. Claimant
+    names are never reused, so only that lost claim's rows match. Reads the issue's
+    due rows (no index has the claimant), which is why it runs only then.
+    """
+    result = connection.execute(
+        update(Delivery)
+        .where(Delivery.issue_id == issue_id, Delivery.worker == worker,
+               Delivery.status.in_(list(CLAIMABLE)), Delivery.lease_until.is_not(None))
+        .values(lease_until=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def backoff(attempts: int, base_seconds: float) -> timedelta:
     """The wait before the next attempt: base, doubled per attempt, at most an hour."""
     return min(timedelta(seconds=base_seconds * 2 ** max(0, attempts - 1)), MAX_BACKOFF)

@@ -334,6 +334,7 @@ class DeliveryAgent:
         while True:
             with self.keeper.lock:
                 began = time.monotonic()
+                self.rerun = attempt > 0
                 self._ops_staged = False
                 self._unit_first = None
                 try:
@@ -380,6 +381,7 @@ class DeliveryAgent:
             self._ops_staged = False
 
     _ops_staged = False
+    rerun = False  # the unit of work `_db` runs is an attempt after the first
     tally_written = 0.0  # monotonic: when the counters were last added to
     sent_unreported = False  # a message went out since the sending health was last cleared
 
@@ -440,13 +442,8 @@ class DeliveryAgent:
         started = time.monotonic()
         while True:
             worker = self.name()
-            if self.one_statement_chunks:
-                batch = self._db(partial(ledger.claim_in_one_statement, issue_id=issue_id,
-                                         worker=worker, now=None, lease=lease,
-                                         size=self.rt.settings.send_batch_size),
-                                 single_statement=True)
-            else:
-                batch = self._db(partial(self._claim, issue_id=issue_id, worker=worker, lease=lease))
+            batch = self._db(partial(self._claim, issue_id=issue_id, worker=worker, lease=lease),
+                             single_statement=self.one_statement_chunks)
             if not batch:
                 report.finished = self._finish_if_done(issue_id)
                 return report
@@ -463,10 +460,19 @@ class DeliveryAgent:
                 report.more = True
                 return report
 
-    def _claim(self, session: Session, *, issue_id: int, worker: str,
-               lease: timedelta) -> list[Recipient]:
-        return ledger.claim_batch(session, issue_id, worker, ledger.database_now(session),
-                                  self.rt.settings.send_batch_size, lease)
+    def _claim(self, db: Any, *, issue_id: int, worker: str, lease: timedelta) -> list[Recipient]:
+        """A batch for `worker`: one statement in autocommit (PostgreSQL) or a transaction.
+
+        Run again (`_db`) after its reply was lost, it first gives back the rows the
+        lost run may have claimed under the same name, which would otherwise wait for
+        their lease to run out.
+        """
+        size = self.rt.settings.send_batch_size
+        if self.rerun:
+            ledger.release_claimant(db, issue_id, worker, self.clock())
+        if self.one_statement_chunks:
+            return ledger.claim_in_one_statement(db, issue_id, worker, None, size, lease)
+        return ledger.claim_batch(db, issue_id, worker, ledger.database_now(db), size, lease)
 
     def _record_and_mark(self, session: Session, *, outcomes: Sequence[Outcome], ids: list[int],
                          worker: str, lease: timedelta) -> set[int]:

@@ -67,6 +67,18 @@ def test_a_chunk_transaction_run_twice_changes_nothing_the_second_time(session: 
     assert row(session, ids[1]).uncertain_count == 1  # counted once
 
 
+def test_a_claim_run_again_gives_back_what_its_lost_run_claimed(session: Session) -> None:
+    issue_id, ids = started(session, 4)
+    assert len(ledger.claim_batch(session, issue_id, "lost", NOW, 3, LEASE)) == 3
+    ledger.mark_sending(session, ids[:1], "lost", NOW, LEASE)  # not a claim's: left alone
+    assert len(ledger.claim_batch(session, issue_id, "other", NOW, 10, LEASE)) == 1
+    assert ledger.release_claimant(session, issue_id, "lost", NOW) == 2
+    assert [row(session, i).lease_until is None for i in ids] == [False, True, True, False]
+    assert row(session, ids[0]).status is DeliveryStatus.SENDING
+    again = ledger.claim_batch(session, issue_id, "lost", NOW, 10, LEASE)
+    assert sorted(r.delivery_id for r in again) == ids[1:3]
+
+
 def test_outcomes_that_arrive_after_the_sweeper_settled_the_row_keep_its_record(
         session: Session) -> None:
     issue_id, ids = started(session, 1)

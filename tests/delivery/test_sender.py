@@ -208,6 +208,32 @@ def test_a_commit_whose_reply_was_lost_counts_its_sends_once(
     assert counter(runtime, metrics.SEND_SECONDS + "_count") == 70
 
 
+def test_a_claim_whose_reply_was_lost_sends_its_rows_at_once(
+        runtime: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    # The claim (one statement in autocommit) lands and its reply is lost: run again, it
+    # must not leave the rows it took under its name until their lease runs out.
+    if backend != "postgresql":
+        pytest.skip("a reply lost on the wire is a server's; SQLite is a local file")
+    issue_id, emails = start(runtime, 70)
+    agent = DeliveryAgent(with_settings(runtime, send_batch_size=40))
+    real = ledger.claim_in_one_statement
+    lost: list[int] = []
+
+    def claim_then_lose_the_reply(*args: Any, **kwargs: Any) -> list[Recipient]:
+        found = real(*args, **kwargs)
+        if not lost:
+            lost.append(len(found))
+            raise OperationalError("claim", {}, ConnectionError("server closed the connection"))
+        return found
+
+    monkeypatch.setattr(ledger, "claim_in_one_statement", claim_then_lose_the_reply)
+    monkeypatch.setattr(sender, "RETRY_FIRST_SECONDS", 0.01)
+    report = agent.deliver(issue_id)
+    assert lost == [40]
+    assert smtp.counts() == Counter({e: 1 for e in emails})
+    assert report.finished and issue_status(runtime, issue_id) is IssueStatus.SENT
+
+
 def test_a_refused_connection_run_again_is_one_incident(
         runtime: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     if backend != "postgresql":
