@@ -79,9 +79,9 @@ on. Why that is safe, and the bound:
   unrecorded.
 - A commit whose reply was lost is run again: the outcome write changes nothing
   the second time (only `sending` rows change) and `mark_sending` accepts rows it
-  already marked under this claimant name. A claim whose reply was lost leaves
-  its rows leased to that claimant name while the retry claims others; nobody
-  sends them until the lease runs out and the recovery makes them due again.
+  already marked under this claimant name. A claim run again first gives back
+  whatever its lost run claimed under the same claimant name (`_claim`), so those
+  rows are due at once instead of when their lease runs out.
 
 So only a worker that dies, or a database away for longer than the lease minus a
 renewal interval, leaves rows uncertain; the recovery then sends them again.
