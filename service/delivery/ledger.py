@@ -393,8 +393,8 @@ def release_claimant(connection: Session | Connection, issue_id: int, worker: st
     For a claim run again because its reply was lost with the connection: the first
     run may have committed, and its rows, leased under this claimant name, would wait
     for the lease to run out, since the claim takes only rows nobody holds. Claimant
-    names are never reused, so only that lost claim's rows match. Reads the issue's
-    due rows (no index has the claimant), which is why it runs only then.
+    names are never reused, so only that lost claim's rows match. Reads only rows
+    that hold a lease (`ix_deliveries_lease_until`), a few batches' worth.
     """
     result = connection.execute(
         update(Delivery)
