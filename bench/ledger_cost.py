@@ -33,7 +33,13 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from bench.pipeline import load_subscribers, own_redis_db, postgres_cpu_seconds, throwaway_database
+from bench.pipeline import (
+    load_subscribers,
+    make_updates_hot,
+    own_redis_db,
+    postgres_cpu_seconds,
+    throwaway_database,
+)
 from bench.send_issue import build_sample_issue
 from service.db import unit_of_work
 from service.delivery import ledger
@@ -110,19 +116,6 @@ def claim_into_sending(connection: Connection, issue_id: int, now: datetime) -> 
 
 
 MODELS = {"current": current, "claim-into-sending": claim_into_sending}
-
-# The indexes whose columns the worker's updates change; without them an update can
-# be HOT, if its page has room for the new version (HOT_FILLFACTOR).
-STATUS_AND_LEASE_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_status_next",
-                            "ix_deliveries_lease_until")
-HOT_FILLFACTOR = 40
-
-
-def make_updates_hot(connection: Connection) -> None:
-    connection.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {HOT_FILLFACTOR})")
-    for index in STATUS_AND_LEASE_INDEXES:
-        connection.exec_driver_sql(f"DROP INDEX {index}")
-
 
 def row_updates(connection: Connection) -> tuple[int, int]:
     """Row versions written to deliveries so far (all updates, and HOT ones)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
 
 from bench import REPO_ROOT
 from service.settings import Settings
@@ -168,3 +169,20 @@ def peak_rss_mib(pid: int) -> float:
         pass
     return 0.0
 
+
+# The indexes whose columns the worker's updates change; without them an update can
+# be HOT, if its page has room for the new version (HOT_FILLFACTOR).
+STATUS_AND_LEASE_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_status_next",
+                            "ix_deliveries_lease_until")
+HOT_FILLFACTOR = 40
+
+
+def make_updates_hot(connection: Connection) -> None:
+    """Diagnosis only (`--hot`): a ledger whose updates write no index entries.
+
+    Not a schema Chapar runs on: the sweeper and the recovery find their rows through
+    the dropped indexes (bench/README.md, "Updates that write no index entries").
+    """
+    connection.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {HOT_FILLFACTOR})")
+    for index in STATUS_AND_LEASE_INDEXES:
+        connection.exec_driver_sql(f"DROP INDEX {index}")

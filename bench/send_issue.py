@@ -33,6 +33,7 @@ from bench.pipeline import (
     Worker,
     cpu_seconds,
     load_subscribers,
+    make_updates_hot,
     own_redis_db,
     peak_rss_mib,
     postgres_cpu_seconds,
@@ -149,7 +150,8 @@ def dkim_key(folder: Path, kind: str = "rsa") -> Path:
 def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, workers: int,
               concurrency: int, batch_size: int, already_received: int,
               dkim: Path | None = None, profile: Path | None = None,
-              synchronous_commit: bool = True, connections: int = 2) -> PassFigures:
+              synchronous_commit: bool = True, connections: int = 2,
+              hot: bool = False) -> PassFigures:
     """Load the subscribers into a database of its own and send them the issue once."""
     now = datetime.now(UTC)
     with throwaway_database(synchronous_commit) as database_url, own_redis_db() as redis_url:
@@ -167,6 +169,9 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         print(f"[{label}] loaded {subscribers:,} confirmed subscribers with COPY in "
               f"{time.perf_counter() - started:.1f} s")
         issue_id = build_sample_issue(rt, now)
+        if hot:  # diagnosis: a schema the sweeper and the recovery cannot run on
+            with rt.engine.begin() as connection:
+                make_updates_hot(connection)
         message = message_bytes(rt, issue_id, now)
         print(f"[{label}] issue built; one message is {len(message):,} bytes")
 
@@ -250,19 +255,20 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
 
 def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
-        dkim: str = "", connections: int = 2, sink_nice: int = 0) -> None:
+        dkim: str = "", connections: int = 2, sink_nice: int = 0, hot: bool = False) -> None:
     with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
         if sink_nice:
             # As if the relay ran on a host of its own: the sink is not starved by
             # the senders' processes, in our run and in the raw one alike.
             os.setpriority(os.PRIO_PROCESS, sink.pid, sink_nice)
         passes = [send_pass("plain", sink, Path(folder), subscribers, workers, concurrency,
-                            batch_size, 0, None, profile, synchronous_commit, connections)]
+                            batch_size, 0, None, profile, synchronous_commit, connections,
+                            hot=hot)]
         if dkim:
             passes.append(send_pass("dkim", sink, Path(folder), subscribers, workers,
                                     concurrency, batch_size, sink.received,
                                     dkim_key(Path(folder), dkim), None, synchronous_commit,
-                                    connections))
+                                    connections, hot=hot))
         received = sink.received
         raw_n = raw_messages or min(subscribers, 100_000)
         sink_before, pg_before = cpu_seconds(sink.pid), postgres_cpu_seconds()
@@ -277,7 +283,8 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         print(f"smtp-sink              nice {sink_nice} (ours and raw alike)")
     print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}, "
           f"{connections} SMTP connection{'s' if connections > 1 else ''} per pool process"
-          + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)"))
+          + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)")
+          + (", no index names status or lease_until (diagnosis: --hot)" if hot else ""))
     for f in passes:
         print_pass(f, subscribers)
     print(f"raw sink received      {raw_received:,}")
@@ -321,13 +328,16 @@ def main() -> None:
                         help="sample each pool process with py-spy into this folder")
     parser.add_argument("--no-synchronous-commit", action="store_true",
                         help="diagnosis: commits do not wait for the WAL flush")
+    parser.add_argument("--hot", action="store_true",
+                        help="diagnosis: drop the ledger's status and lease indexes before the "
+                             "fan-out (bench.ledger_cost --hot), so every update can be HOT")
     parser.add_argument("--dkim", nargs="?", const="rsa", default="", choices=["rsa", "ed25519"],
                         help="then send the issue again, DKIM-signed with a generated key "
                              "(RSA-2048 by default, or Ed25519)")
     args = parser.parse_args()
     run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
         args.profile, not args.no_synchronous_commit, args.dkim, args.connections,
-        args.sink_nice)
+        args.sink_nice, hot=args.hot)
 
 
 if __name__ == "__main__":
