@@ -13,12 +13,12 @@ from pathlib import Path
 import click
 
 from service.clock import utcnow
-from service.commands import load_runtime, require_current_schema
+from service.commands import LazyGroup, load_runtime, require_current_schema
 from service.runtime import Runtime
 from service.settings import Settings
 
 
-class ChaparGroup(click.Group):
+class ChaparGroup(LazyGroup):
     """Refused settings end the command with one line naming the variable, not a traceback;
     so does a database that cannot be reached, whether at the start or midway."""
 
@@ -42,7 +42,18 @@ class ChaparGroup(click.Group):
             raise DatabaseUnreachable(Settings().effective_database_url, exc) from None
 
 
-@click.group(cls=ChaparGroup)
+# Each area of the domain keeps its own commands next to its code, imported when run.
+AREA_COMMANDS = {
+    "articles": "service.articles.commands:articles",
+    "digest": "service.digests.commands:digest",
+    "schedule": "service.digests.review_commands:schedule_group",
+    "status": "service.ops.status:status",
+    "ops": "service.ops.commands:ops",
+    "staff": "service.staff.commands:staff",
+}
+
+
+@click.group(cls=ChaparGroup, lazy=AREA_COMMANDS)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """Chapar: newsletter delivery for right-to-left news sites."""
@@ -196,7 +207,12 @@ def report_when_sent(settings: Settings, send_number: int | None, env: dict[str,
         rt.close()
 
 
-@main.group()
+@main.group(cls=LazyGroup, lazy={
+    "export": "service.subscribers.commands:export",
+    "unsubscribe": "service.subscribers.commands:unsubscribe",
+    "resend-confirmation": "service.subscribers.commands:resend_confirmation",
+    "erase": "service.subscribers.commands:erase",
+})
 def subscribers() -> None:
     """The subscriber store."""
 
@@ -268,30 +284,6 @@ def show_config() -> None:
             data[name] = redact(data[name])
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
-
-def register_area_commands() -> None:
-    """Each area of the domain keeps its own commands next to its code."""
-    from service.articles.commands import articles
-    main.add_command(articles)
-    from service.digests.commands import digest
-    main.add_command(digest)
-    import service.delivery.commands
-    import service.digests.check_command  # adds `digest check`
-    import service.digests.results_command  # noqa: F401 - adds `digest stats`
-    from service.digests.review_commands import schedule_group  # also adds review/approve/... to `digest`
-    main.add_command(schedule_group)
-    from service.ops.status import status
-    main.add_command(status)
-    from service.ops.commands import ops
-    main.add_command(ops)
-    from service.staff.commands import staff
-    main.add_command(staff)
-    from service.subscribers.commands import COMMANDS as subscriber_commands
-    for command in subscriber_commands:  # export, unsubscribe, resend-confirmation, erase
-        subscribers.add_command(command)
-
-
-register_area_commands()
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.clock import utcnow
-from service.commands import load_runtime
+from service.commands import LazyGroup, load_runtime
 from service.db import unit_of_work
 from service.mail.placeholders import with_sample_links
 from service.settings import Settings
@@ -21,7 +21,17 @@ if TYPE_CHECKING:
     from service.digests.models import Issue
 
 
-@click.group()
+# Commands of other areas that act on an issue: imported only when one of them runs.
+_DELIVERY, _REVIEW = "service.delivery.commands", "service.digests.review_commands"
+MORE_COMMANDS = {
+    **dict.fromkeys(("send", "pause", "resume", "cancel", "retry-failed"), _DELIVERY),
+    **dict.fromkeys(("list", "review", "approve", "send-back", "schedule", "send-now"), _REVIEW),
+    "check": "service.digests.check_command",
+    "stats": "service.digests.results_command",
+}
+
+
+@click.group(cls=LazyGroup, lazy=MORE_COMMANDS)
 def digest() -> None:
     """The weekly digest."""
 

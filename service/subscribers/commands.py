@@ -92,4 +92,3 @@ def erase(address: str, yes: bool) -> None:
     _act(address, lambda rt, sid: actions.erase(rt, CLI, sid, utcnow()), "erased")
 
 
-COMMANDS = (export, unsubscribe, resend_confirmation, erase)
