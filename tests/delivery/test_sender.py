@@ -188,6 +188,13 @@ class LostReplies:
             raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
 
 
+def lost_reply_issue(rt: Runtime, backend: str, readers: int) -> tuple[int, list[str]]:
+    """An issue being sent to `readers`, for a test that loses a database reply (PostgreSQL only)."""
+    if backend != "postgresql":
+        pytest.skip("a reply lost on the wire is a server's; SQLite is a local file")
+    return start(rt, readers)
+
+
 def counter(rt: Runtime, name: str) -> float:
     with rt.sessions() as session:
         return sum(session.scalars(select(OpsCounter.value).where(OpsCounter.name == name)))
@@ -195,9 +202,7 @@ def counter(rt: Runtime, name: str) -> float:
 
 def test_a_commit_whose_reply_was_lost_counts_its_sends_once(
         runtime: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("a reply lost on the wire is a server's; SQLite is a local file")
-    issue_id, emails = start(runtime, 70)
+    issue_id, emails = lost_reply_issue(runtime, backend, 70)
     agent = DeliveryAgent(with_settings(runtime, send_batch_size=40))
     lost = LostReplies(monkeypatch)
     agent.deliver(issue_id)
@@ -212,9 +217,7 @@ def test_a_claim_whose_reply_was_lost_sends_its_rows_at_once(
         runtime: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     # The claim (one statement in autocommit) lands and its reply is lost: run again, it
     # must not leave the rows it took under its name until their lease runs out.
-    if backend != "postgresql":
-        pytest.skip("a reply lost on the wire is a server's; SQLite is a local file")
-    issue_id, emails = start(runtime, 70)
+    issue_id, emails = lost_reply_issue(runtime, backend, 70)
     agent = DeliveryAgent(with_settings(runtime, send_batch_size=40))
     real = ledger.claim_in_one_statement
     lost: list[int] = []
@@ -236,9 +239,7 @@ def test_a_claim_whose_reply_was_lost_sends_its_rows_at_once(
 
 def test_a_refused_connection_run_again_is_one_incident(
         runtime: Runtime, smtp: SmtpRecorder, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("a reply lost on the wire is a server's; SQLite is a local file")
-    issue_id, _ = start(runtime, 4)
+    issue_id, _ = lost_reply_issue(runtime, backend, 4)
     smtp.faults.greeting_421 = 1
     lost = LostReplies(monkeypatch)
     DeliveryAgent(runtime).deliver(issue_id)
