@@ -117,6 +117,7 @@ def claim_into_sending(connection: Connection, issue_id: int, now: datetime) -> 
 
 MODELS = {"current": current, "claim-into-sending": claim_into_sending}
 
+
 def row_updates(connection: Connection) -> tuple[int, int]:
     """Row versions written to deliveries so far (all updates, and HOT ones)."""
     connection.exec_driver_sql("SELECT pg_stat_force_next_flush()")
@@ -142,8 +143,7 @@ def run(subscribers: int, model: str, hot: bool) -> None:
         load_subscribers(database_url, subscribers, now)
         issue_id = build_sample_issue(rt, now)
         if hot:
-            with rt.engine.begin() as connection:
-                make_updates_hot(connection)
+            make_updates_hot(rt.engine)
         with unit_of_work(rt.sessions) as session:
             ledger.start_send(session, issue_id, now, timedelta(days=1))
         with rt.engine.connect() as plain:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine
 
 from bench import REPO_ROOT
 from service.settings import Settings
@@ -177,12 +177,13 @@ STATUS_AND_LEASE_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_status_
 HOT_FILLFACTOR = 40
 
 
-def make_updates_hot(connection: Connection) -> None:
+def make_updates_hot(engine: Engine) -> None:
     """Diagnosis only (`--hot`): a ledger whose updates write no index entries.
 
     Not a schema Chapar runs on: the sweeper and the recovery find their rows through
     the dropped indexes (bench/README.md, "Updates that write no index entries").
     """
-    connection.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {HOT_FILLFACTOR})")
-    for index in STATUS_AND_LEASE_INDEXES:
-        connection.exec_driver_sql(f"DROP INDEX {index}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {HOT_FILLFACTOR})")
+        for index in STATUS_AND_LEASE_INDEXES:
+            connection.exec_driver_sql(f"DROP INDEX {index}")

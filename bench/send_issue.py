@@ -170,8 +170,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
               f"{time.perf_counter() - started:.1f} s")
         issue_id = build_sample_issue(rt, now)
         if hot:  # diagnosis: a schema the sweeper and the recovery cannot run on
-            with rt.engine.begin() as connection:
-                make_updates_hot(connection)
+            make_updates_hot(rt.engine)
         message = message_bytes(rt, issue_id, now)
         print(f"[{label}] issue built; one message is {len(message):,} bytes")
 
