@@ -38,6 +38,7 @@ from bench.pipeline import (
     make_updates_hot,
     own_redis_db,
     postgres_cpu_seconds,
+    row_updates,
     throwaway_database,
 )
 from bench.send_issue import build_sample_issue
@@ -116,17 +117,6 @@ def claim_into_sending(connection: Connection, issue_id: int, now: datetime) -> 
 
 
 MODELS = {"current": current, "claim-into-sending": claim_into_sending}
-
-
-def row_updates(connection: Connection) -> tuple[int, int]:
-    """Row versions written to deliveries so far (all updates, and HOT ones)."""
-    connection.exec_driver_sql("SELECT pg_stat_force_next_flush()")
-    time.sleep(1.0)
-    connection.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
-    found = connection.exec_driver_sql(
-        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
-    ).one()
-    return int(found[0]), int(found[1])
 
 
 def run(subscribers: int, model: str, hot: bool) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from bench import REPO_ROOT
 from service.settings import Settings
@@ -187,3 +188,14 @@ def make_updates_hot(engine: Engine) -> None:
         connection.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {HOT_FILLFACTOR})")
         for index in STATUS_AND_LEASE_INDEXES:
             connection.exec_driver_sql(f"DROP INDEX {index}")
+
+
+def row_updates(connection: Connection) -> tuple[int, int]:
+    """Row versions written to deliveries so far (all updates, and HOT ones)."""
+    connection.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+    time.sleep(1.0)
+    connection.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+    found = connection.exec_driver_sql(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+    ).one()
+    return int(found[0]), int(found[1])

@@ -37,6 +37,7 @@ from bench.pipeline import (
     own_redis_db,
     peak_rss_mib,
     postgres_cpu_seconds,
+    row_updates,
     throwaway_database,
 )
 from bench.raw_sender import measure
@@ -133,6 +134,8 @@ class PassFigures:
     sink_cpu: float
     pg_cpu: float
     load: float
+    row_versions: int  # ledger row versions the send wrote (UPDATEs of deliveries)
+    hot_versions: int  # of those, heap-only (no index entry written)
 
 
 def dkim_key(folder: Path, kind: str = "rsa") -> Path:
@@ -218,6 +221,10 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
                 worker.stop()
 
         received = sink.wait_for(already_received + subscribers) - already_received
+        # The workers' database sessions ended with them, and with that wrote their
+        # counts to the statistics: every UPDATE the send made is in n_tup_upd.
+        with rt.engine.connect() as connection:
+            versions, hot_versions = row_updates(connection)
         span = sent_span(rt, issue_id)
         _, counts = issue_state(rt, issue_id)
         rt.close()
@@ -227,7 +234,8 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         received=received, fan_out=t1 - t0, send_seconds=t2 - t1, wall=wall, span=span,
         peaks=peaks, baseline=baseline,
         cpu_shares={name: [cpu[p] / wall for p in pids[name]] for name in pids},
-        sink_cpu=cpu[sink.pid] / wall, pg_cpu=pg_cpu / wall, load=load)
+        sink_cpu=cpu[sink.pid] / wall, pg_cpu=pg_cpu / wall, load=load,
+        row_versions=versions, hot_versions=hot_versions)
 
 
 def print_pass(f: PassFigures, subscribers: int) -> None:
@@ -249,6 +257,8 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
               f"(main, pool children)")
     print(f"[{f.label}] CPU smtp-sink      {f.sink_cpu:.0%} of one core")
     print(f"[{f.label}] CPU PostgreSQL     {f.pg_cpu:.0%} of one core (every backend on the machine)")
+    print(f"[{f.label}] ledger row versions {f.row_versions / subscribers:.2f} a message "
+          f"({f.row_versions:,}, {f.hot_versions:,} of them HOT)")
     print(f"[{f.label}] load average       {f.load:.1f} at the end of the send")
 
 
