@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PAUSE_KEY = "chapar:domain-pause:"
+# Another process's pause (a 421 it met, ops' hand brake) is looked up in Redis at most
+# this often per domain: one lookup a chunk cost a sending process 10 us a message.
+PAUSE_POLL_SECONDS = 1.0
+PAUSE_CACHE_DOMAINS = 10_000  # domains remembered between lookups, to keep memory flat
 
 
 def per_second(rate: float) -> RateLimitItem | None:
@@ -56,6 +60,8 @@ class Throttle:
         self._local_pauses: dict[str, float] = {}
         self._sleep = sleep
         self._redis: Redis | None = None
+        self._shared_pauses: dict[str, float] = {}  # domain -> epoch second its pause ends
+        self._looked_up: dict[str, float] = {}  # domain -> monotonic time of its last lookup
 
     @property
     def limited(self) -> bool:
@@ -102,20 +108,43 @@ class Throttle:
                 log.warning("could not share the pause of %s: %s", domain, exc)
 
     def paused_until(self, domains: set[str]) -> dict[str, float]:
-        """The domains paused now, with the epoch second their pause ends."""
+        """The domains paused now, with the epoch second their pause ends.
+
+        This process's own pauses count at once; the shared ones as Redis held them at
+        most PAUSE_POLL_SECONDS ago.
+        """
         now = time.time()
         paused = {d: t for d, t in self._local_pauses.items() if t > now and d in domains}
-        client = self._client()
-        if client is not None and domains:
-            names = sorted(domains)
-            try:
-                values = client.mget([PAUSE_KEY + d for d in names])
-            except Exception:
-                values = [None] * len(names)
-            for domain, value in zip(names, values, strict=True):
-                if value is not None and float(value) > now:
-                    paused[domain] = max(paused.get(domain, 0.0), float(value))
+        if self._client() is not None and domains:
+            self._look_up(domains)
+            for domain in domains:
+                until = self._shared_pauses.get(domain, 0.0)
+                if until > now:
+                    paused[domain] = max(paused.get(domain, 0.0), until)
         return paused
+
+    def _look_up(self, domains: set[str]) -> None:
+        """Read the shared pauses of the domains not looked up for PAUSE_POLL_SECONDS."""
+        client = self._client()
+        assert client is not None
+        tick = time.monotonic()
+        names = sorted(d for d in domains if tick - self._looked_up.get(d, -PAUSE_POLL_SECONDS)
+                       >= PAUSE_POLL_SECONDS)
+        if not names:
+            return
+        try:
+            values = client.mget([PAUSE_KEY + d for d in names])
+        except Exception:
+            return  # Redis away: as if nothing were paused, looked up again next time
+        if len(self._looked_up) + len(names) > PAUSE_CACHE_DOMAINS:
+            self._looked_up.clear()
+            self._shared_pauses.clear()
+        for domain, value in zip(names, values, strict=True):
+            self._looked_up[domain] = tick
+            if value is None:
+                self._shared_pauses.pop(domain, None)
+            else:
+                self._shared_pauses[domain] = float(value)
 
     def paused_domains(self) -> dict[str, float]:
         """Every domain paused now (shared pauses only), with the epoch second its pause ends."""
@@ -143,6 +172,7 @@ class Throttle:
 
     def resume_domain(self, domain: str) -> None:
         self._local_pauses.pop(domain, None)
+        self._shared_pauses.pop(domain, None)
         client = self._client()
         if client is not None:
             client.delete(PAUSE_KEY + domain)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
-from service.delivery.throttle import Throttle, per_second
+from service.delivery import throttle as throttle_module
+from service.delivery.throttle import PAUSE_POLL_SECONDS, Throttle, per_second
 from tests.conftest import make_settings
 
 
@@ -51,6 +53,32 @@ def test_a_421_pause_is_seen_by_every_worker(redis_db: str, tmp_path: Path) -> N
     paused = Throttle(settings).paused_until({"gmail.test", "yahoo.test"})
     Redis.from_url(redis_db).flushdb()  # the run's Redis database: no pause left for later tests
     assert set(paused) == {"gmail.test"}
+
+
+def test_another_process_pause_is_looked_up_once_a_poll(redis_db: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    Redis.from_url(redis_db).flushdb()
+    settings = make_settings(tmp_path, redis_url=redis_db, domain_slowdown_seconds=30)
+    tick = [1000.0]
+    monkeypatch.setattr(throttle_module.time, "monotonic", lambda: tick[0])
+    sender, ops = Throttle(settings), Throttle(settings)
+    try:
+        assert sender.paused_until({"gmail.test"}) == {}
+        ops.pause_domain_until("gmail.test", time.time() + 60)
+        # Within the poll the sender does not ask Redis again, so it has not seen it yet...
+        tick[0] += PAUSE_POLL_SECONDS / 2
+        assert sender.paused_until({"gmail.test"}) == {}
+        # ...a domain it has not asked about is looked up at once...
+        ops.pause_domain_until("yahoo.test", time.time() + 60)
+        assert set(sender.paused_until({"gmail.test", "yahoo.test"})) == {"yahoo.test"}
+        # ...and after the poll both pauses are seen, and a resume is too.
+        tick[0] += PAUSE_POLL_SECONDS
+        assert set(sender.paused_until({"gmail.test", "yahoo.test"})) == {"gmail.test", "yahoo.test"}
+        ops.resume_domain("gmail.test")
+        tick[0] += PAUSE_POLL_SECONDS
+        assert set(sender.paused_until({"gmail.test", "yahoo.test"})) == {"yahoo.test"}
+    finally:
+        Redis.from_url(redis_db).flushdb()
 
 
 def test_without_limits_nothing_waits(tmp_path: Path) -> None:
