@@ -103,8 +103,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 def connection_for(settings: Settings, *, timeout: float = 60.0) -> SmtpConnection:
     """An unopened connection to the configured relay, with its HELO name and TLS policy."""
-    return SmtpConnection(settings.smtp, timeout=timeout, helo=settings.helo_name,
-                          tls=tls_context(settings),
+    # A plain connection never uses a TLS context: none is made (20 ms each).
+    tls = tls_context(settings) if settings.smtp.tls != "none" else None
+    return SmtpConnection(settings.smtp, timeout=timeout, helo=settings.helo_name, tls=tls,
                           server_name=settings.smtp_tls_server_name or None)
 
 
@@ -135,7 +136,7 @@ class SmtpConnection:
     def __init__(self, target: SmtpTarget, *, timeout: float = 60.0, helo: str = "localhost",
                  tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
         self.target = target
-        self.tls = tls or ssl.create_default_context()  # certificates verified by default
+        self._tls = tls
         # The name the certificate must carry (and the SNI): the URL's host unless the
         # URL names the relay by address and its certificate by name.
         self.server_name = server_name or target.host
@@ -145,6 +146,13 @@ class SmtpConnection:
         self._buffer = b""
         self.extensions: set[str] = set()
         self.last_used = 0.0
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """The TLS policy; made when first needed (loading the CAs takes 20 ms)."""
+        if self._tls is None:
+            self._tls = ssl.create_default_context()  # certificates verified by default
+        return self._tls
 
     # -- setup ---------------------------------------------------------------------------
     def open(self) -> None:

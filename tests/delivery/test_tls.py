@@ -85,3 +85,21 @@ def test_unverified_tls_works_in_development_and_is_refused_in_production(
     with pytest.raises(ValidationError, match="CHAPAR_SMTP_TLS_VERIFY=false"):
         Settings(environment="production", secret_key="0123456789abcdef" * 3, smtp_tls_verify=False)
 
+
+
+def test_a_plain_relay_connection_loads_no_certificates(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading the system's CAs takes 20 ms a connection; a plain relay never needs them.
+    def no_context(*_: object, **__: object) -> ssl.SSLContext:
+        raise AssertionError("a TLS context was made for a plain connection")
+
+    monkeypatch.setattr(ssl, "create_default_context", no_context)
+    relay = SmtpRecorder().start()
+    try:
+        connection = connection_for(settings(tmp_path, relay), timeout=10)
+        connection.open()
+        [result] = connection.send_many([Envelope("a@chapar.test", "b@example.com", MESSAGE)])
+        connection.close()
+    finally:
+        relay.stop()
+    assert result.kind == "sent" and len(relay.messages) == 1

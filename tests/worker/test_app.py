@@ -8,6 +8,10 @@ RabbitMQ, whose sweeper rings for a send nobody rang for.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import timedelta
@@ -28,6 +32,8 @@ from tests.support.processes import ChaparProcess, start_worker
 from tests.support.rabbitmq import PrivateVhost, rabbitmqctl
 from tests.support.smtp import SmtpRecorder
 from worker.app import QUEUES, create_celery
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_rabbitmq_gets_quorum_queues_on_topic_exchanges_and_publisher_confirms(
@@ -136,3 +142,35 @@ def test_beat_on_rabbitmq_rings_for_a_send_whose_doorbell_was_never_rung(
             beat.stop()
             worker.stop()
     assert smtp.counts() == Counter({email: 1 for email in emails})
+
+
+def late_imports(path: Path) -> set[str]:
+    """The service modules a file imports inside its functions, by their full names."""
+    found = set()
+    for function in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("service"):
+                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module or ""}
+    return found
+
+
+def test_the_main_process_imports_what_a_send_imports_late_before_the_pool_forks() -> None:
+    # Each pool process would otherwise import them at its first send (0.16 s), with its
+    # claimed rows waiting; Celery sends worker_init in the main process before forking.
+    script = ("import sys, worker.app; from celery.signals import worker_init; "
+              "worker_init.send(sender=None); print(' '.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout.split())
+    late = late_imports(REPO / "service" / "delivery" / "sender.py")
+    assert {"service.ops.metrics", "service.web.logs"} <= late  # the parse finds them
+    assert {_module(name) for name in late} - loaded == set()
+
+
+def _module(name: str) -> str:
+    """The module `name` is, or the one it is a name in (service.ops.metrics.SendTally)."""
+    try:
+        return name if importlib.util.find_spec(name) is not None else name.rpartition(".")[0]
+    except ModuleNotFoundError:  # its parent is a module, not a package
+        return name.rpartition(".")[0]
