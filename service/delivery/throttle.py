@@ -43,7 +43,8 @@ def per_second(rate: float) -> RateLimitItem | None:
 class Throttle:
     """Blocks until a chunk of messages may go; knows which domains are paused."""
 
-    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         redis_url = settings.effective_redis_url
         storage = storage_from_string(redis_url or "memory://")
         assert isinstance(storage, Storage)
@@ -59,6 +60,7 @@ class Throttle:
         self.redis_url = redis_url
         self._local_pauses: dict[str, float] = {}
         self._sleep = sleep
+        self._monotonic = monotonic
         self._redis: Redis | None = None
         self._shared_pauses: dict[str, float] = {}  # domain -> epoch second its pause ends
         self._looked_up: dict[str, float] = {}  # domain -> monotonic time of its last lookup
@@ -127,7 +129,7 @@ class Throttle:
         """Read the shared pauses of the domains not looked up for PAUSE_POLL_SECONDS."""
         client = self._client()
         assert client is not None
-        tick = time.monotonic()
+        tick = self._monotonic()
         names = sorted(d for d in domains if tick - self._looked_up.get(d, -PAUSE_POLL_SECONDS)
                        >= PAUSE_POLL_SECONDS)
         if not names:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from service.delivery import throttle as throttle_module
 from service.delivery.throttle import PAUSE_POLL_SECONDS, Throttle, per_second
 from tests.conftest import make_settings
 
@@ -55,13 +54,11 @@ def test_a_421_pause_is_seen_by_every_worker(redis_db: str, tmp_path: Path) -> N
     assert set(paused) == {"gmail.test"}
 
 
-def test_another_process_pause_is_looked_up_once_a_poll(redis_db: str, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_process_pause_is_looked_up_once_a_poll(redis_db: str, tmp_path: Path) -> None:
     Redis.from_url(redis_db).flushdb()
     settings = make_settings(tmp_path, redis_url=redis_db, domain_slowdown_seconds=30)
     tick = [1000.0]
-    monkeypatch.setattr(throttle_module.time, "monotonic", lambda: tick[0])
-    sender, ops = Throttle(settings), Throttle(settings)
+    sender, ops = Throttle(settings, monotonic=lambda: tick[0]), Throttle(settings)
     try:
         assert sender.paused_until({"gmail.test"}) == {}
         ops.pause_domain_until("gmail.test", time.time() + 60)
