@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PAUSE_KEY = "chapar:domain-pause:"
 # Another process's pause (a 421 it met, ops' hand brake) is looked up in Redis at most
-# this often per domain: one lookup a chunk cost a sending process 10 us a message.
+# this often per domain that was not paused: one lookup a chunk cost a sending process
+# 10 us a message. A domain last seen paused is looked up every time, so a resume
+# counts at once (the rows it makes due must not be deferred again until the old end).
 PAUSE_POLL_SECONDS = 1.0
 PAUSE_CACHE_DOMAINS = 10_000  # domains remembered between lookups, to keep memory flat
 
@@ -112,8 +114,8 @@ class Throttle:
     def paused_until(self, domains: set[str]) -> dict[str, float]:
         """The domains paused now, with the epoch second their pause ends.
 
-        This process's own pauses count at once; the shared ones as Redis held them at
-        most PAUSE_POLL_SECONDS ago.
+        This process's own pauses count at once; another process's pause of a domain
+        that was not paused within PAUSE_POLL_SECONDS, and its end at once.
         """
         now = time.time()
         paused = {d: t for d, t in self._local_pauses.items() if t > now and d in domains}
@@ -126,18 +128,18 @@ class Throttle:
         return paused
 
     def _look_up(self, domains: set[str]) -> None:
-        """Read the shared pauses of the domains not looked up for PAUSE_POLL_SECONDS."""
+        """Read the shared pauses of the domains last seen paused or not looked up lately."""
         client = self._client()
         assert client is not None
-        tick = self._monotonic()
-        names = sorted(d for d in domains if tick - self._looked_up.get(d, -PAUSE_POLL_SECONDS)
-                       >= PAUSE_POLL_SECONDS)
+        tick, now = self._monotonic(), time.time()
+        names = sorted(d for d in domains if self._shared_pauses.get(d, 0.0) > now
+                       or tick - self._looked_up.get(d, -PAUSE_POLL_SECONDS) >= PAUSE_POLL_SECONDS)
         if not names:
             return
         try:
             values = client.mget([PAUSE_KEY + d for d in names])
         except Exception:
-            return  # Redis away: as if nothing were paused, looked up again next time
+            return  # Redis away: the pauses last seen stand; looked up again next time
         if len(self._looked_up) + len(names) > PAUSE_CACHE_DOMAINS:
             self._looked_up.clear()
             self._shared_pauses.clear()
