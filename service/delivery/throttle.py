@@ -119,18 +119,17 @@ class Throttle:
         """
         now = time.time()
         paused = {d: t for d, t in self._local_pauses.items() if t > now and d in domains}
-        if self._client() is not None and domains:
-            self._look_up(domains)
+        client = self._client()
+        if client is not None and domains:
+            self._look_up(client, domains)
             for domain in domains:
                 until = self._shared_pauses.get(domain, 0.0)
                 if until > now:
                     paused[domain] = max(paused.get(domain, 0.0), until)
         return paused
 
-    def _look_up(self, domains: set[str]) -> None:
+    def _look_up(self, client: Redis, domains: set[str]) -> None:
         """Read the shared pauses of the domains last seen paused or not looked up lately."""
-        client = self._client()
-        assert client is not None
         tick, now = self._monotonic(), time.time()
         names = sorted(d for d in domains if self._shared_pauses.get(d, 0.0) > now
                        or tick - self._looked_up.get(d, -PAUSE_POLL_SECONDS) >= PAUSE_POLL_SECONDS)

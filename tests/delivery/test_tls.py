@@ -86,7 +86,6 @@ def test_unverified_tls_works_in_development_and_is_refused_in_production(
         Settings(environment="production", secret_key="0123456789abcdef" * 3, smtp_tls_verify=False)
 
 
-
 def test_a_plain_relay_connection_loads_no_certificates(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # Loading the system's CAs takes 20 ms a connection; a plain relay never needs them.

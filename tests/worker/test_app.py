@@ -151,8 +151,8 @@ def late_imports(path: Path) -> set[str]:
         if not isinstance(function, ast.FunctionDef):
             continue
         for node in ast.walk(function):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("service"):
-                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module or ""}
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("service"):
+                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
     return found
 
 
