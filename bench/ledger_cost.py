@@ -17,9 +17,10 @@ entries): before the fan-out it drops the three indexes that name `status` or
 (fillfactor 40). Not a schema Chapar can run on as it is: the claim, the sweeper
 and the recovery find their rows through those indexes (see bench/README.md).
 
-Prints, per message: wall time, PostgreSQL's CPU, this process's CPU, and the row
-versions written (PostgreSQL's own counters). The machine must be quiet; compare
-runs made one after the other.
+Prints, per message: wall time, PostgreSQL's CPU, this process's CPU, the row
+versions written (PostgreSQL's own counters) and the WAL written; and the fan-out's
+time and WAL a row, and the size of the table and of its indexes at the end. The
+machine must be quiet; compare runs made one after the other.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from bench.pipeline import (
     load_subscribers,
@@ -119,6 +120,15 @@ def claim_into_sending(connection: Connection, issue_id: int, now: datetime) -> 
 MODELS = {"current": current, "claim-into-sending": claim_into_sending}
 
 
+def wal_position(db: Engine | Connection) -> int:
+    """PostgreSQL's WAL insert position in bytes: the difference of two is the WAL written."""
+    query = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
+    if isinstance(db, Engine):
+        with db.connect() as connection:
+            return int(connection.exec_driver_sql(query).scalar_one())
+    return int(db.exec_driver_sql(query).scalar_one())
+
+
 def run(subscribers: int, model: str, hot: bool) -> None:
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as folder, throwaway_database() as database_url, \
@@ -134,22 +144,27 @@ def run(subscribers: int, model: str, hot: bool) -> None:
         issue_id = build_sample_issue(rt, now)
         if hot:
             make_updates_hot(rt.engine)
+        fan_out = time.perf_counter(), wal_position(rt.engine)
         with unit_of_work(rt.sessions) as session:
             ledger.start_send(session, issue_id, now, timedelta(days=1))
+        fan_out = time.perf_counter() - fan_out[0], wal_position(rt.engine) - fan_out[1]
         with rt.engine.connect() as plain:
             connection = plain.execution_options(isolation_level="AUTOCOMMIT")
             connection.exec_driver_sql("ANALYZE deliveries")  # as start_and_ring does
             updates_before, hot_before = row_updates(connection)
+            wal = wal_position(connection)
             wall, pg, own = time.perf_counter(), postgres_cpu_seconds(), time.process_time()
             sent = MODELS[model](connection, issue_id, now)
             wall = time.perf_counter() - wall
             pg, own = postgres_cpu_seconds() - pg, time.process_time() - own
+            wal = wal_position(connection) - wal
             updates, hot_updates = row_updates(connection)
             left = connection.exec_driver_sql(
                 "SELECT count(*) FROM deliveries WHERE status <> 'sent'").scalar_one()
-            pages = connection.exec_driver_sql(
-                "SELECT pg_relation_size('deliveries') / current_setting('block_size')::int"
-            ).scalar_one()
+            pages, index_pages = connection.exec_driver_sql(
+                "SELECT pg_relation_size('deliveries') / current_setting('block_size')::int,"
+                " pg_indexes_size('deliveries') / current_setting('block_size')::int"
+            ).one()
         rt.close()
     per = 1e6 / subscribers
     print(f"model                {model}{' (every update can be HOT)' if hot else ''}")
@@ -160,7 +175,9 @@ def run(subscribers: int, model: str, hot: bool) -> None:
     print(f"this process's CPU   {own * per:.0f} us a message")
     print(f"row versions         {(updates - updates_before) / subscribers:.2f} a message "
           f"({hot_updates - hot_before:,} of {updates - updates_before:,} HOT)")
-    print(f"table                {pages:,} pages of deliveries")
+    print(f"table                {pages:,} pages of deliveries, {index_pages:,} of its indexes")
+    print(f"fan-out              {fan_out[0]:.2f} s, {fan_out[1] / subscribers:,.0f} bytes of WAL a row")
+    print(f"WAL                  {wal / subscribers:,.0f} bytes a message (the statements above)")
 
 
 def main() -> None:

@@ -173,7 +173,7 @@ def peak_rss_mib(pid: int) -> float:
 
 # The indexes whose columns the worker's updates change; without them an update can
 # be HOT, if its page has room for the new version (HOT_FILLFACTOR).
-STATUS_AND_LEASE_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_status_next",
+STATUS_AND_LEASE_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_deferred",
                             "ix_deliveries_lease_until")
 HOT_FILLFACTOR = 40
 

@@ -31,7 +31,12 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id"),
         Index("ix_deliveries_issue_status", "issue_id", "status"),
-        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+        # Deferred rows only, by when they are due: giving up on them, a domain's resume.
+        # Partial, so the rows a send writes and updates (queued, sending, sent) add no
+        # entry here: each of a message's four row versions used to write one.
+        Index("ix_deliveries_deferred", "next_attempt_at",
+              postgresql_where=text("status = 'deferred'"),
+              sqlite_where=text("status = 'deferred'")),
         # One reader's issues (the desk's reader page) and their erasure.
         Index("ix_deliveries_subscriber_id", "subscriber_id"),
         # Only rows a worker holds have a lease: a small index for the recovery and status.
