@@ -190,6 +190,14 @@ def make_updates_hot(engine: Engine) -> None:
             connection.exec_driver_sql(f"DROP INDEX {index}")
 
 
+def vacuums(connection: Connection) -> tuple[int, int]:
+    """Autovacuum and autoanalyze runs on deliveries so far (after `row_updates` flushed them)."""
+    found = connection.exec_driver_sql(
+        "SELECT autovacuum_count, autoanalyze_count FROM pg_stat_user_tables"
+        " WHERE relname = 'deliveries'").one()
+    return int(found[0]), int(found[1])
+
+
 def row_updates(connection: Connection) -> tuple[int, int]:
     """Row versions written to deliveries so far (all updates, and HOT ones)."""
     connection.exec_driver_sql("SELECT pg_stat_force_next_flush()")

@@ -39,6 +39,7 @@ from bench.pipeline import (
     postgres_cpu_seconds,
     row_updates,
     throwaway_database,
+    vacuums,
 )
 from bench.raw_sender import measure
 from bench.sink import SmtpSink
@@ -136,6 +137,7 @@ class PassFigures:
     load: float
     row_versions: int  # ledger row versions the send wrote (UPDATEs of deliveries)
     hot_versions: int  # of those, heap-only (no index entry written)
+    vacuums: tuple[int, int]  # autovacuum and autoanalyze runs on the ledger, fan-out to the end
 
 
 def dkim_key(folder: Path, kind: str = "rsa") -> Path:
@@ -154,7 +156,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
               concurrency: int, batch_size: int, already_received: int,
               dkim: Path | None = None, profile: Path | None = None,
               synchronous_commit: bool = True, connections: int = 2,
-              hot: bool = False) -> PassFigures:
+              hot: bool = False, autovacuum: bool = True) -> PassFigures:
     """Load the subscribers into a database of its own and send them the issue once."""
     now = datetime.now(UTC)
     with throwaway_database(synchronous_commit) as database_url, own_redis_db() as redis_url:
@@ -174,6 +176,9 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         issue_id = build_sample_issue(rt, now)
         if hot:  # diagnosis: a schema the sweeper and the recovery cannot run on
             make_updates_hot(rt.engine)
+        if not autovacuum:  # diagnosis: what vacuuming the ledger during the send costs
+            with rt.engine.begin() as connection:
+                connection.exec_driver_sql("ALTER TABLE deliveries SET (autovacuum_enabled = off)")
         message = message_bytes(rt, issue_id, now)
         print(f"[{label}] issue built; one message is {len(message):,} bytes")
 
@@ -225,6 +230,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         # counts to the statistics: every UPDATE the send made is in n_tup_upd.
         with rt.engine.connect() as connection:
             versions, hot_versions = row_updates(connection)
+            vacuumed = vacuums(connection)
         span = sent_span(rt, issue_id)
         _, counts = issue_state(rt, issue_id)
         rt.close()
@@ -235,7 +241,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         peaks=peaks, baseline=baseline,
         cpu_shares={name: [cpu[p] / wall for p in pids[name]] for name in pids},
         sink_cpu=cpu[sink.pid] / wall, pg_cpu=pg_cpu / wall, load=load,
-        row_versions=versions, hot_versions=hot_versions)
+        row_versions=versions, hot_versions=hot_versions, vacuums=vacuumed)
 
 
 def print_pass(f: PassFigures, subscribers: int) -> None:
@@ -259,12 +265,15 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
     print(f"[{f.label}] CPU PostgreSQL     {f.pg_cpu:.0%} of one core (every backend on the machine)")
     print(f"[{f.label}] ledger row versions {f.row_versions / subscribers:.2f} a message "
           f"({f.row_versions:,}, {f.hot_versions:,} of them HOT)")
+    print(f"[{f.label}] ledger autovacuum  {f.vacuums[0]} runs, autoanalyze {f.vacuums[1]} "
+          f"(runs finished by the end of the send)")
     print(f"[{f.label}] load average       {f.load:.1f} at the end of the send")
 
 
 def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
-        dkim: str = "", connections: int = 2, sink_nice: int = 0, hot: bool = False) -> None:
+        dkim: str = "", connections: int = 2, sink_nice: int = 0, hot: bool = False,
+        autovacuum: bool = True) -> None:
     with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
         if sink_nice:
             # As if the relay ran on a host of its own: the sink is not starved by
@@ -272,12 +281,12 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
             os.setpriority(os.PRIO_PROCESS, sink.pid, sink_nice)
         passes = [send_pass("plain", sink, Path(folder), subscribers, workers, concurrency,
                             batch_size, 0, None, profile, synchronous_commit, connections,
-                            hot=hot)]
+                            hot=hot, autovacuum=autovacuum)]
         if dkim:
             passes.append(send_pass("dkim", sink, Path(folder), subscribers, workers,
                                     concurrency, batch_size, sink.received,
                                     dkim_key(Path(folder), dkim), None, synchronous_commit,
-                                    connections, hot=hot))
+                                    connections, hot=hot, autovacuum=autovacuum))
         received = sink.received
         raw_n = raw_messages or min(subscribers, 100_000)
         sink_before, pg_before = cpu_seconds(sink.pid), postgres_cpu_seconds()
@@ -293,7 +302,8 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
     print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}, "
           f"{connections} SMTP connection{'s' if connections > 1 else ''} per pool process"
           + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)")
-          + (", no index names status or lease_until (diagnosis: --hot)" if hot else ""))
+          + (", no index names status or lease_until (diagnosis: --hot)" if hot else "")
+          + ("" if autovacuum else ", no autovacuum of the ledger (diagnosis)"))
     for f in passes:
         print_pass(f, subscribers)
     print(f"raw sink received      {raw_received:,}")
@@ -340,13 +350,15 @@ def main() -> None:
     parser.add_argument("--hot", action="store_true",
                         help="diagnosis: drop the ledger's status and lease indexes before the "
                              "fan-out (bench.ledger_cost --hot), so every update can be HOT")
+    parser.add_argument("--no-autovacuum", action="store_true",
+                        help="diagnosis: autovacuum off for the ledger during the send")
     parser.add_argument("--dkim", nargs="?", const="rsa", default="", choices=["rsa", "ed25519"],
                         help="then send the issue again, DKIM-signed with a generated key "
                              "(RSA-2048 by default, or Ed25519)")
     args = parser.parse_args()
     run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
         args.profile, not args.no_synchronous_commit, args.dkim, args.connections,
-        args.sink_nice, hot=args.hot)
+        args.sink_nice, hot=args.hot, autovacuum=not args.no_autovacuum)
 
 
 if __name__ == "__main__":
