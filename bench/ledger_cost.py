@@ -120,13 +120,11 @@ def claim_into_sending(connection: Connection, issue_id: int, now: datetime) -> 
 MODELS = {"current": current, "claim-into-sending": claim_into_sending}
 
 
-def wal_position(db: Engine | Connection) -> int:
+def wal_position(engine: Engine) -> int:
     """PostgreSQL's WAL insert position in bytes: the difference of two is the WAL written."""
-    query = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
-    if isinstance(db, Engine):
-        with db.connect() as connection:
-            return int(connection.exec_driver_sql(query).scalar_one())
-    return int(db.exec_driver_sql(query).scalar_one())
+    with engine.connect() as connection:
+        return int(connection.exec_driver_sql(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint").scalar_one())
 
 
 def run(subscribers: int, model: str, hot: bool) -> None:
@@ -152,12 +150,12 @@ def run(subscribers: int, model: str, hot: bool) -> None:
             connection = plain.execution_options(isolation_level="AUTOCOMMIT")
             connection.exec_driver_sql("ANALYZE deliveries")  # as start_and_ring does
             updates_before, hot_before = row_updates(connection)
-            wal = wal_position(connection)
+            wal = wal_position(rt.engine)
             wall, pg, own = time.perf_counter(), postgres_cpu_seconds(), time.process_time()
             sent = MODELS[model](connection, issue_id, now)
             wall = time.perf_counter() - wall
             pg, own = postgres_cpu_seconds() - pg, time.process_time() - own
-            wal = wal_position(connection) - wal
+            wal = wal_position(rt.engine) - wal
             updates, hot_updates = row_updates(connection)
             left = connection.exec_driver_sql(
                 "SELECT count(*) FROM deliveries WHERE status <> 'sent'").scalar_one()

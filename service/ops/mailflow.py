@@ -125,11 +125,19 @@ def failures(session: Session, issue_id: int, now: datetime, domains: int = 10) 
     return Failures(replies, troubled, due)
 
 
-def issue_rates(session: Session, limit: int = 5) -> list[IssueRates]:
-    """Bounce and complaint rates of the latest issues sent (reports matched by VERP)."""
-    issues = session.execute(
+LATEST_ISSUES = 5  # the issues the per-issue rates and gauges cover (/metrics, the console)
+
+
+def latest_issues(session: Session, limit: int = LATEST_ISSUES) -> list[tuple[int, int]]:
+    """(id, number) of the latest issues whose send started, newest first."""
+    return [(i, n) for i, n in session.execute(
         select(Issue.id, Issue.number).where(Issue.send_started_at.is_not(None))
-        .order_by(Issue.id.desc()).limit(limit)).all()
+        .order_by(Issue.id.desc()).limit(limit))]
+
+
+def issue_rates(session: Session, limit: int = LATEST_ISSUES) -> list[IssueRates]:
+    """Bounce and complaint rates of the latest issues sent (reports matched by VERP)."""
+    issues = latest_issues(session, limit)
     if not issues:
         return []
     ids = [i for i, _ in issues]

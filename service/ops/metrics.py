@@ -27,6 +27,7 @@ from service.db import dialect_insert
 from service.delivery.models import Delivery
 from service.delivery.transport import Result
 from service.digests.models import Issue, IssueStatus
+from service.ops import mailflow
 from service.ops.models import Counter
 from service.ops.status import snapshot
 from service.runtime import Runtime
@@ -95,19 +96,14 @@ def add(session: Session, increments: dict[tuple[str, str], float]) -> None:
         set_={"value": Counter.value + statement.excluded.value}))
 
 
-# The issues `chapar_deliveries` covers: the latest ones sent, as `chapar_complaint_ratio`
-# (mailflow.issue_rates), and any still sending or paused. Counting the ledger of every
-# issue ever sent at every scrape grows with each send: 135 ms of PostgreSQL (three
-# processes) for one issue to a million readers, seconds a scrape after a year of them.
-METRIC_ISSUES = 5
-
-
 def metric_issue_ids(session: Session) -> list[int]:
-    latest = session.scalars(select(Issue.id).where(Issue.send_started_at.is_not(None))
-                             .order_by(Issue.id.desc()).limit(METRIC_ISSUES))
+    """The issues `chapar_deliveries` covers: the latest sent, as `chapar_complaint_ratio`
+    (mailflow.latest_issues), and any still sending or paused. Counting the ledger of
+    every issue ever sent at every scrape grows with each send: 135 ms of PostgreSQL
+    (three processes) for one issue to a million readers, seconds a scrape after a year."""
     active = session.scalars(select(Issue.id).where(
         Issue.status.in_((IssueStatus.SENDING, IssueStatus.PAUSED))))
-    return sorted({*latest, *active})
+    return sorted({*(i for i, _ in mailflow.latest_issues(session)), *active})
 
 
 class ChaparCollector(Collector):
