@@ -12,8 +12,8 @@ keeps each claim from walking past the rows already sent.
     .venv/bin/python -m bench.ledger_cost --subscribers 100000 [--model current|claim-into-sending] [--hot]
 
 `--hot` measures a table whose updates can all be HOT (heap-only: no new index
-entries): before the fan-out it drops the three indexes that name `status` or
-`lease_until` (every update changes one of them) and leaves room in each page
+entries): before the fan-out it drops the two indexes that name `status` (every
+update changes it) and leaves room in each page
 (fillfactor 40). Not a schema Chapar can run on as it is: the claim, the sweeper
 and the recovery find their rows through those indexes (see bench/README.md).
 
@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
 
 from bench.pipeline import (
     load_subscribers,
@@ -45,6 +46,7 @@ from bench.pipeline import (
 from bench.send_issue import build_sample_issue
 from service.db import unit_of_work
 from service.delivery import ledger
+from service.delivery.models import DeliveryStatus
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -60,7 +62,7 @@ LEASE = timedelta(seconds=20)
 CLAIM_INTO_SENDING = """
 WITH recorded AS (
     UPDATE deliveries
-    SET status = 'sent', sent_at = %(now)s, lease_until = NULL, updated_at = %(now)s,
+    SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s,
         last_code = 250, last_error = NULL
     WHERE id = ANY(%(sent)s::bigint[]) AND worker = %(worker)s AND status = 'sending'
 ), picked AS (
@@ -68,7 +70,7 @@ WITH recorded AS (
     WHERE d.issue_id = %(issue)s AND d.subscriber_id > %(after)s
       AND d.status IN ('queued', 'deferred')
       AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
-      AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND d.worker IS NULL
       AND EXISTS (SELECT 1 FROM issues AS i WHERE i.id = %(issue)s AND i.status = 'sending')
     ORDER BY d.subscriber_id
     LIMIT %(size)s
@@ -82,7 +84,6 @@ WITH recorded AS (
 UPDATE deliveries AS d
 SET status = CASE WHEN r.live THEN 'sending' ELSE 'cancelled' END,
     attempts = CASE WHEN r.live THEN d.attempts + 1 ELSE d.attempts END,
-    lease_until = CASE WHEN r.live THEN now() + %(lease)s END,
     worker = %(worker)s, updated_at = now()
 FROM readers AS r
 WHERE d.id = r.id AND d.id = ANY(ARRAY(SELECT id FROM picked))
@@ -91,16 +92,26 @@ RETURNING d.id, d.subscriber_id, r.live
 
 
 def current(connection: Connection, issue_id: int, now: datetime) -> int:
-    """The worker's statements as service/delivery runs them; returns the rows sent."""
-    done, previous = 0, list[int]()
-    while batch := ledger.claim_in_one_statement(connection, issue_id, "w", None, BATCH, LEASE):
+    """The worker's statements as service/delivery runs them; returns the rows sent.
+
+    Per batch: the claim, a statement per chunk, and the batch's last outcomes with
+    the end of its claim (`ledger.end_claim`).
+    """
+    done, batches = 0, 0
+    while batch := ledger.claim_in_one_statement(connection, issue_id, f"w{batches}", None,
+                                                 BATCH, LEASE):
+        worker, previous = f"w{batches}", list[int]()
         ids = [r.delivery_id for r in batch]
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
-            ledger.record_sent_and_mark(connection, previous, chunk, "w", now, LEASE)
+            ledger.record_sent_and_mark(connection, previous, chunk, worker, now, LEASE)
             previous = chunk
             done += len(chunk)
-    ledger.record_sent_and_mark(connection, previous, [], "w", now, LEASE)
+        with Session(bind=connection) as session:
+            ledger.record_outcomes(session, [ledger.Outcome(i, DeliveryStatus.SENT, 250)
+                                             for i in previous], worker, now, 60, True)
+            ledger.end_claim(session, worker)
+        batches += 1
     return done
 
 
@@ -183,7 +194,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--model", choices=sorted(MODELS), default="current")
     parser.add_argument("--hot", action="store_true",
-                        help="without the status and lease indexes, fillfactor 40: HOT updates")
+                        help="without the indexes that name status, fillfactor 40: HOT updates")
     args = parser.parse_args()
     run(args.subscribers, args.model, args.hot)
 

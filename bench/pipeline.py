@@ -173,8 +173,7 @@ def peak_rss_mib(pid: int) -> float:
 
 # The indexes whose columns the worker's updates change; without them an update can
 # be HOT, if its page has room for the new version (HOT_FILLFACTOR).
-STATUS_AND_LEASE_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_deferred",
-                            "ix_deliveries_lease_until")
+STATUS_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_deferred")
 HOT_FILLFACTOR = 40
 
 
@@ -186,7 +185,7 @@ def make_updates_hot(engine: Engine) -> None:
     """
     with engine.begin() as connection:
         connection.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {HOT_FILLFACTOR})")
-        for index in STATUS_AND_LEASE_INDEXES:
+        for index in STATUS_INDEXES:
             connection.exec_driver_sql(f"DROP INDEX {index}")
 
 

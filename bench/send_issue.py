@@ -302,7 +302,7 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
     print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}, "
           f"{connections} SMTP connection{'s' if connections > 1 else ''} per pool process"
           + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)")
-          + (", no index names status or lease_until (diagnosis: --hot)" if hot else "")
+          + (", no index names status (diagnosis: --hot)" if hot else "")
           + ("" if autovacuum else ", no autovacuum of the ledger (diagnosis)"))
     for f in passes:
         print_pass(f, subscribers)

@@ -63,7 +63,7 @@ def cancel(session: Session, issue_id: int, now: datetime) -> int:
     result = session.execute(
         update(Delivery)
         .where(Delivery.issue_id == issue_id, Delivery.status.in_(ledger.CLAIMABLE))
-        .values(status=DeliveryStatus.CANCELLED, lease_until=None, updated_at=now)
+        .values(status=DeliveryStatus.CANCELLED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -79,7 +79,7 @@ def retry_failed(session: Session, issue_id: int, now: datetime, retry_for: time
         update(Delivery)
         .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.FAILED,
                Delivery.subscriber_id.in_(confirmed))
-        .values(status=DeliveryStatus.QUEUED, next_attempt_at=None, lease_until=None,
+        .values(status=DeliveryStatus.QUEUED, next_attempt_at=None,
                 give_up_at=now + retry_for, updated_at=now)
         .execution_options(synchronize_session=False)
     )

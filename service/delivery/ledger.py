@@ -18,10 +18,10 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     String,
-    and_,
     any_,
     bindparam,
     case,
+    delete,
     func,
     literal,
     or_,
@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from service.db import UtcDateTime, is_sqlite
 from service.delivery.message import Recipient
-from service.delivery.models import PENDING, Delivery, DeliveryStatus
+from service.delivery.models import PENDING, Delivery, DeliveryClaim, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
 from service.subscribers.models import Status, Subscriber, SubscriberEvent
 
@@ -147,6 +147,17 @@ def start_send(session: Session, issue_id: int, now: datetime, retry_for: timede
     return int(session.scalar(select(func.count()).where(Delivery.issue_id == issue_id)) or 0)
 
 
+def holds(now: Any) -> ColumnElement[bool]:
+    """A claim whose lease has not run out by `now` names the row's worker."""
+    return select(DeliveryClaim.id).where(DeliveryClaim.worker == Delivery.worker,
+                                          DeliveryClaim.lease_until >= now).exists()
+
+
+def unclaimed(now: Any) -> ColumnElement[bool]:
+    """Nobody holds the row at `now`: no worker, or its claim's lease ran out (or it ended)."""
+    return or_(Delivery.worker.is_(None), ~holds(now))
+
+
 def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, size: int,
                 lease: timedelta) -> list[Recipient]:
     """Take up to `size` due rows of a sending issue for `worker`, atomically.
@@ -154,8 +165,8 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
     FOR UPDATE SKIP LOCKED on PostgreSQL lets concurrent workers take disjoint
     batches without waiting (`claim_in_one_statement`); on SQLite the transaction
     began with BEGIN IMMEDIATE, so the select-then-update below cannot interleave
-    with another writer. A claim is a lease: rows whose lease ran out can be claimed
-    again.
+    with another writer. A claim is a lease (`DeliveryClaim`): rows whose claim's
+    lease ran out can be claimed again.
     """
     if not is_sqlite(session):
         return claim_in_one_statement(session.connection(), issue_id, worker, now, size, lease)
@@ -168,7 +179,7 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
             Delivery.issue_id == issue_id,
             in_status(session, CLAIMABLE),
             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            unclaimed(now),
         )
         # No ORDER BY: which due rows come first does not matter, and ordering by id
         # makes PostgreSQL sort every queued row, or walk the key past every row
@@ -181,7 +192,7 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
         return []
     session.execute(
         update(Delivery).where(among(session, Delivery.id, ids))
-        .values(lease_until=now + lease, worker=worker, updated_at=now)
+        .values(worker=worker, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     found = session.execute(
@@ -202,16 +213,26 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
     if gone:
         session.execute(
             update(Delivery).where(among(session, Delivery.id, gone))
-            .values(status=DeliveryStatus.CANCELLED, lease_until=None, updated_at=now,
+            .values(status=DeliveryStatus.CANCELLED, updated_at=now,
                     last_error="subscriber no longer confirmed")
             .execution_options(synchronize_session=False)
         )
+    if recipients:
+        ids = [r.delivery_id for r in recipients]
+        claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker))
+        if claim is None:  # see `_CLAIM`'s `lease`: a name run again keeps its claim
+            session.add(DeliveryClaim(issue_id=issue_id, worker=worker, lease_until=now + lease,
+                                      ids=ids, created_at=now))
+        else:
+            claim.lease_until, claim.ids = now + lease, [*claim.ids, *ids]
+        session.flush()
     return recipients
 
 
 # `claim_batch` on PostgreSQL as one statement: the due rows taken (FOR UPDATE SKIP
-# LOCKED) and leased, rows whose reader is no longer confirmed cancelled instead, and
-# the recipients returned. `now` NULL: the database's clock (`database_now`).
+# LOCKED) for the claimant, rows whose reader is no longer confirmed cancelled
+# instead, the claim and its lease written, and the recipients returned. `now` NULL:
+# the database's clock (`database_now`).
 # Every row is reached by key: the readers through a LATERAL lookup that OFFSET 0
 # keeps from being flattened, the rows to update through `id = ANY(ARRAY(...))`.
 # Written as plain joins, the planner hashed the whole deliveries and subscribers
@@ -222,7 +243,9 @@ WITH picked AS (
     SELECT d.id, d.subscriber_id FROM deliveries AS d
     WHERE d.issue_id = %(issue)s AND d.status IN ('queued', 'deferred')
       AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= COALESCE(%(now)s::timestamptz, now()))
-      AND (d.lease_until IS NULL OR d.lease_until < COALESCE(%(now)s::timestamptz, now()))
+      AND (d.worker IS NULL OR NOT EXISTS (
+          SELECT 1 FROM delivery_claims AS c
+          WHERE c.worker = d.worker AND c.lease_until >= COALESCE(%(now)s::timestamptz, now())))
       AND EXISTS (SELECT 1 FROM issues AS i WHERE i.id = %(issue)s AND i.status = 'sending')
     LIMIT %(size)s
     FOR UPDATE OF d SKIP LOCKED
@@ -231,15 +254,25 @@ WITH picked AS (
     FROM picked AS p LEFT JOIN LATERAL (
         SELECT email, status FROM subscribers WHERE id = p.subscriber_id OFFSET 0
     ) AS s ON true
+), claimed AS (
+    UPDATE deliveries AS d
+    SET worker = %(worker)s, updated_at = COALESCE(%(now)s::timestamptz, now()),
+        status = CASE WHEN r.live THEN d.status ELSE 'cancelled' END,
+        last_error = CASE WHEN r.live THEN d.last_error ELSE 'subscriber no longer confirmed' END
+    FROM readers AS r
+    WHERE d.id = r.id AND d.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING d.id, d.subscriber_id, r.email, d.domain, r.live
+), lease AS (
+    INSERT INTO delivery_claims (issue_id, worker, lease_until, ids, created_at)
+    SELECT %(issue)s, %(worker)s, COALESCE(%(now)s::timestamptz, now()) + %(lease)s,
+           array_agg(id ORDER BY id), COALESCE(%(now)s::timestamptz, now())
+    FROM claimed WHERE live HAVING count(*) > 0
+    -- A claim run again under its name (its reply was lost) adds to the claim that
+    -- may still be there because a row of it is `sending` (`release_claimant`).
+    ON CONFLICT (worker) DO UPDATE
+    SET lease_until = EXCLUDED.lease_until, ids = delivery_claims.ids || EXCLUDED.ids
 )
-UPDATE deliveries AS d
-SET lease_until = CASE WHEN r.live THEN COALESCE(%(now)s::timestamptz, now()) + %(lease)s END,
-    worker = %(worker)s, updated_at = COALESCE(%(now)s::timestamptz, now()),
-    status = CASE WHEN r.live THEN d.status ELSE 'cancelled' END,
-    last_error = CASE WHEN r.live THEN d.last_error ELSE 'subscriber no longer confirmed' END
-FROM readers AS r
-WHERE d.id = r.id AND d.id = ANY(ARRAY(SELECT id FROM picked))
-RETURNING d.id, d.subscriber_id, r.email, d.domain, r.live
+SELECT id, subscriber_id, email, domain, live FROM claimed
 """
 
 
@@ -271,22 +304,26 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
                  lease: timedelta) -> set[int]:
     """Mark claimed rows `sending` just before their DATA; returns the ids still ours.
 
-    Only rows this worker still holds (nobody re-claimed them after a lease ran out)
-    of an issue still sending (not paused or cancelled meanwhile) change, so two
-    workers never send the same row and a pause stops the next chunk. A row this
-    worker already marked counts as ours: the transaction that marked it may have
-    committed although its reply was lost to a dropped database connection, and
-    the worker runs it again (a claimant name is never reused, so nothing else can
-    have marked it under this name). `now` None: the database's clock. On PostgreSQL
-    this is the marking half of `record_sent_and_mark`, so the worker's one-statement
-    chunks and this run the same SQL.
+    Only while this worker's claim still holds (its lease has not run out; the
+    statement extends it by `lease`), only rows it still holds (nobody re-claimed
+    them after the lease ran out), and only of an issue still sending (not paused
+    or cancelled meanwhile): so two workers never send the same row, a pause stops
+    the next chunk, and every `sending` row has a claim the recovery finds it by.
+    A row this worker already marked counts as ours: the transaction that marked it
+    may have committed although its reply was lost to a dropped database connection,
+    and the worker runs it again (a claimant name is never reused, so nothing else
+    can have marked it under this name). `now` None: the database's clock. On
+    PostgreSQL this is the marking half of `record_sent_and_mark`, so the worker's
+    one-statement chunks and this run the same SQL.
     """
-    if not ids:
-        return set()
     if not is_sqlite(session):
         return record_sent_and_mark(session.connection(), [], ids, worker, now, lease,
                                     marked_at=now)
     at = clock(session, now)
+    if not renew_claim(session, worker, now, lease):
+        return set()
+    if not ids:
+        return set()
     sending = select(Issue.id).where(Issue.id == Delivery.issue_id,
                                      Issue.status == IssueStatus.SENDING).exists()
     again = Delivery.status == DeliveryStatus.SENDING
@@ -296,7 +333,7 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
                in_status(session, (*CLAIMABLE, DeliveryStatus.SENDING)), sending)
         .values(status=DeliveryStatus.SENDING,
                 attempts=case((again, Delivery.attempts), else_=Delivery.attempts + 1),
-                lease_until=at + lease, updated_at=at)
+                updated_at=at)
         .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     )
@@ -304,24 +341,31 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
 
 
 # The chunk's whole transaction as one statement (PostgreSQL): the previous chunk's
-# rows sent, this chunk's rows `sending`. `mark_sending` and the sent branch of
-# `record_outcomes`, with the same conditions, in one round trip; see
-# `record_sent_and_mark`. Written as SQL because it runs once per chunk and
-# SQLAlchemy's statement building and caching would cost more than the statement.
+# rows sent, the claim's lease extended, this chunk's rows `sending`. `mark_sending`
+# and the sent branch of `record_outcomes`, with the same conditions, in one round
+# trip; see `record_sent_and_mark`. Written as SQL because it runs once per chunk
+# and SQLAlchemy's statement building and caching would cost more than the statement.
+# `held` updates the claim first: its row lock orders the statement against the
+# recovery's delete of an expired claim (`take_back`), one way or the other.
 _RECORD_SENT_AND_MARK = """
-WITH recorded AS (
+WITH held AS (
+    UPDATE delivery_claims
+    SET lease_until = COALESCE(%(marked_at)s::timestamptz, now()) + %(lease)s
+    WHERE worker = %(worker)s AND lease_until >= COALESCE(%(marked_at)s::timestamptz, now())
+    RETURNING id
+), recorded AS (
     UPDATE deliveries
-    SET status = 'sent', sent_at = %(now)s, lease_until = NULL, updated_at = %(now)s,
+    SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s,
         last_code = 250, last_error = NULL
     WHERE id = ANY(%(sent)s::bigint[]) AND worker = %(worker)s AND status = 'sending'
 )
 UPDATE deliveries AS d
 SET status = 'sending',
     attempts = CASE WHEN d.status = 'sending' THEN d.attempts ELSE d.attempts + 1 END,
-    lease_until = COALESCE(%(marked_at)s::timestamptz, now()) + %(lease)s,
     updated_at = COALESCE(%(marked_at)s::timestamptz, now())
 WHERE d.id = ANY(%(ids)s::bigint[]) AND d.worker = %(worker)s
   AND d.status IN ('queued', 'deferred', 'sending')
+  AND EXISTS (SELECT 1 FROM held)
   AND EXISTS (SELECT 1 FROM issues AS i WHERE i.id = d.issue_id AND i.status = 'sending')
 RETURNING d.id
 """
@@ -332,7 +376,7 @@ def record_sent_and_mark(connection: Connection, sent: Sequence[int], ids: Seque
                          marked_at: datetime | None = None) -> set[int]:
     """`record_outcomes` for rows that were all sent, then `mark_sending`, atomically.
 
-    `now` is the sent rows' `sent_at`; the marked rows' lease runs from `marked_at`
+    `now` is the sent rows' `sent_at`; the claim's lease is extended from `marked_at`
     (None: the database's clock, as the worker uses it). PostgreSQL only; on a
     connection in autocommit one statement is its own transaction, so the chunk costs
     one round trip instead of BEGIN, two UPDATEs and COMMIT. The two parts touch
@@ -350,27 +394,33 @@ def record_sent_and_mark(connection: Connection, sent: Sequence[int], ids: Seque
     return set(found.scalars())
 
 
-def renew_leases(session: Session, ids: Sequence[int], worker: str, now: datetime | None,
-                 lease: timedelta) -> int:
-    """Extend the lease on the rows of `ids` this worker still holds; returns how many.
+def renew_claim(session: Session, worker: str, now: datetime | None, lease: timedelta) -> int:
+    """Extend the lease of `worker`'s claim; 1 if it still held, else 0.
 
     A lease that already ran out is never revived: once `lease_until` has passed,
-    the sweeper or another worker may be acting on the row, so only rows whose
-    lease still holds at `now` (None: the database's clock, as the worker uses it)
-    are extended.
+    the recovery or another worker may be acting on the claim's rows, so only a
+    claim whose lease still holds at `now` (None: the database's clock, as the
+    worker uses it) is extended. One row, whatever the batch's size.
     """
-    if not ids:
-        return 0
     at = clock(session, now)
     result = session.execute(
-        update(Delivery)
-        .where(among(session, Delivery.id, ids), Delivery.worker == worker,
-               in_status(session, (*CLAIMABLE, DeliveryStatus.SENDING)),
-               Delivery.lease_until >= at)
+        update(DeliveryClaim)
+        .where(DeliveryClaim.worker == worker, DeliveryClaim.lease_until >= at)
         .values(lease_until=at + lease)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_held(session: Session, issue_id: int, worker: str) -> bool:
+    """Whether `worker` may go on: its issue is sending and its claim's lease still holds."""
+    at = clock(session, None)
+    return bool(session.scalar(select(
+        select(DeliveryClaim.id).where(DeliveryClaim.worker == worker,
+                                       DeliveryClaim.lease_until >= at).exists()
+        & select(Issue.id).where(Issue.id == issue_id,
+                                 Issue.status == IssueStatus.SENDING).exists()
+    )))
 
 
 def release(session: Session, ids: Iterable[int], worker: str, now: datetime) -> None:
@@ -381,28 +431,50 @@ def release(session: Session, ids: Iterable[int], worker: str, now: datetime) ->
             update(Delivery)
             .where(among(session, Delivery.id, ids), Delivery.worker == worker,
                    in_status(session, CLAIMABLE))
-            .values(lease_until=None, updated_at=now)
+            .values(worker=None, updated_at=now)
             .execution_options(synchronize_session=False)
         )
 
 
-def release_claimant(connection: Session | Connection, issue_id: int, worker: str,
-                     now: datetime) -> int:
+def end_claim(session: Session, worker: str) -> bool:
+    """The worker is done with its batch: its claim goes, unless a row is still `sending`.
+
+    Rows it did not settle are anybody's to claim once the claim is gone. A row left
+    `sending` (its outcome could not be written) keeps the claim, so the recovery
+    finds it when the lease runs out. True if the claim is gone.
+    """
+    claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker))
+    if claim is None:
+        return True
+    if session.scalar(select(select(Delivery.id).where(
+            among(session, Delivery.id, claim.ids), Delivery.worker == worker,
+            Delivery.status == DeliveryStatus.SENDING).exists())):
+        return False
+    session.execute(delete(DeliveryClaim).where(DeliveryClaim.id == claim.id))
+    return True
+
+
+def release_claimant(session: Session, issue_id: int, worker: str, now: datetime) -> int:
     """Give back every row of an issue still claimed under `worker`; returns how many.
 
     For a claim run again because its reply was lost with the connection: the first
-    run may have committed, and its rows, leased under this claimant name, would wait
+    run may have committed, and its rows, held under this claimant name, would wait
     for the lease to run out, since the claim takes only rows nobody holds. Claimant
-    names are never reused, so only that lost claim's rows match. Reads only rows
-    that hold a lease (`ix_deliveries_lease_until`), a few batches' worth.
+    names are never reused, so only that lost claim's rows match. The claim ends
+    with them unless a row of it is `sending` (`end_claim`).
     """
-    result = connection.execute(
+    claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker,
+                                                        DeliveryClaim.issue_id == issue_id))
+    if claim is None:
+        return 0
+    result = session.execute(
         update(Delivery)
-        .where(Delivery.issue_id == issue_id, Delivery.worker == worker,
-               Delivery.status.in_(list(CLAIMABLE)), Delivery.lease_until.is_not(None))
-        .values(lease_until=None, updated_at=now)
+        .where(among(session, Delivery.id, claim.ids), Delivery.worker == worker,
+               in_status(session, CLAIMABLE))
+        .values(worker=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    end_claim(session, worker)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -432,7 +504,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
         session.execute(
             update(Delivery).where(among(session, Delivery.id, sent), Delivery.worker == worker,
                                    Delivery.status == DeliveryStatus.SENDING)
-            .values(status=DeliveryStatus.SENT, sent_at=now, lease_until=None, updated_at=now,
+            .values(status=DeliveryStatus.SENT, sent_at=now, updated_at=now,
                     last_code=250, last_error=None)
             .execution_options(synchronize_session=False)
         )
@@ -442,7 +514,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
         table = Delivery.__table__
         row = table.c
         values: dict[str, object] = {
-            "lease_until": None, "updated_at": now, "last_code": outcome.code,
+            "updated_at": now, "last_code": outcome.code,
             "last_error": (outcome.error or "")[:1000] or None,
         }
         if outcome.status is DeliveryStatus.QUEUED:  # never tried: as if never claimed
@@ -521,7 +593,7 @@ def has_due_rows(session: Session, issue_id: int, now: datetime) -> bool:
                 Delivery.issue_id == issue_id,
                 Delivery.status.in_(CLAIMABLE),
                 or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-                or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+                unclaimed(now),
             ).exists()
         )
     ))
@@ -533,43 +605,47 @@ def expire_leases(session: Session, now: datetime, resend_uncertain: bool) -> in
     Each becomes one more recorded possible duplicate; under the at-least-once
     policy it is retried at once, otherwise it stays `uncertain`.
     """
-    return sum(expire_sending(session, now, resend_uncertain).values())
+    return sum(take_back(session, now, resend_uncertain)[0].values())
 
 
-def expire_sending(session: Session, now: datetime, resend_uncertain: bool) -> CounterType[int]:
-    """`expire_leases`, counted per issue (the recovery rings each issue it touched)."""
-    stale = and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now)
+def take_back(session: Session, now: datetime,
+              resend_uncertain: bool) -> tuple[CounterType[int], CounterType[int]]:
+    """Every claim whose lease ran out by `now` goes; its rows, per issue: (uncertain, due).
+
+    Rows it left `sending` are outcomes nobody knows: each counts one more possible
+    duplicate and is retried at once under the at-least-once policy, otherwise stays
+    `uncertain`. Rows it had claimed and not attempted are due again (nothing was
+    sent for them); they were claimable as soon as the lease ran out, and are only
+    counted here, so their issue is rung once. The claims are deleted first, in a
+    statement of their own: a worker's chunk statement extends its claim's lease in
+    the same row (`mark_sending`), so either the chunk came first and the lease is
+    no longer out, or the claim is gone before the chunk marks anything, and the
+    rows read after the delete are as that worker left them.
+    """
+    expired = session.execute(
+        delete(DeliveryClaim).where(DeliveryClaim.lease_until < now)
+        .returning(DeliveryClaim.issue_id, DeliveryClaim.worker, DeliveryClaim.ids)
+        .execution_options(synchronize_session=False)
+    ).all()
+    uncertain: CounterType[int] = CounterType()
+    due: CounterType[int] = CounterType()
     values: dict[str, object] = {
-        "uncertain_count": Delivery.uncertain_count + 1, "lease_until": None, "updated_at": now,
+        "uncertain_count": Delivery.uncertain_count + 1, "updated_at": now,
         "last_error": "worker stopped during the send; outcome unknown",
     }
     if resend_uncertain:
         values.update(status=DeliveryStatus.DEFERRED, next_attempt_at=now)
     else:
         values.update(status=DeliveryStatus.UNCERTAIN)
-    result = session.execute(
-        update(Delivery).where(stale).values(**values).returning(Delivery.issue_id)
-        .execution_options(synchronize_session=False)
-    )
-    return CounterType(result.scalars())
-
-
-def return_expired_claims(session: Session, now: datetime) -> CounterType[int]:
-    """Claimed rows never marked `sending` whose lease ran out: due again now, per issue.
-
-    Nothing was sent for them, so they are not uncertain. Any worker's claim would
-    take them anyway; clearing the lease lets the recovery count them once and ring
-    their issue, so a send whose other workers had already run dry carries on.
-    """
-    result = session.execute(
-        update(Delivery)
-        .where(Delivery.lease_until.is_not(None), Delivery.lease_until < now,
-               Delivery.status.in_(CLAIMABLE))
-        .values(lease_until=None, updated_at=now)
-        .returning(Delivery.issue_id)
-        .execution_options(synchronize_session=False)
-    )
-    return CounterType(result.scalars())
+    for issue_id, worker, ids in expired:
+        held = (among(session, Delivery.id, ids), Delivery.worker == worker)
+        due[issue_id] += int(session.scalar(
+            select(func.count()).where(*held, Delivery.status.in_(CLAIMABLE))) or 0)
+        uncertain[issue_id] += int(session.execute(
+            update(Delivery).where(*held, Delivery.status == DeliveryStatus.SENDING)
+            .values(**values).execution_options(synchronize_session=False)
+        ).rowcount)  # type: ignore[attr-defined]
+    return +uncertain, +due
 
 
 @dataclass(frozen=True)
@@ -583,18 +659,25 @@ class Leases:
 
 
 def leases(session: Session, now: datetime) -> Leases:
-    """What `chapar status` shows about leases (reads only the rows that have one)."""
-    running = Delivery.lease_until >= now
-    held, sending, expired, oldest = session.execute(
-        select(
-            func.count().filter(running),
-            func.count().filter(running, Delivery.status == DeliveryStatus.SENDING),
-            func.count().filter(Delivery.lease_until < now),
-            func.min(Delivery.lease_until).filter(Delivery.lease_until < now),
-        ).where(Delivery.lease_until.is_not(None),
-                Delivery.status.in_((*CLAIMABLE, DeliveryStatus.SENDING)))
-    ).one()
-    return Leases(int(held or 0), int(sending or 0), int(expired or 0), oldest)
+    """What `chapar status` shows about leases (reads only the claims and their rows)."""
+    held = sending = expired = 0
+    oldest: datetime | None = None
+    for worker, until, ids in session.execute(
+            select(DeliveryClaim.worker, DeliveryClaim.lease_until, DeliveryClaim.ids)).all():
+        rows = dict(session.execute(
+            select(Delivery.status, func.count())
+            .where(among(session, Delivery.id, ids), Delivery.worker == worker,
+                   Delivery.status.in_((*CLAIMABLE, DeliveryStatus.SENDING)))
+            .group_by(Delivery.status)
+        ).all())
+        total = sum(rows.values())
+        if until >= now:
+            held += total
+            sending += rows.get(DeliveryStatus.SENDING, 0)
+        elif total:
+            expired += total
+            oldest = until if oldest is None else min(oldest, until)
+    return Leases(held, sending, expired, oldest)
 
 
 def fail_expired(session: Session, now: datetime) -> int:
@@ -602,8 +685,8 @@ def fail_expired(session: Session, now: datetime) -> int:
     result = session.execute(
         update(Delivery)
         .where(Delivery.status == DeliveryStatus.DEFERRED, Delivery.give_up_at < now,
-               or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
-        .values(status=DeliveryStatus.FAILED, updated_at=now, lease_until=None)
+               unclaimed(now))
+        .values(status=DeliveryStatus.FAILED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

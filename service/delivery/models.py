@@ -5,7 +5,19 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -39,10 +51,6 @@ class Delivery(Base):
               sqlite_where=text("status = 'deferred'")),
         # One reader's issues (the desk's reader page) and their erasure.
         Index("ix_deliveries_subscriber_id", "subscriber_id"),
-        # Only rows a worker holds have a lease: a small index for the recovery and status.
-        Index("ix_deliveries_lease_until", "lease_until",
-              postgresql_where=text("lease_until IS NOT NULL"),
-              sqlite_where=text("lease_until IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -58,7 +66,8 @@ class Delivery(Base):
     )
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
-    lease_until: Mapped[datetime | None]
+    # The claimant that holds or last held the row; it holds it while a `DeliveryClaim`
+    # of that name has a lease that has not run out.
     worker: Mapped[str | None] = mapped_column(String(200))
     last_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -70,6 +79,28 @@ class Delivery(Base):
     # How many times this row's outcome was unknown (worker died or the connection
     # dropped after "."): every possible duplicate at the reader is counted here.
     uncertain_count: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class DeliveryClaim(Base):
+    """A batch of ledger rows one worker holds, and the lease it holds them on.
+
+    One row per claim (a worker's batch, up to CHAPAR_SEND_BATCH_SIZE rows), not a
+    lease on every row: renewing it writes one small row, not every row of the batch,
+    and no index of the ledger names the lease. A ledger row is held while its
+    `worker` names a claim whose lease has not run out; `ids` lists the rows the
+    claim took, so the recovery finds them by key when the lease runs out. A row is
+    `sending` only under a claim (`ledger.mark_sending` extends the claim's lease in
+    the same statement), so every row whose worker died is found through its claim.
+    """
+
+    __tablename__ = "delivery_claims"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    worker: Mapped[str] = mapped_column(String(200), unique=True)
+    lease_until: Mapped[datetime]
+    ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger).with_variant(JSON(), "sqlite"))
+    created_at: Mapped[datetime]
 
 
 class Bounce(Base):

@@ -26,19 +26,22 @@ autocommit (ledger.claim_in_one_statement, ledger.record_sent_and_mark): one rou
 trip instead of BEGIN, two or four statements and COMMIT. Other outcomes, and the
 metrics counters once a second, take the transaction below.
 
-Leases. A claim is a lease of CHAPAR_LEASE_SECONDS (20 s), written and compared on
-the database's clock (`ledger.database_now`), so hosts whose clocks disagree cannot
-judge one lease differently. While the process is alive a background thread
-(`LeaseKeeper`) renews the lease of the batch it holds every twentieth of the
-lease (1 s). A thread, not renewals between chunks: a pool process also waits where no
+Leases. A claim is a lease of CHAPAR_LEASE_SECONDS (20 s) on one row of
+`delivery_claims` (its claimant name, the ids it took), written and compared on the
+database's clock (`ledger.database_now`), so hosts whose clocks disagree cannot
+judge one lease differently. Each chunk's statement extends it, and while the
+process is alive a background thread (`LeaseKeeper`) renews it every twentieth of
+the lease (1 s). A thread, not only the chunks: a pool process also waits where no
 chunk boundary comes (a slow or throttled SMTP server, a 421 pause, a reconnect,
 the back-off of a database outage below), and the lease must outlive each of
 those waits, but not the process: SIGKILL stops the thread with it, the lease runs
 out within 20 s, and `sweeper.recover` (beat, every CHAPAR_LEASE_CHECK_SECONDS,
-5 s) takes the rows back and rings their issue. The thread and the sending thread
-share one lock around their transactions, so a renewal never waits on (or
-deadlocks with) the process's own writes. Each renewal costs one UPDATE by primary
-key of at most `send_batch_size` rows, once a second per busy pool process.
+5 s) takes the claim's rows back and rings their issue. The thread and the sending
+thread share one lock around their transactions, so a renewal never waits on (or
+deadlocks with) the process's own writes. Each renewal writes the one claim row,
+whatever the batch's size; the ledger's rows carry no lease. The batch's last
+transaction ends the claim (`ledger.end_claim`), so rows it did not reach are
+anybody's at once.
 
 The worker keeps its own, conservative view of the lease: `LeaseKeeper.remaining()`
 counts from the monotonic instant before the last successful claim or renewal
@@ -58,10 +61,10 @@ database answers, that write is the first thing the process does, then it carrie
 on. Why that is safe, and the bound:
 
 - Rows are taken from a worker only by a statement running on the database once it
-  answers again: the recovery (`lease_until < now()` for `sending` rows) or
-  another worker's claim (`lease_until < now()` for claimed rows). While it is
+  answers again: the recovery (its claim's `lease_until < now()`, for `sending`
+  rows) or another worker's claim (the same test, for claimed rows). While it is
   unreachable, nobody can take anything.
-- Its rows' `lease_until` is at least the database time of its last successful
+- Its claim's `lease_until` is at least the database time of its last successful
   renewal plus the lease. That renewal came at most one renewal interval (1 s)
   before the cut. So, with an outage of D seconds, the rows are still the worker's
   when the database returns provided D + 1 s + the first retry's delay (at most
@@ -73,10 +76,11 @@ on. Why that is safe, and the bound:
   lease has run out; each statement waits for the other's row locks and re-reads
   the row. Outcomes are written only to rows still `sending` under this worker's
   claimant name (`ledger.record_outcomes`), and the next chunk is marked only
-  where the claim is still this worker's (`ledger.mark_sending`): if the recovery
-  came first, the rows stay the uncertain outcomes it recorded; if the worker came
-  first, the recovery finds them settled. Either way no row is sent twice
-  unrecorded.
+  while the claim's lease still holds, extending it in the same statement
+  (`ledger.mark_sending`): if the recovery came first, the claim is gone, nothing
+  more is marked and the rows stay the uncertain outcomes it recorded; if the
+  worker came first, the lease holds again and the recovery leaves the claim.
+  Either way no row is sent twice unrecorded.
 - A commit whose reply was lost is run again: the outcome write changes nothing
   the second time (only `sending` rows change) and `mark_sending` accepts rows it
   already marked under this claimant name. A claim run again first gives back
@@ -104,7 +108,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -123,7 +126,7 @@ from service.delivery.transport import (
     connection_for,
     send_interleaved,
 )
-from service.digests.models import Issue, IssueStatus
+from service.digests.models import Issue
 from service.instance_keys import MESSAGE_ID, instance_key
 from service.ops.outages import OutageTracker
 from service.runtime import Runtime
@@ -176,15 +179,14 @@ class LeaseKeeper:
         self.lock = threading.Lock()
         self._state = threading.Lock()
         self._worker: str | None = None
-        self._ids: list[int] = []
         self._deadline = 0.0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def hold(self, worker: str, ids: Sequence[int], began: float) -> None:
+    def hold(self, worker: str, began: float) -> None:
         """A batch was claimed by a transaction that began at monotonic `began`."""
         with self._state:
-            self._worker, self._ids = worker, list(ids)
+            self._worker = worker
             self._deadline = began + self.lease.total_seconds()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
@@ -192,7 +194,7 @@ class LeaseKeeper:
 
     def release(self) -> None:
         with self._state:
-            self._worker, self._ids, self._deadline = None, [], 0.0
+            self._worker, self._deadline = None, 0.0
 
     def remaining(self) -> float:
         with self._state:
@@ -201,10 +203,10 @@ class LeaseKeeper:
     def renew(self, session: Session) -> int:
         """One renewal in the caller's transaction (the caller holds `lock`)."""
         with self._state:
-            worker, ids = self._worker, list(self._ids)
+            worker = self._worker
         if worker is None:
             return 0
-        return ledger.renew_leases(session, ids, worker, None, self.lease)
+        return ledger.renew_claim(session, worker, None, self.lease)
 
     def renewed(self, began: float) -> None:
         """The renewal that began at `began` committed."""
@@ -235,7 +237,7 @@ class LeaseKeeper:
                 continue
             finally:
                 self.lock.release()
-            if renewed:  # rows still held: the lease on them runs from `began` on
+            if renewed:  # the claim still holds: its lease runs from `began` on
                 self.renewed(began)
             self.outage.succeeded()
 
@@ -448,7 +450,7 @@ class DeliveryAgent:
                 report.finished = self._finish_if_done(issue_id)
                 return report
             report.claimed += len(batch)
-            self.keeper.hold(worker, [r.delivery_id for r in batch], self.began)
+            self.keeper.hold(worker, self.began)
             try:
                 carry_on = self._send_batch(issue_id, message, batch, worker, lease, report)
             finally:
@@ -468,7 +470,10 @@ class DeliveryAgent:
         their lease to run out.
         """
         size = self.rt.settings.send_batch_size
-        if self.rerun:
+        if self.rerun and self.one_statement_chunks:  # autocommit: each statement lands alone
+            with Session(bind=db) as session:
+                ledger.release_claimant(session, issue_id, worker, self.clock())
+        elif self.rerun:
             ledger.release_claimant(db, issue_id, worker, self.clock())
         if self.one_statement_chunks:
             return ledger.claim_in_one_statement(db, issue_id, worker, None, size, lease)
@@ -491,20 +496,25 @@ class DeliveryAgent:
         """Send one claimed batch; False when the send must stop (paused, server down).
 
         One transaction per chunk: it records the previous chunk's outcomes and marks
-        this chunk `sending`. Whatever stops the loop, the last outcomes are written,
-        unless the database stayed away so long that the task gives up.
+        this chunk `sending`. Whatever stops the loop, the last outcomes are written
+        and the claim ends with them (`ledger.end_claim`: the rows it did not settle
+        are anybody's at once), unless the database stayed away so long that the task
+        gives up; then the claim's lease runs out and the recovery settles its rows.
         """
         unrecorded: list[Outcome] = []
+
+        def last(session: Session) -> None:
+            self._record(session, unrecorded, worker, last=True)
+            ledger.end_claim(session, worker)
+
         try:
             carry_on = self._send_chunks(issue_id, message, batch, worker, lease, report, unrecorded)
         except DatabaseGone:
             raise
         except BaseException:
-            if unrecorded or self.tally.increments:
-                self._db(lambda session: self._record(session, unrecorded, worker, last=True))
+            self._db(last)
             raise
-        if unrecorded or self.tally.increments:
-            self._db(lambda session: self._record(session, unrecorded, worker, last=True))
+        self._db(last)
         return carry_on
 
     def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[Recipient],
@@ -545,6 +555,8 @@ class DeliveryAgent:
                 ours = self._db(partial(self._record_and_mark, outcomes=unrecorded, ids=ids,
                                         worker=worker, lease=lease))
             unrecorded.clear()
+            if ours:  # the statement extended the claim's lease from when it began
+                self.keeper.renewed(self.began)
             if ours and time.monotonic() - self.began > lease.total_seconds() / 2:
                 # The marking transaction itself took half a lease (a lock wait, a
                 # database that answered slowly): too little of the lease it wrote may
@@ -555,7 +567,9 @@ class DeliveryAgent:
                                   for i in sorted(ours))
                 self._release(rest[len(chunk):], worker)
                 return False
-            if not ours and not self._still_sending(issue_id):  # paused or cancelled
+            if not ours and not self._still_held(issue_id, worker):
+                # Paused or cancelled, or the claim's lease ran out (the database was
+                # away too long) and the recovery took the rows back.
                 self._release(rest, worker)
                 return False
             mine = [(r, e) for r, e in zip(chunk, envelopes, strict=True) if r.delivery_id in ours]
@@ -688,9 +702,8 @@ class DeliveryAgent:
             return False
         return True
 
-    def _still_sending(self, issue_id: int) -> bool:
-        return self._db(lambda session: session.scalar(
-            select(Issue.status).where(Issue.id == issue_id)) is IssueStatus.SENDING)
+    def _still_held(self, issue_id: int, worker: str) -> bool:
+        return self._db(lambda session: ledger.claim_held(session, issue_id, worker))
 
     def _skip_paused_domains(self, chunk: list[Recipient],
                              worker: str) -> list[Recipient]:

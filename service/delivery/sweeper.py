@@ -7,8 +7,8 @@ Two beat tasks:
   `sending` become recorded uncertain outcomes (and are retried under the
   at-least-once policy); rows it had claimed but not yet attempted are due again.
   Each issue it touched is rung, so another worker sends them at once. It reads
-  only rows that hold a lease (a small partial index), so it may run often. With
-  the default 20 s lease, a SIGKILLed worker's rows are sending again within
+  only the claims whose lease ran out and their rows, by key, so it may run often.
+  With the default 20 s lease, a SIGKILLed worker's rows are sending again within
   lease + check interval + one claim, about 26 s.
 - `sweep` (chapar.sweep_deliveries, every CHAPAR_BEAT_TICK_SECONDS, a minute):
   does the same, fails rows past their give-up time, finishes issues with nothing
@@ -58,7 +58,7 @@ def sweep_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Swe
     session.execute(
         update(Delivery)
         .where(Delivery.issue_id.in_(cancelled), Delivery.status.in_(ledger.CLAIMABLE))
-        .values(status=DeliveryStatus.CANCELLED, lease_until=None, updated_at=now)
+        .values(status=DeliveryStatus.CANCELLED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     sending = session.scalars(select(Issue.id).where(Issue.status == IssueStatus.SENDING)).all()
@@ -101,8 +101,7 @@ class Recovery:
 
 def recover_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Recovery:
     """Take back every row whose lease ran out by `now` (the database's clock)."""
-    return Recovery(ledger.expire_sending(session, now, resend_uncertain),
-                    ledger.return_expired_claims(session, now))
+    return Recovery(*ledger.take_back(session, now, resend_uncertain))
 
 
 def recover(rt: Runtime, now: datetime) -> Recovery:

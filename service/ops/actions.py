@@ -82,7 +82,7 @@ def settle_uncertain(session: Session, issue_id: int, how: Settle, now: datetime
 
     Either way the row keeps its `uncertain_count`: the possible duplicate stays on record.
     """
-    values: dict[str, object] = {"updated_at": now, "lease_until": None}
+    values: dict[str, object] = {"updated_at": now}
     if how is Settle.RESEND:
         values.update(status=DeliveryStatus.DEFERRED, next_attempt_at=now, give_up_at=now + retry_for)
     else:

@@ -80,7 +80,7 @@ def due_rows(now: datetime):  # type: ignore[no-untyped-def]
     """The condition a worker claims by: claimable, due, not leased (as ledger.claim_batch)."""
     return (Delivery.status.in_(ledger.CLAIMABLE),
             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+            ledger.unclaimed(now))
 
 
 def oldest_due(session: Session, now: datetime) -> datetime | None:

@@ -12,7 +12,7 @@ from service.delivery import ledger
 from service.delivery.models import DeliveryStatus
 from service.digests.models import Issue, IssueStatus
 from tests.delivery.factories import NOW
-from tests.delivery.test_sweeper import row, started
+from tests.delivery.test_sweeper import claim, row, started
 
 LEASE = timedelta(minutes=5)
 
@@ -42,13 +42,14 @@ def test_a_renewal_extends_only_a_lease_that_still_holds(session: Session) -> No
     assert len(ledger.claim_batch(session, issue_id, "w", NOW, 10, short)) == 3
     ledger.mark_sending(session, ids[:1], "w", NOW, short)
     later = NOW + timedelta(seconds=15)
-    assert ledger.renew_leases(session, ids, "w", later, short) == 3
-    assert row(session, ids[2]).lease_until == later + short
-    assert ledger.renew_leases(session, ids, "someone else", later, short) == 0
+    assert ledger.renew_claim(session, "w", later, short) == 1
+    assert claim(session, "w").lease_until == later + short
+    assert ledger.renew_claim(session, "someone else", later, short) == 0
     # Once it has run out the lease is not revived: the sweeper or a claim may act on it.
     gone = later + short + timedelta(seconds=1)
-    assert ledger.renew_leases(session, ids, "w", gone, short) == 0
-    assert ledger.claim_batch(session, issue_id, "v", gone, 10, short) != []
+    assert ledger.renew_claim(session, "w", gone, short) == 0
+    assert ledger.mark_sending(session, ids[1:], "w", gone, short) == set()
+    assert len(ledger.claim_batch(session, issue_id, "v", gone, 10, short)) == 2
 
 
 def test_a_chunk_transaction_run_twice_changes_nothing_the_second_time(session: Session) -> None:
@@ -73,8 +74,9 @@ def test_a_claim_run_again_gives_back_what_its_lost_run_claimed(session: Session
     ledger.mark_sending(session, ids[:1], "lost", NOW, LEASE)  # not a claim's: left alone
     assert len(ledger.claim_batch(session, issue_id, "other", NOW, 10, LEASE)) == 1
     assert ledger.release_claimant(session, issue_id, "lost", NOW) == 2
-    assert [row(session, i).lease_until is None for i in ids] == [False, True, True, False]
+    assert [row(session, i).worker for i in ids] == ["lost", None, None, "other"]
     assert row(session, ids[0]).status is DeliveryStatus.SENDING
+    assert claim(session, "lost").ids == ids[:3]  # kept: a row of it is `sending`
     again = ledger.claim_batch(session, issue_id, "lost", NOW, 10, LEASE)
     assert sorted(r.delivery_id for r in again) == ids[1:3]
 
@@ -121,11 +123,10 @@ def test_one_statement_chunk_records_the_sent_rows_and_marks_the_next_as_the_two
         assert marked == set(second)
     for i in first:
         sent = row(session, i)
-        assert (sent.status, sent.sent_at, sent.lease_until, sent.last_code) == (
-            DeliveryStatus.SENT, now, None, 250)
+        assert (sent.status, sent.sent_at, sent.last_code) == (DeliveryStatus.SENT, now, 250)
     for i in second:
         assert (row(session, i).status, row(session, i).attempts) == (DeliveryStatus.SENDING, 1)
-        assert row(session, i).lease_until == now + LEASE  # the database's clock
+    assert claim(session, "w").lease_until == now + LEASE  # extended, on the database's clock
     # A row this worker does not hold (ids[4] is unclaimed; another claimant's name)
     # is neither marked nor recorded.
     assert ledger.record_sent_and_mark(connection, [ids[4]], [ids[4]], "w", now, LEASE) == set()
@@ -162,7 +163,8 @@ def test_a_claim_reads_only_the_rows_it_takes_whatever_the_table_size(session: S
         {"issue": issue_id, "worker": "w", "now": NOW, "size": 500, "lease": LEASE}))
     assert "Seq Scan on subscribers" not in plan, plan
     assert "Index Scan using pk_subscribers" in plan, plan
-    assert "Index Scan using pk_deliveries on deliveries d " in plan, plan
+    assert "Index Scan using pk_deliveries on deliveries d_1 " in plan, plan  # the UPDATE
+    assert "Index Cond: (id = ANY" in plan, plan
     assert len(ledger.claim_in_one_statement(session.connection(), issue_id, "w", NOW, 500,
                                              LEASE)) == 500
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from service.clock import utcnow
 from service.db import unit_of_work
 from service.delivery import control, ledger
-from service.delivery.models import Delivery, DeliveryStatus
+from service.delivery.models import Delivery, DeliveryClaim, DeliveryStatus
 from service.delivery.sender import CHUNK
 from service.digests.models import Issue, IssueStatus
 from service.ops.status import render_text, snapshot
@@ -96,7 +96,8 @@ def held_by(rt: Runtime, pids: set[int]) -> dict[int, DeliveryStatus]:
     with rt.sessions() as session:
         rows = session.execute(
             select(Delivery.id, Delivery.worker, Delivery.status)
-            .where(Delivery.lease_until.is_not(None), Delivery.status.in_(PENDING))
+            .join(DeliveryClaim, DeliveryClaim.worker == Delivery.worker)
+            .where(Delivery.status.in_(PENDING))
         ).all()
     return {i: status for i, worker, status in rows if claimant_pid(worker) in pids}
 

@@ -382,7 +382,9 @@ def test_a_chunk_whose_marking_took_half_the_lease_is_not_sent_and_stays_untried
     found = rows(runtime, issue_id)
     assert {r.status for r in found.values()} == {DeliveryStatus.QUEUED}
     assert {r.attempts for r in found.values()} == {0}
-    assert {r.lease_until for r in found.values()} == {None}  # anybody's to claim again
+    with runtime.sessions() as session:  # anybody's to claim again
+        assert ledger.has_due_rows(session, issue_id, ledger.database_now(session))
+        assert ledger.leases(session, ledger.database_now(session)).held == 0
 
     monkeypatch.undo()
     assert DeliveryAgent(runtime).deliver(issue_id).finished

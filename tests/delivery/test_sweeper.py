@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.delivery import ledger
-from service.delivery.models import Delivery, DeliveryStatus
+from service.delivery.models import Delivery, DeliveryClaim, DeliveryStatus
 from service.delivery.sweeper import sweep_ledger
 from service.digests.models import Issue, IssueStatus
 from tests.delivery.factories import NOW, add_subscribers, make_issue
@@ -28,6 +28,21 @@ def set_rows(session: Session, ids: list[int], **values: object) -> None:
     session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(**values))
 
 
+def hold(session: Session, issue_id: int, ids: list[int], worker: str, until: datetime) -> None:
+    """Rows `sending` under `worker`'s claim, leased until `until`."""
+    set_rows(session, ids, status=DeliveryStatus.SENDING, worker=worker)
+    session.add(DeliveryClaim(issue_id=issue_id, worker=worker, lease_until=until, ids=ids,
+                              created_at=NOW))
+    session.flush()
+
+
+def claim(session: Session, worker: str) -> DeliveryClaim:
+    found = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker)
+                           .execution_options(populate_existing=True))
+    assert found is not None
+    return found
+
+
 def row(session: Session, delivery_id: int) -> Delivery:
     found = session.get(Delivery, delivery_id, populate_existing=True)
     assert found is not None
@@ -36,8 +51,8 @@ def row(session: Session, delivery_id: int) -> Delivery:
 
 def test_rows_a_dead_worker_left_sending_become_recorded_uncertain_retries(session: Session) -> None:
     issue_id, ids = started(session, 3)
-    set_rows(session, ids[:2], status=DeliveryStatus.SENDING, lease_until=NOW - timedelta(seconds=1))
-    set_rows(session, ids[2:], status=DeliveryStatus.SENDING, lease_until=NOW + timedelta(minutes=5))
+    hold(session, issue_id, ids[:2], "dead", NOW - timedelta(seconds=1))
+    hold(session, issue_id, ids[2:], "alive", NOW + timedelta(minutes=5))
     report = sweep_ledger(session, NOW, resend_uncertain=True)
     assert report.uncertain == 2 and report.rung == [issue_id]
     assert [row(session, i).status for i in ids] == [DeliveryStatus.DEFERRED] * 2 + [DeliveryStatus.SENDING]
@@ -46,8 +61,8 @@ def test_rows_a_dead_worker_left_sending_become_recorded_uncertain_retries(sessi
 
 
 def test_hold_policy_keeps_uncertain_rows_for_ops(session: Session) -> None:
-    _, ids = started(session, 1)
-    set_rows(session, ids, status=DeliveryStatus.SENDING, lease_until=NOW - timedelta(seconds=1))
+    issue_id, ids = started(session, 1)
+    hold(session, issue_id, ids, "dead", NOW - timedelta(seconds=1))
     sweep_ledger(session, NOW, resend_uncertain=False)
     assert row(session, ids[0]).status is DeliveryStatus.UNCERTAIN
 
@@ -96,7 +111,7 @@ def test_the_recovery_takes_back_a_dead_workers_rows_once_their_lease_ran_out(
     assert describe(found, issue_id) == ("lease ran out: 2 rows left sending are uncertain, "
                                          "2 claimed rows are due again")
     assert [row(session, i).status for i in ids[:2]] == [DeliveryStatus.DEFERRED] * 2
-    assert all(row(session, i).lease_until is None for i in ids)
+    assert session.scalar(select(func.count()).select_from(DeliveryClaim)) == 0
     assert row(session, ids[2]).uncertain_count == 0  # claimed, never sent: not uncertain
     # Everything is due now: another worker takes all five.
     later = NOW + timedelta(seconds=22)
