@@ -441,17 +441,22 @@ def end_claim(session: Session, worker: str) -> bool:
 
     Rows it did not settle are anybody's to claim once the claim is gone. A row left
     `sending` (its outcome could not be written) keeps the claim, so the recovery
-    finds it when the lease runs out. True if the claim is gone.
+    finds it when the lease runs out. True if this call ended it. One statement on
+    PostgreSQL, which compares the claim's ids with its rows itself.
     """
-    claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker))
-    if claim is None:
-        return True
-    if session.scalar(select(select(Delivery.id).where(
-            among(session, Delivery.id, claim.ids), Delivery.worker == worker,
-            Delivery.status == DeliveryStatus.SENDING).exists())):
-        return False
-    session.execute(delete(DeliveryClaim).where(DeliveryClaim.id == claim.id))
-    return True
+    if is_sqlite(session):
+        claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker))
+        if claim is None:
+            return False
+        sending = select(Delivery.id).where(among(session, Delivery.id, claim.ids))
+    else:
+        sending = select(Delivery.id).where(Delivery.id == any_(DeliveryClaim.ids))
+    sending = sending.where(Delivery.worker == worker, Delivery.status == DeliveryStatus.SENDING)
+    ended = session.execute(
+        delete(DeliveryClaim).where(DeliveryClaim.worker == worker, ~sending.exists())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(ended.rowcount)  # type: ignore[attr-defined]
 
 
 def release_claimant(session: Session, issue_id: int, worker: str, now: datetime) -> int:

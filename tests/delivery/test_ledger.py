@@ -192,3 +192,21 @@ def test_a_send_adds_no_entry_to_the_index_of_deferred_rows(session: Session) ->
     fail_after = session.connection().exec_driver_sql(
         "EXPLAIN SELECT id FROM deliveries WHERE status = 'deferred' AND give_up_at < now()")
     assert "ix_deliveries_deferred" in "\n".join(row[0] for row in fail_after)
+
+
+def test_a_claim_ends_with_its_batch_but_not_while_a_row_of_it_is_sending(
+        session: Session) -> None:
+    issue_id, ids = started(session, 3)
+    assert len(ledger.claim_batch(session, issue_id, "w", NOW, 10, LEASE)) == 3
+    assert ledger.mark_sending(session, ids[:1], "w", NOW, LEASE) == {ids[0]}
+    # Its outcome is not on record: the claim stays, for the recovery to find the row.
+    assert not ledger.end_claim(session, "w")
+    assert claim(session, "w").ids == ids
+    assert ledger.claim_batch(session, issue_id, "other", NOW, 10, LEASE) == []
+    ledger.record_outcomes(session, [ledger.Outcome(ids[0], DeliveryStatus.SENT, 250)], "w",
+                           NOW, 60, resend_uncertain=True)
+    assert ledger.end_claim(session, "w")
+    # The rows it never reached are anybody's at once, not when the lease runs out.
+    taken = ledger.claim_batch(session, issue_id, "other", NOW, 10, LEASE)
+    assert sorted(r.delivery_id for r in taken) == ids[1:]
+    assert ledger.mark_sending(session, ids[1:], "w", NOW, LEASE) == set()
