@@ -173,7 +173,7 @@ def peak_rss_mib(pid: int) -> float:
 
 # The indexes whose columns the worker's updates change; without them an update can
 # be HOT, if its page has room for the new version (HOT_FILLFACTOR).
-STATUS_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_deferred")
+STATUS_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_due_again")
 HOT_FILLFACTOR = 40
 
 

@@ -11,9 +11,11 @@ How a send goes (RELIABILITY.md says why):
    commits, runs ANALYZE on PostgreSQL (the claim needs statistics for the new
    rows), then rings `chapar.send_batch(issue_id)` a few times. Messages carry
    the issue id only.
-2. A worker (`sender.DeliveryAgent`) claims up to `send_batch_size` due rows with
-   FOR UPDATE SKIP LOCKED (a lease on the database's clock, renewed while the
-   pool process lives; not a status change), then per chunk of 30:
+2. A worker (`sender.DeliveryAgent`) claims up to `send_batch_size` due rows
+   (`ledger.claim_batch`: rows due again with FOR UPDATE SKIP LOCKED, then fresh
+   rows after the issue's cursor, not written): one `delivery_claims` row holds
+   their ids and the lease, on the database's clock, renewed while the pool
+   process lives. Then per chunk of 30:
    marks them `sending` in the same transaction that records the previous chunk,
    sends them over its persistent, pipelining SMTP connection (`transport`) with
    bytes joined from a message built once per issue (`message`), and records each

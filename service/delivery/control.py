@@ -79,7 +79,7 @@ def retry_failed(session: Session, issue_id: int, now: datetime, retry_for: time
         update(Delivery)
         .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.FAILED,
                Delivery.subscriber_id.in_(confirmed))
-        .values(status=DeliveryStatus.QUEUED, next_attempt_at=None,
+        .values(status=DeliveryStatus.QUEUED, next_attempt_at=now,
                 give_up_at=now + retry_for, updated_at=now)
         .execution_options(synchronize_session=False)
     )

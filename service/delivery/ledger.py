@@ -18,6 +18,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     String,
+    and_,
     any_,
     bindparam,
     case,
@@ -118,7 +119,7 @@ def start_send(session: Session, issue_id: int, now: datetime, retry_for: timede
         update(Issue)
         .where(Issue.id == issue_id, Issue.status.in_(STARTABLE))
         .values(status=IssueStatus.SENDING, send_started_at=now, finished_at=None,
-                scheduled_for=None)
+                scheduled_for=None, claimed_through=None)
         .execution_options(synchronize_session=False)
     )
     if not started.rowcount:  # type: ignore[attr-defined]
@@ -158,43 +159,73 @@ def unclaimed(now: Any) -> ColumnElement[bool]:
     return or_(Delivery.worker.is_(None), ~holds(now))
 
 
+def mine(worker: str) -> ColumnElement[bool]:
+    """Of the rows of `worker`'s own claim (by id): those it holds.
+
+    A row taken fresh carries no name and no `next_attempt_at` until it is marked
+    `sending`: the claim's ids and the issue's cursor are what make it this
+    worker's. A row that carries another name was taken from it (its lease ran
+    out), and one with no name but a `next_attempt_at` was given back.
+    """
+    return or_(Delivery.worker == worker,
+               and_(Delivery.worker.is_(None), Delivery.next_attempt_at.is_(None)))
+
+
+def _fresh(issue_id: int) -> tuple[ColumnElement[bool], ...]:
+    """Rows no claim has taken yet: the fan-out wrote them and nothing touched them since."""
+    return (Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.worker.is_(None), Delivery.next_attempt_at.is_(None))
+
+
+def _due_again(session: Session, issue_id: int, now: Any) -> tuple[ColumnElement[bool], ...]:
+    """Rows taken before and due again now (`ix_deliveries_due_again`), nobody holding them."""
+    return (Delivery.issue_id == issue_id, in_status(session, CLAIMABLE),
+            Delivery.next_attempt_at.is_not(None), Delivery.next_attempt_at <= now,
+            unclaimed(now))
+
+
 def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, size: int,
                 lease: timedelta) -> list[Recipient]:
     """Take up to `size` due rows of a sending issue for `worker`, atomically.
 
-    FOR UPDATE SKIP LOCKED on PostgreSQL lets concurrent workers take disjoint
-    batches without waiting (`claim_in_one_statement`); on SQLite the transaction
-    began with BEGIN IMMEDIATE, so the select-then-update below cannot interleave
-    with another writer. A claim is a lease (`DeliveryClaim`): rows whose claim's
-    lease ran out can be claimed again.
+    Two sources. Rows due again (deferred, or given back by a worker or the
+    recovery: they have a `next_attempt_at`) come first, and carry the claimant's
+    name from then on. Then fresh rows, taken in subscriber order after the issue's
+    cursor (`issues.claimed_through`), which the claim advances past them: they are
+    not written at all, so a message sent at its first try costs the ledger two row
+    versions (`sending`, `sent`), not three. Rows whose reader is no longer confirmed
+    are cancelled instead. The claim itself, its lease and the ids it took, is one
+    `DeliveryClaim` row; rows whose claim's lease ran out can be claimed again.
+
+    On PostgreSQL this is one statement (`claim_in_one_statement`): the issue's row
+    lock serialises the cursor, and FOR UPDATE SKIP LOCKED keeps concurrent claims
+    of rows due again disjoint. On SQLite the transaction began with BEGIN
+    IMMEDIATE, so the steps below cannot interleave with another writer.
     """
     if not is_sqlite(session):
         return claim_in_one_statement(session.connection(), issue_id, worker, now, size, lease)
-    status = session.scalar(select(Issue.status).where(Issue.id == issue_id))
-    if status is not IssueStatus.SENDING:
+    issue = session.get(Issue, issue_id, populate_existing=True)
+    if issue is None or issue.status is not IssueStatus.SENDING:
         return []
-    due = (
-        select(Delivery.id)
-        .where(
-            Delivery.issue_id == issue_id,
-            in_status(session, CLAIMABLE),
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            unclaimed(now),
-        )
-        # No ORDER BY: which due rows come first does not matter, and ordering by id
-        # makes PostgreSQL sort every queued row, or walk the key past every row
-        # already sent, on each claim (617 ms and growing at a million rows).
-        .limit(size)
-        .with_for_update(skip_locked=True)
-    )
-    ids = list(session.scalars(due))
+    # No ORDER BY for the rows due again: which come first does not matter.
+    again = list(session.scalars(select(Delivery.id).where(*_due_again(session, issue_id, now))
+                                 .limit(size)))
+    fresh = session.execute(
+        select(Delivery.id, Delivery.subscriber_id)
+        .where(*_fresh(issue_id), Delivery.subscriber_id > (issue.claimed_through or -1))
+        .order_by(Delivery.issue_id, Delivery.subscriber_id).limit(size - len(again))
+    ).all() if len(again) < size else []
+    if fresh:
+        issue.claimed_through = max(subscriber_id or 0 for _, subscriber_id in fresh)
+    ids = again + [delivery_id for delivery_id, _ in fresh]
     if not ids:
         return []
-    session.execute(
-        update(Delivery).where(among(session, Delivery.id, ids))
-        .values(worker=worker, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    if again:
+        session.execute(
+            update(Delivery).where(among(session, Delivery.id, again))
+            .values(worker=worker, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
     found = session.execute(
         select(Delivery.id, Delivery.subscriber_id, Subscriber.email, Delivery.domain,
                Subscriber.status)
@@ -213,66 +244,89 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
     if gone:
         session.execute(
             update(Delivery).where(among(session, Delivery.id, gone))
-            .values(status=DeliveryStatus.CANCELLED, updated_at=now,
+            .values(status=DeliveryStatus.CANCELLED, worker=worker, updated_at=now,
                     last_error="subscriber no longer confirmed")
             .execution_options(synchronize_session=False)
         )
     if recipients:
-        ids = [r.delivery_id for r in recipients]
+        taken = [r.delivery_id for r in recipients]
         claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker))
         if claim is None:  # see `_CLAIM`'s `lease`: a name run again keeps its claim
             session.add(DeliveryClaim(issue_id=issue_id, worker=worker, lease_until=now + lease,
-                                      ids=ids, created_at=now))
+                                      ids=taken, created_at=now))
         else:
-            claim.lease_until, claim.ids = now + lease, [*claim.ids, *ids]
-        session.flush()
+            claim.lease_until, claim.ids = now + lease, [*claim.ids, *taken]
+    session.flush()
     return recipients
 
 
-# `claim_batch` on PostgreSQL as one statement: the due rows taken (FOR UPDATE SKIP
-# LOCKED) for the claimant, rows whose reader is no longer confirmed cancelled
-# instead, the claim and its lease written, and the recipients returned. `now` NULL:
-# the database's clock (`database_now`).
-# Every row is reached by key: the readers through a LATERAL lookup that OFFSET 0
-# keeps from being flattened, the rows to update through `id = ANY(ARRAY(...))`.
-# Written as plain joins, the planner hashed the whole deliveries and subscribers
-# tables on every claim while they held a few tens of thousands of rows (18 ms a
-# claim at 20,000), since it costs 500 index lookups as if each read the disk.
+# `claim_batch` on PostgreSQL as one statement. `issue` locks the issue's row (FOR NO
+# KEY UPDATE: the fan-out's foreign key checks are not blocked), so claims read and
+# advance the cursor one after the other, and a pause or a cancel that commits first
+# is seen. `again` takes rows due again (FOR UPDATE SKIP LOCKED) through
+# ix_deliveries_due_again; `fresh` the next rows after the cursor through the unique
+# (issue_id, subscriber_id) index, in its order, written by nobody. Only rows due
+# again (their claimant's name) and rows whose reader is gone (cancelled) are
+# written; the claim, its lease and ids, is inserted, and the recipients returned.
+# `now` NULL: the database's clock (`database_now`).
+# Every reader is looked up by key through a LATERAL that OFFSET 0 keeps from being
+# flattened, the rows to update through `id = ANY(ARRAY(...))`. Written as plain
+# joins, the planner hashed the whole deliveries and subscribers tables on every
+# claim while they held a few tens of thousands of rows (18 ms a claim at 20,000),
+# since it costs 500 index lookups as if each read the disk.
 _CLAIM = """
-WITH picked AS (
-    SELECT d.id, d.subscriber_id FROM deliveries AS d
+WITH issue AS (
+    SELECT i.id, COALESCE(i.claimed_through, -1) AS after FROM issues AS i
+    WHERE i.id = %(issue)s AND i.status = 'sending'
+    FOR NO KEY UPDATE
+), again AS (
+    SELECT d.id, d.subscriber_id, d.domain FROM deliveries AS d
     WHERE d.issue_id = %(issue)s AND d.status IN ('queued', 'deferred')
-      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= COALESCE(%(now)s::timestamptz, now()))
+      AND d.next_attempt_at IS NOT NULL
+      AND d.next_attempt_at <= COALESCE(%(now)s::timestamptz, now())
       AND (d.worker IS NULL OR NOT EXISTS (
           SELECT 1 FROM delivery_claims AS c
           WHERE c.worker = d.worker AND c.lease_until >= COALESCE(%(now)s::timestamptz, now())))
-      AND EXISTS (SELECT 1 FROM issues AS i WHERE i.id = %(issue)s AND i.status = 'sending')
+      AND EXISTS (SELECT 1 FROM issue)
     LIMIT %(size)s
     FOR UPDATE OF d SKIP LOCKED
+), fresh AS (
+    SELECT d.id, d.subscriber_id, d.domain FROM deliveries AS d
+    -- In the unique index's order, and compared as it is, so the planner cannot walk
+    -- ix_deliveries_subscriber_id past every other issue's rows instead.
+    WHERE d.issue_id = %(issue)s
+      AND (d.issue_id, d.subscriber_id) > (%(issue)s, (SELECT after FROM issue))
+      AND d.status = 'queued' AND d.worker IS NULL AND d.next_attempt_at IS NULL
+    ORDER BY d.issue_id, d.subscriber_id
+    LIMIT (SELECT %(size)s - count(*) FROM again)
 ), readers AS (
-    SELECT p.id, s.email, s.status IS NOT DISTINCT FROM 'confirmed' AS live
-    FROM picked AS p LEFT JOIN LATERAL (
+    SELECT p.id, p.subscriber_id, p.domain, p.again, s.email,
+           s.status IS NOT DISTINCT FROM 'confirmed' AS live
+    FROM (SELECT *, true AS again FROM again UNION ALL SELECT *, false FROM fresh) AS p
+    LEFT JOIN LATERAL (
         SELECT email, status FROM subscribers WHERE id = p.subscriber_id OFFSET 0
     ) AS s ON true
-), claimed AS (
+), written AS (
     UPDATE deliveries AS d
     SET worker = %(worker)s, updated_at = COALESCE(%(now)s::timestamptz, now()),
         status = CASE WHEN r.live THEN d.status ELSE 'cancelled' END,
         last_error = CASE WHEN r.live THEN d.last_error ELSE 'subscriber no longer confirmed' END
     FROM readers AS r
-    WHERE d.id = r.id AND d.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING d.id, d.subscriber_id, r.email, d.domain, r.live
+    WHERE d.id = r.id AND d.id = ANY(ARRAY(SELECT id FROM readers WHERE again OR NOT live))
+), advanced AS (
+    UPDATE issues SET claimed_through = (SELECT max(subscriber_id) FROM fresh)
+    WHERE id = %(issue)s AND EXISTS (SELECT 1 FROM fresh)
 ), lease AS (
     INSERT INTO delivery_claims (issue_id, worker, lease_until, ids, created_at)
     SELECT %(issue)s, %(worker)s, COALESCE(%(now)s::timestamptz, now()) + %(lease)s,
            array_agg(id ORDER BY id), COALESCE(%(now)s::timestamptz, now())
-    FROM claimed WHERE live HAVING count(*) > 0
+    FROM readers WHERE live HAVING count(*) > 0
     -- A claim run again under its name (its reply was lost) adds to the claim that
     -- may still be there because a row of it is `sending` (`release_claimant`).
     ON CONFLICT (worker) DO UPDATE
     SET lease_until = EXCLUDED.lease_until, ids = delivery_claims.ids || EXCLUDED.ids
 )
-SELECT id, subscriber_id, email, domain, live FROM claimed
+SELECT id, subscriber_id, email, domain, live FROM readers
 """
 
 
@@ -305,9 +359,10 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
     """Mark claimed rows `sending` just before their DATA; returns the ids still ours.
 
     Only while this worker's claim still holds (its lease has not run out; the
-    statement extends it by `lease`), only rows it still holds (nobody re-claimed
-    them after the lease ran out), and only of an issue still sending (not paused
-    or cancelled meanwhile): so two workers never send the same row, a pause stops
+    statement extends it by `lease`), only rows it still holds (`mine`: nobody
+    re-claimed them after the lease ran out; `ids` are its claim's), and only of an
+    issue still sending (not paused or cancelled meanwhile); the row takes the
+    worker's name: so two workers never send the same row, a pause stops
     the next chunk, and every `sending` row has a claim the recovery finds it by.
     A row this worker already marked counts as ours: the transaction that marked it
     may have committed although its reply was lost to a dropped database connection,
@@ -322,6 +377,9 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
     at = clock(session, now)
     if not renew_claim(session, worker, now, lease):
         return set()
+    claimed = set(session.scalar(select(DeliveryClaim.ids).where(DeliveryClaim.worker == worker))
+                  or [])
+    ids = [i for i in ids if i in claimed]
     if not ids:
         return set()
     sending = select(Issue.id).where(Issue.id == Delivery.issue_id,
@@ -329,9 +387,9 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
     again = Delivery.status == DeliveryStatus.SENDING
     result = session.execute(
         update(Delivery)
-        .where(among(session, Delivery.id, ids), Delivery.worker == worker,
+        .where(among(session, Delivery.id, ids), mine(worker),
                in_status(session, (*CLAIMABLE, DeliveryStatus.SENDING)), sending)
-        .values(status=DeliveryStatus.SENDING,
+        .values(status=DeliveryStatus.SENDING, worker=worker,
                 attempts=case((again, Delivery.attempts), else_=Delivery.attempts + 1),
                 updated_at=at)
         .returning(Delivery.id)
@@ -346,13 +404,14 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
 # trip; see `record_sent_and_mark`. Written as SQL because it runs once per chunk
 # and SQLAlchemy's statement building and caching would cost more than the statement.
 # `held` updates the claim first: its row lock orders the statement against the
-# recovery's delete of an expired claim (`take_back`), one way or the other.
+# recovery's delete of an expired claim (`take_back`), one way or the other. Only
+# rows among the claim's ids are marked: a fresh row carries no name to check.
 _RECORD_SENT_AND_MARK = """
 WITH held AS (
     UPDATE delivery_claims
     SET lease_until = COALESCE(%(marked_at)s::timestamptz, now()) + %(lease)s
     WHERE worker = %(worker)s AND lease_until >= COALESCE(%(marked_at)s::timestamptz, now())
-    RETURNING id
+    RETURNING ids
 ), recorded AS (
     UPDATE deliveries
     SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s,
@@ -360,12 +419,13 @@ WITH held AS (
     WHERE id = ANY(%(sent)s::bigint[]) AND worker = %(worker)s AND status = 'sending'
 )
 UPDATE deliveries AS d
-SET status = 'sending',
+SET status = 'sending', worker = %(worker)s,
     attempts = CASE WHEN d.status = 'sending' THEN d.attempts ELSE d.attempts + 1 END,
     updated_at = COALESCE(%(marked_at)s::timestamptz, now())
-WHERE d.id = ANY(%(ids)s::bigint[]) AND d.worker = %(worker)s
+WHERE d.id = ANY(%(ids)s::bigint[])
+  AND (d.worker = %(worker)s OR (d.worker IS NULL AND d.next_attempt_at IS NULL))
+  AND d.id = ANY((SELECT ids FROM held)::bigint[])
   AND d.status IN ('queued', 'deferred', 'sending')
-  AND EXISTS (SELECT 1 FROM held)
   AND EXISTS (SELECT 1 FROM issues AS i WHERE i.id = d.issue_id AND i.status = 'sending')
 RETURNING d.id
 """
@@ -423,35 +483,53 @@ def claim_held(session: Session, issue_id: int, worker: str) -> bool:
     )))
 
 
-def release(session: Session, ids: Iterable[int], worker: str, now: datetime) -> None:
-    """Give back claimed rows that were not attempted (paused, stopped, connection down)."""
+def release(session: Session, ids: Iterable[int], worker: str, now: datetime) -> int:
+    """Give back claimed rows that were not attempted (paused, stopped, connection down).
+
+    They are due again at once (or when their retry was due): another claim takes
+    them as rows due again, not as fresh ones, since the issue's cursor is past
+    them. Returns how many.
+    """
     ids = list(ids)
-    if ids:
-        session.execute(
-            update(Delivery)
-            .where(among(session, Delivery.id, ids), Delivery.worker == worker,
-                   in_status(session, CLAIMABLE))
-            .values(worker=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Delivery)
+        .where(among(session, Delivery.id, ids), mine(worker), in_status(session, CLAIMABLE))
+        .values(worker=None, updated_at=now,
+                next_attempt_at=func.coalesce(Delivery.next_attempt_at, now))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def end_claim(session: Session, worker: str) -> bool:
+def end_claim(session: Session, worker: str, now: datetime) -> bool:
     """The worker is done with its batch: its claim goes, unless a row is still `sending`.
 
-    Rows it did not settle are anybody's to claim once the claim is gone. A row left
-    `sending` (its outcome could not be written) keeps the claim, so the recovery
-    finds it when the lease runs out. True if this call ended it. One statement on
-    PostgreSQL, which compares the claim's ids with its rows itself.
+    Fresh rows of it the worker never reached (it stopped early) are made due again
+    first: the issue's cursor is past them. Every other row it did not settle is
+    anybody's to claim once the claim is gone. A row left `sending` (its outcome
+    could not be written) keeps the claim, so the recovery finds it when the lease
+    runs out. True if this call ended it. Two statements on PostgreSQL, which
+    compares the claim's ids with its rows itself.
     """
+    unreached = (Delivery.status == DeliveryStatus.QUEUED, Delivery.worker.is_(None),
+                 Delivery.next_attempt_at.is_(None))
     if is_sqlite(session):
         claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker))
         if claim is None:
             return False
-        sending = select(Delivery.id).where(among(session, Delivery.id, claim.ids))
+        ours = among(session, Delivery.id, claim.ids)
+        session.execute(update(Delivery).where(ours, *unreached)
+                        .values(next_attempt_at=now, updated_at=now)
+                        .execution_options(synchronize_session=False))
     else:
-        sending = select(Delivery.id).where(Delivery.id == any_(DeliveryClaim.ids))
-    sending = sending.where(Delivery.worker == worker, Delivery.status == DeliveryStatus.SENDING)
+        ours = Delivery.id == any_(DeliveryClaim.ids)
+        session.execute(update(Delivery).where(DeliveryClaim.worker == worker, ours, *unreached)
+                        .values(next_attempt_at=now, updated_at=now)
+                        .execution_options(synchronize_session=False))
+    sending = select(Delivery.id).where(ours, Delivery.worker == worker,
+                                        Delivery.status == DeliveryStatus.SENDING)
     ended = session.execute(
         delete(DeliveryClaim).where(DeliveryClaim.worker == worker, ~sending.exists())
         .execution_options(synchronize_session=False)
@@ -463,24 +541,18 @@ def release_claimant(session: Session, issue_id: int, worker: str, now: datetime
     """Give back every row of an issue still claimed under `worker`; returns how many.
 
     For a claim run again because its reply was lost with the connection: the first
-    run may have committed, and its rows, held under this claimant name, would wait
-    for the lease to run out, since the claim takes only rows nobody holds. Claimant
-    names are never reused, so only that lost claim's rows match. The claim ends
-    with them unless a row of it is `sending` (`end_claim`).
+    run may have committed, and its rows, held under this claimant name (and past
+    the issue's cursor), would wait for the lease to run out. Claimant names are
+    never reused, so only that lost claim's rows match. The claim ends with them
+    unless a row of it is `sending` (`end_claim`).
     """
     claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker,
                                                         DeliveryClaim.issue_id == issue_id))
     if claim is None:
         return 0
-    result = session.execute(
-        update(Delivery)
-        .where(among(session, Delivery.id, claim.ids), Delivery.worker == worker,
-               in_status(session, CLAIMABLE))
-        .values(worker=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    end_claim(session, worker)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    released = release(session, claim.ids, worker, now)
+    end_claim(session, worker, now)
+    return released
 
 
 def backoff(attempts: int, base_seconds: float) -> timedelta:
@@ -524,7 +596,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
         }
         if outcome.status is DeliveryStatus.QUEUED:  # never tried: as if never claimed
             values.update(status=DeliveryStatus.QUEUED, attempts=row.attempts - 1, last_code=None,
-                          last_error=None)
+                          last_error=None, next_attempt_at=now)
         elif outcome.status is DeliveryStatus.FAILED:
             values["status"] = DeliveryStatus.FAILED
         elif outcome.status is DeliveryStatus.UNCERTAIN and not resend_uncertain:
@@ -540,11 +612,14 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
             values["next_attempt_at"] = retry_at
             if outcome.status is DeliveryStatus.UNCERTAIN:
                 values["uncertain_count"] = row.uncertain_count + 1
-        held = (row.status == DeliveryStatus.SENDING if outcome.attempted
-                else row.status.in_(CLAIMABLE))
+        if outcome.attempted:
+            held = and_(row.status == DeliveryStatus.SENDING, row.worker == worker)
+        else:  # a row of its claim never marked: it may be fresh, with no name yet (`mine`)
+            held = and_(row.status.in_(CLAIMABLE), mine(worker))
+            values["worker"] = worker
         changed = session.execute(
             update(table).where(row.id == outcome.delivery_id,  # type: ignore[arg-type]
-                                row.worker == worker, held).values(**values)
+                                held).values(**values)
         )
         if outcome.suppress and changed.rowcount:  # type: ignore[attr-defined]
             suppress_subscriber(session, outcome.delivery_id, now, outcome.error or "")
@@ -620,8 +695,8 @@ def take_back(session: Session, now: datetime,
     Rows it left `sending` are outcomes nobody knows: each counts one more possible
     duplicate and is retried at once under the at-least-once policy, otherwise stays
     `uncertain`. Rows it had claimed and not attempted are due again (nothing was
-    sent for them); they were claimable as soon as the lease ran out, and are only
-    counted here, so their issue is rung once. The claims are deleted first, in a
+    sent for them): given back (`release`), so they are claimed again as rows due
+    again, and counted, so their issue is rung once. The claims are deleted first, in a
     statement of their own: a worker's chunk statement extends its claim's lease in
     the same row (`mark_sending`), so either the chunk came first and the lease is
     no longer out, or the claim is gone before the chunk marks anything, and the
@@ -643,11 +718,10 @@ def take_back(session: Session, now: datetime,
     else:
         values.update(status=DeliveryStatus.UNCERTAIN)
     for issue_id, worker, ids in expired:
-        held = (among(session, Delivery.id, ids), Delivery.worker == worker)
-        due[issue_id] += int(session.scalar(
-            select(func.count()).where(*held, Delivery.status.in_(CLAIMABLE))) or 0)
+        due[issue_id] += release(session, ids, worker, now)
         uncertain[issue_id] += int(session.execute(
-            update(Delivery).where(*held, Delivery.status == DeliveryStatus.SENDING)
+            update(Delivery).where(among(session, Delivery.id, ids), Delivery.worker == worker,
+                                   Delivery.status == DeliveryStatus.SENDING)
             .values(**values).execution_options(synchronize_session=False)
         ).rowcount)  # type: ignore[attr-defined]
     return +uncertain, +due
@@ -671,7 +745,7 @@ def leases(session: Session, now: datetime) -> Leases:
             select(DeliveryClaim.worker, DeliveryClaim.lease_until, DeliveryClaim.ids)).all():
         rows = dict(session.execute(
             select(Delivery.status, func.count())
-            .where(among(session, Delivery.id, ids), Delivery.worker == worker,
+            .where(among(session, Delivery.id, ids), mine(worker),
                    Delivery.status.in_((*CLAIMABLE, DeliveryStatus.SENDING)))
             .group_by(Delivery.status)
         ).all())
@@ -689,8 +763,8 @@ def fail_expired(session: Session, now: datetime) -> int:
     """Deferred rows past their give-up time fail; nobody retries them any more."""
     result = session.execute(
         update(Delivery)
-        .where(Delivery.status == DeliveryStatus.DEFERRED, Delivery.give_up_at < now,
-               unclaimed(now))
+        .where(Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_attempt_at.is_not(None),
+               Delivery.give_up_at < now, unclaimed(now))
         .values(status=DeliveryStatus.FAILED, updated_at=now)
         .execution_options(synchronize_session=False)
     )

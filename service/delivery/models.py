@@ -33,6 +33,9 @@ class DeliveryStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# The rows `ix_deliveries_due_again` holds; every query it answers names both conditions.
+DUE_AGAIN = "status IN ('queued', 'deferred') AND next_attempt_at IS NOT NULL"
+
 PENDING = frozenset({DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.DEFERRED})
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -43,12 +46,12 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id"),
         Index("ix_deliveries_issue_status", "issue_id", "status"),
-        # Deferred rows only, by when they are due: giving up on them, a domain's resume.
-        # Partial, so the rows a send writes and updates (queued, sending, sent) add no
-        # entry here: each of a message's four row versions used to write one.
-        Index("ix_deliveries_deferred", "next_attempt_at",
-              postgresql_where=text("status = 'deferred'"),
-              sqlite_where=text("status = 'deferred'")),
+        # Rows due again, by when: deferred ones, and queued ones given back by a worker
+        # or the recovery (`ledger.claim_batch`'s second source); giving up on deferred
+        # rows, a domain's resume. Partial: a row sent at its first try (fan-out,
+        # `sending`, `sent`) never has `next_attempt_at` and adds no entry here.
+        Index("ix_deliveries_due_again", "next_attempt_at",
+              postgresql_where=text(DUE_AGAIN), sqlite_where=text(DUE_AGAIN)),
         # One reader's issues (the desk's reader page) and their erasure.
         Index("ix_deliveries_subscriber_id", "subscriber_id"),
     )

@@ -7,7 +7,14 @@ outcomes wait for the next chunk's transaction. So at most one chunk is `sending
 at any moment: a pool process killed at any instant leaves at most 30 rows whose
 outcome is unknown; the sweeper's recovery records them as uncertain (every
 possible duplicate on record). Everything else a crash leaves behind is merely
-claimed, and is due again as soon as its lease runs out.
+claimed, and is due again as soon as its lease runs out and the recovery gives it
+back.
+
+Claims. A batch (CHAPAR_SEND_BATCH_SIZE, 500 rows) is claimed in one statement
+(`ledger.claim_batch`): rows due again first (deferred, or given back), then fresh
+rows after the issue's cursor, which the claim advances past them without writing
+them. So a message sent at its first try writes the ledger twice after the
+fan-out: `sending` with its chunk, `sent` with the next.
 
 Several connections. A chunk of at least 2 x PER_CONNECTION rows is cut into up to
 CHAPAR_SMTP_CONNECTIONS (2) contiguous parts, each sent over its own persistent
@@ -41,7 +48,7 @@ thread share one lock around their transactions, so a renewal never waits on (or
 deadlocks with) the process's own writes. Each renewal writes the one claim row,
 whatever the batch's size; the ledger's rows carry no lease. The batch's last
 transaction ends the claim (`ledger.end_claim`), so rows it did not reach are
-anybody's at once.
+due again at once.
 
 The worker keeps its own, conservative view of the lease: `LeaseKeeper.remaining()`
 counts from the monotonic instant before the last successful claim or renewal
@@ -505,7 +512,7 @@ class DeliveryAgent:
 
         def last(session: Session) -> None:
             self._record(session, unrecorded, worker, last=True)
-            ledger.end_claim(session, worker)
+            ledger.end_claim(session, worker, self.clock())
 
         try:
             carry_on = self._send_chunks(issue_id, message, batch, worker, lease, report, unrecorded)

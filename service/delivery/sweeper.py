@@ -62,6 +62,16 @@ def sweep_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Swe
         .execution_options(synchronize_session=False)
     )
     sending = session.scalars(select(Issue.id).where(Issue.status == IssueStatus.SENDING)).all()
+    # Readers erased while their issue was sending (the foreign key set their rows'
+    # subscriber to NULL): the claims walk the issue by subscriber, and would never
+    # reach those rows. Nobody is left to mail; found by the unique index.
+    session.execute(
+        update(Delivery)
+        .where(Delivery.issue_id.in_(sending), Delivery.subscriber_id.is_(None),
+               Delivery.status.in_(ledger.CLAIMABLE))
+        .values(status=DeliveryStatus.CANCELLED, updated_at=now, last_error="subscriber erased")
+        .execution_options(synchronize_session=False)
+    )
     for issue_id in sending:
         if ledger.finish_if_done(session, issue_id, now):
             report.finished.append(issue_id)

@@ -53,6 +53,9 @@ class Issue(Base):
     send_started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     scheduled_for: Mapped[datetime | None]  # when a scheduled issue goes
+    # The highest subscriber id whose ledger row a first claim has handed to a worker
+    # (`ledger.claim_batch`): the next claim starts after it. None: none yet.
+    claimed_through: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     # The editor's hand (service/digests/editing.py): the lead story is an article id, so a
     # rebuild keeps it while the article is still in the issue.
     lead_article_id: Mapped[int | None] = mapped_column(ForeignKey("articles.id", ondelete="SET NULL"))
