@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from service.delivery import ledger
 from service.delivery.models import Delivery, DeliveryClaim, DeliveryStatus
 from service.migrations import alembic_config, upgrade
-from tests.delivery.factories import NOW, add_subscribers, make_issue
+from tests.delivery.factories import NOW
+from tests.delivery.test_sweeper import started
 
 LEASE = timedelta(seconds=20)
 
@@ -21,10 +22,7 @@ def test_0019_keeps_every_held_row_held_across_the_upgrade_and_the_downgrade(
     engine = create_engine(fresh_url)
     try:
         with Session(engine) as session, session.begin():
-            add_subscribers(session, 4)
-            issue_id = make_issue(session).id
-            ledger.start_send(session, issue_id, NOW, timedelta(hours=48))
-            ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+            issue_id, ids = started(session, 4)
             assert len(ledger.claim_batch(session, issue_id, "dead", NOW, 2, LEASE)) == 2
             assert ledger.mark_sending(session, ids[:1], "dead", NOW, LEASE) == {ids[0]}
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from alembic import command
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.orm import Session
 
 from service.delivery import ledger
-from service.delivery.models import Delivery
 from service.migrations import alembic_config, upgrade
-from tests.delivery.factories import NOW, add_subscribers, make_issue
+from tests.delivery.factories import NOW
+from tests.delivery.test_sweeper import started
 from tests.migrations.test_0018_deferred_index import ledger_indexes
 
 LEASE = timedelta(seconds=20)
@@ -21,10 +21,7 @@ def test_0020_leaves_no_row_unclaimable_either_way(fresh_url: str) -> None:
     engine = create_engine(fresh_url)
     try:
         with Session(engine) as session, session.begin():
-            add_subscribers(session, 4)
-            issue_id = make_issue(session).id
-            ledger.start_send(session, issue_id, NOW, timedelta(hours=48))
-            ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+            issue_id, ids = started(session, 4)
             assert len(ledger.claim_batch(session, issue_id, "w", NOW, 2, LEASE)) == 2
 
         # Down: the claim's fresh rows get its worker's name, the cursor goes.
