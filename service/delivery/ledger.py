@@ -424,7 +424,7 @@ SET status = 'sending', worker = %(worker)s,
     updated_at = COALESCE(%(marked_at)s::timestamptz, now())
 WHERE d.id = ANY(%(ids)s::bigint[])
   AND (d.worker = %(worker)s OR (d.worker IS NULL AND d.next_attempt_at IS NULL))
-  AND d.id = ANY((SELECT ids FROM held)::bigint[])
+  AND (SELECT ids FROM held) @> ARRAY[d.id]
   AND d.status IN ('queued', 'deferred', 'sending')
   AND EXISTS (SELECT 1 FROM issues AS i WHERE i.id = d.issue_id AND i.status = 'sending')
 RETURNING d.id
@@ -503,11 +503,13 @@ def release(session: Session, ids: Iterable[int], worker: str, now: datetime) ->
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def end_claim(session: Session, worker: str, now: datetime) -> bool:
+def end_claim(session: Session, worker: str, now: datetime, *, reached_all: bool = False) -> bool:
     """The worker is done with its batch: its claim goes, unless a row is still `sending`.
 
     Fresh rows of it the worker never reached (it stopped early) are made due again
-    first: the issue's cursor is past them. Every other row it did not settle is
+    first: the issue's cursor is past them. `reached_all`: the worker went through
+    every row of the batch (each one marked, recorded or found changed), so there
+    are none, and that look is skipped. Every other row it did not settle is
     anybody's to claim once the claim is gone. A row left `sending` (its outcome
     could not be written) keeps the claim, so the recovery finds it when the lease
     runs out. True if this call ended it. Two statements on PostgreSQL, which
@@ -520,13 +522,12 @@ def end_claim(session: Session, worker: str, now: datetime) -> bool:
         if claim is None:
             return False
         ours = among(session, Delivery.id, claim.ids)
-        session.execute(update(Delivery).where(ours, *unreached)
-                        .values(next_attempt_at=now, updated_at=now)
-                        .execution_options(synchronize_session=False))
+        given_back = update(Delivery).where(ours, *unreached)
     else:
         ours = Delivery.id == any_(DeliveryClaim.ids)
-        session.execute(update(Delivery).where(DeliveryClaim.worker == worker, ours, *unreached)
-                        .values(next_attempt_at=now, updated_at=now)
+        given_back = update(Delivery).where(DeliveryClaim.worker == worker, ours, *unreached)
+    if not reached_all:
+        session.execute(given_back.values(next_attempt_at=now, updated_at=now)
                         .execution_options(synchronize_session=False))
     sending = select(Delivery.id).where(ours, Delivery.worker == worker,
                                         Delivery.status == DeliveryStatus.SENDING)

@@ -510,18 +510,20 @@ class DeliveryAgent:
         """
         unrecorded: list[Outcome] = []
 
-        def last(session: Session) -> None:
+        def last(session: Session, *, reached_all: bool) -> None:
             self._record(session, unrecorded, worker, last=True)
-            ledger.end_claim(session, worker, self.clock())
+            ledger.end_claim(session, worker, self.clock(), reached_all=reached_all)
 
         try:
             carry_on = self._send_chunks(issue_id, message, batch, worker, lease, report, unrecorded)
         except DatabaseGone:
             raise
         except BaseException:
-            self._db(last)
+            self._db(partial(last, reached_all=False))
             raise
-        self._db(last)
+        # Gone through to the end, every row of the batch was marked, recorded as
+        # skipped, or found changed by someone else: none is left fresh.
+        self._db(partial(last, reached_all=carry_on))
         return carry_on
 
     def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[Recipient],

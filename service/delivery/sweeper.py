@@ -62,22 +62,31 @@ def sweep_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Swe
         .execution_options(synchronize_session=False)
     )
     sending = session.scalars(select(Issue.id).where(Issue.status == IssueStatus.SENDING)).all()
-    # Readers erased while their issue was sending (the foreign key set their rows'
-    # subscriber to NULL): the claims walk the issue by subscriber, and would never
-    # reach those rows. Nobody is left to mail; found by the unique index.
-    session.execute(
-        update(Delivery)
-        .where(Delivery.issue_id.in_(sending), Delivery.subscriber_id.is_(None),
-               Delivery.status.in_(ledger.CLAIMABLE))
-        .values(status=DeliveryStatus.CANCELLED, updated_at=now, last_error="subscriber erased")
-        .execution_options(synchronize_session=False)
-    )
     for issue_id in sending:
+        cancel_erased(session, issue_id, now)
         if ledger.finish_if_done(session, issue_id, now):
             report.finished.append(issue_id)
         elif ledger.has_due_rows(session, issue_id, now):
             report.rung.append(issue_id)
     return report
+
+
+def cancel_erased(session: Session, issue_id: int, now: datetime) -> None:
+    """Cancel the unsent rows of readers erased while their issue was sending.
+
+    Erasing a reader sets its rows' subscriber to NULL (the foreign key), and the
+    claims walk an issue by subscriber, so they would never reach those rows; nobody
+    is left to mail. Found through the unique (issue_id, subscriber_id) index. The
+    issue's row is locked first, as a claim locks it before it writes rows.
+    """
+    session.execute(select(Issue.id).where(Issue.id == issue_id).with_for_update())
+    session.execute(
+        update(Delivery)
+        .where(Delivery.issue_id == issue_id, Delivery.subscriber_id.is_(None),
+               Delivery.status.in_(ledger.CLAIMABLE))
+        .values(status=DeliveryStatus.CANCELLED, updated_at=now, last_error="subscriber erased")
+        .execution_options(synchronize_session=False)
+    )
 
 
 def sweep(rt: Runtime, now: datetime) -> SweepReport:

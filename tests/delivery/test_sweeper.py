@@ -124,3 +124,21 @@ def test_beat_runs_the_lease_recovery_every_lease_check(tmp_path: Path) -> None:
 
     entry = beat_schedule(make_settings(tmp_path, lease_check_seconds=3))["recover-leases"]
     assert entry["task"] == "chapar.recover_leases" and entry["schedule"] == timedelta(seconds=3)
+
+
+def test_the_unsent_row_of_a_reader_erased_during_the_send_is_cancelled(session: Session) -> None:
+    # Claims walk the issue by subscriber: a row whose reader was erased (the foreign
+    # key set its subscriber to NULL) is never reached, and the issue would never end.
+    issue_id, ids = started(session, 2)
+    lease = timedelta(seconds=20)
+    assert [r.delivery_id for r in ledger.claim_batch(session, issue_id, "w", NOW, 1, lease)
+            ] == ids[:1]
+    set_rows(session, ids[1:], subscriber_id=None)
+    assert ledger.mark_sending(session, ids[:1], "w", NOW, lease) == set(ids[:1])
+    ledger.record_outcomes(session, [ledger.Outcome(ids[0], DeliveryStatus.SENT, 250)], "w",
+                           NOW, 60, resend_uncertain=True)
+    assert ledger.end_claim(session, "w", NOW)
+    assert ledger.claim_batch(session, issue_id, "v", NOW, 10, lease) == []
+    report = sweep_ledger(session, NOW, resend_uncertain=True)
+    assert row(session, ids[1]).status is DeliveryStatus.CANCELLED
+    assert report.finished == [issue_id]
