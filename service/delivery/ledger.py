@@ -292,10 +292,13 @@ WITH issue AS (
     FOR UPDATE OF d SKIP LOCKED
 ), fresh AS (
     SELECT d.id, d.subscriber_id, d.domain FROM deliveries AS d
-    -- In the unique index's order, and compared as it is, so the planner cannot walk
-    -- ix_deliveries_subscriber_id past every other issue's rows instead.
-    WHERE d.issue_id = %(issue)s
-      AND (d.issue_id, d.subscriber_id) > (%(issue)s, (SELECT after FROM issue))
+    -- Bounded by row comparisons in the unique index's order: the scan starts at the
+    -- cursor (with a plain `issue_id =` beside them, the btree starts at the issue's
+    -- first row and steps past every row already claimed: 15 ms a claim half-way
+    -- through a million), and the planner cannot walk ix_deliveries_subscriber_id
+    -- past every other issue's rows instead.
+    WHERE (d.issue_id, d.subscriber_id) > (%(issue)s, (SELECT after FROM issue))
+      AND (d.issue_id, d.subscriber_id) < (%(issue)s + 1, 0)
       AND d.status = 'queued' AND d.worker IS NULL AND d.next_attempt_at IS NULL
     ORDER BY d.issue_id, d.subscriber_id
     LIMIT (SELECT %(size)s - count(*) FROM again)

@@ -173,6 +173,11 @@ def test_a_claim_reads_only_the_rows_it_takes_whatever_the_table_size(session: S
     # Fresh rows in the unique index's order after the cursor, rows due again through
     # their own index, rows written (none here) by key.
     assert "Index Scan using uq_deliveries_issue_id_subscriber_id" in plan, plan
+    # ... starting at the cursor: an `issue_id =` beside the row comparison made the
+    # btree start at the issue's first row and step past every row claimed before.
+    fresh = plan.split("Index Scan using uq_deliveries_issue_id_subscriber_id")[1]
+    assert "Index Cond: ((ROW(issue_id, subscriber_id) > ROW(" in fresh.splitlines()[1], plan
+    assert "(issue_id = " not in fresh.splitlines()[1], plan
     assert "Index Scan using ix_deliveries_due_again" in plan, plan
     assert "Index Cond: (id = ANY" in plan, plan
     assert len(ledger.claim_in_one_statement(session.connection(), issue_id, "w", NOW, 500,
