@@ -18,8 +18,10 @@ update changes it) and leaves room in each page
 and the recovery find their rows through those indexes (see bench/README.md).
 
 Prints, per message: wall time, PostgreSQL's CPU, this process's CPU, the row
-versions written (PostgreSQL's own counters) and the WAL written; and the fan-out's
-time and WAL a row, and the size of the table and of its indexes at the end. The
+versions written (PostgreSQL's own counters) and the WAL written; the fan-out's
+time and WAL a row, and the size of the table and of its indexes at the end; and
+per kind of statement (the claim, the chunk, the batch's end) its wall time and
+the CPU of the PostgreSQL backend that ran it. The
 machine must be quiet; compare runs made one after the other.
 """
 
@@ -29,13 +31,17 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from bench.pipeline import (
+    cpu_seconds,
     load_subscribers,
     make_updates_hot,
     own_redis_db,
@@ -50,6 +56,7 @@ from service.delivery.models import DeliveryStatus
 from service.runtime import Runtime
 from service.settings import Settings
 
+T = TypeVar("T")
 CHUNK = 30
 BATCH = 500
 LEASE = timedelta(seconds=20)
@@ -91,36 +98,63 @@ RETURNING d.id, d.subscriber_id, r.live
 """
 
 
-def current(connection: Connection, issue_id: int, now: datetime) -> int:
+class Steps:
+    """Wall time and the PostgreSQL backend's CPU, summed per kind of statement."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.backend = int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def run(self, name: str, work: Callable[[], T]) -> T:
+        # The backend's CPU is read in clock ticks (10 ms): summed over thousands of
+        # statements, each one's share averages out.
+        cpu, wall = cpu_seconds(self.backend), time.perf_counter()
+        result = work()
+        self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
+        self.cpu[name] = self.cpu.get(name, 0.0) + cpu_seconds(self.backend) - cpu
+        return result
+
+
+def current(connection: Connection, issue_id: int, now: datetime, steps: Steps) -> int:
     """The worker's statements as service/delivery runs them; returns the rows sent.
 
     Per batch: the claim, a statement per chunk, and the batch's last outcomes with
     the end of its claim (`ledger.end_claim`).
     """
     done, batches = 0, 0
-    while batch := ledger.claim_in_one_statement(connection, issue_id, f"w{batches}", None,
-                                                 BATCH, LEASE):
+    while batch := steps.run("claim", partial(ledger.claim_in_one_statement, connection, issue_id,
+                                              f"w{batches}", None, BATCH, LEASE)):
         worker, previous = f"w{batches}", list[int]()
         ids = [r.delivery_id for r in batch]
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
-            ledger.record_sent_and_mark(connection, previous, chunk, worker, now, LEASE)
+            steps.run("chunk", partial(ledger.record_sent_and_mark, connection, previous, chunk,
+                                       worker, now, LEASE))
             previous = chunk
             done += len(chunk)
-        with Session(bind=connection) as session:
-            ledger.record_outcomes(session, [ledger.Outcome(i, DeliveryStatus.SENT, 250)
-                                             for i in previous], worker, now, 60, True)
-            ledger.end_claim(session, worker, now, reached_all=True)
+        steps.run("batch's end", partial(batch_end, connection, previous, worker, now))
         batches += 1
     return done
 
 
-def claim_into_sending(connection: Connection, issue_id: int, now: datetime) -> int:
+def batch_end(connection: Connection, sent: list[int], worker: str, now: datetime) -> None:
+    """The batch's last transaction, as the worker runs it: the last outcomes, the claim's end."""
+    with Session(bind=connection) as session:
+        ledger.record_outcomes(session, [ledger.Outcome(i, DeliveryStatus.SENT, 250) for i in sent],
+                               worker, now, 60, True)
+        ledger.end_claim(session, worker, now, reached_all=True)
+
+
+def rows_of(connection: Connection, statement: str, parameters: dict[str, object]) -> list[Any]:
+    return list(connection.exec_driver_sql(statement, parameters).all())
+
+
+def claim_into_sending(connection: Connection, issue_id: int, now: datetime, steps: Steps) -> int:
     done, previous, after = 0, list[int](), 0
-    while rows := connection.exec_driver_sql(CLAIM_INTO_SENDING, {
-        "issue": issue_id, "worker": "w", "sent": previous, "size": CHUNK, "lease": LEASE,
-        "now": now, "after": after,
-    }).all():
+    while rows := steps.run("claim into sending", partial(rows_of, connection, CLAIM_INTO_SENDING, {
+            "issue": issue_id, "worker": "w", "sent": previous, "size": CHUNK, "lease": LEASE,
+            "now": now, "after": after})):
         previous = [delivery_id for delivery_id, _, live in rows if live]
         after = max(subscriber_id for _, subscriber_id, _ in rows)
         done += len(previous)
@@ -163,7 +197,8 @@ def run(subscribers: int, model: str, hot: bool) -> None:
             updates_before, hot_before = row_updates(connection)
             wal = wal_position(rt.engine)
             wall, pg, own = time.perf_counter(), postgres_cpu_seconds(), time.process_time()
-            sent = MODELS[model](connection, issue_id, now)
+            steps = Steps(connection)
+            sent = MODELS[model](connection, issue_id, now, steps)
             wall = time.perf_counter() - wall
             pg, own = postgres_cpu_seconds() - pg, time.process_time() - own
             wal = wal_position(rt.engine) - wal
@@ -187,6 +222,9 @@ def run(subscribers: int, model: str, hot: bool) -> None:
     print(f"table                {pages:,} pages of deliveries, {index_pages:,} of its indexes")
     print(f"fan-out              {fan_out[0]:.2f} s, {fan_out[1] / subscribers:,.0f} bytes of WAL a row")
     print(f"WAL                  {wal / subscribers:,.0f} bytes a message (the statements above)")
+    for name, seconds in steps.wall.items():
+        print(f"  {name:18} {seconds * per:5.1f} us a message, its backend's CPU "
+              f"{steps.cpu[name] * per:5.1f} us")
 
 
 def main() -> None:
