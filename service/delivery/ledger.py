@@ -155,7 +155,11 @@ def holds(now: Any) -> ColumnElement[bool]:
 
 
 def unclaimed(now: Any) -> ColumnElement[bool]:
-    """Nobody holds the row at `now`: no worker, or its claim's lease ran out (or it ended)."""
+    """No live claim's name on the row at `now`: none, or its claim's lease ran out (or ended).
+
+    A fresh row inside a live claim carries no name either: the issue's cursor, not
+    this test, keeps other claims from it (`claim_batch`).
+    """
     return or_(Delivery.worker.is_(None), ~holds(now))
 
 

@@ -69,8 +69,8 @@ class Delivery(Base):
     )
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
-    # The claimant that holds or last held the row; it holds it while a `DeliveryClaim`
-    # of that name has a lease that has not run out.
+    # The claimant that marked the row `sending`, or took it again when it was due again
+    # (`ledger.claim_batch`); a row taken fresh carries no name until it is marked.
     worker: Mapped[str | None] = mapped_column(String(200))
     last_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -89,11 +89,12 @@ class DeliveryClaim(Base):
 
     One row per claim (a worker's batch, up to CHAPAR_SEND_BATCH_SIZE rows), not a
     lease on every row: renewing it writes one small row, not every row of the batch,
-    and no index of the ledger names the lease. A ledger row is held while its
-    `worker` names a claim whose lease has not run out; `ids` lists the rows the
-    claim took, so the recovery finds them by key when the lease runs out. A row is
-    `sending` only under a claim (`ledger.mark_sending` extends the claim's lease in
-    the same statement), so every row whose worker died is found through its claim.
+    and no index of the ledger names the lease. `ids` lists the rows the claim took;
+    while its lease has not run out it holds those of them still fresh or carrying
+    its name (`ledger.mine`), and the recovery finds them by key when it has. A row
+    is `sending` only under a claim (`ledger.mark_sending` checks the claim and
+    extends its lease in the same statement), so every row whose worker died is
+    found through its claim.
     """
 
     __tablename__ = "delivery_claims"
