@@ -1,5 +1,6 @@
-"""Claims through PgBouncer in transaction mode: each claim is one transaction, so SKIP LOCKED
-holds on whichever server connection the pooler lends, and workers still split the rows.
+"""Claims through PgBouncer in transaction mode: each claim is one transaction, so its locks
+(the issue's row, rows due again taken with SKIP LOCKED) hold on whichever server connection
+the pooler lends, and workers still split the rows.
 
 PgBouncer 1.18 (Debian 12) keeps no prepared statements across transactions, so these
 runtimes set CHAPAR_DATABASE_PREPARED_STATEMENTS=false, as the README says to.
@@ -7,6 +8,7 @@ runtimes set CHAPAR_DATABASE_PREPARED_STATEMENTS=false, as the README says to.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -62,23 +64,38 @@ def sending_issue(rt: Runtime) -> int:
     return issue_id
 
 
-def test_two_open_claims_through_pgbouncer_take_disjoint_rows(through_pooler: Runtime) -> None:
+def test_claims_at_once_through_pgbouncer_take_disjoint_rows(through_pooler: Runtime) -> None:
     rt = through_pooler
     issue_id = sending_issue(rt)
     other = Runtime.from_settings(rt.settings)  # a second worker: its own client connections
+    taken: list[list[int]] = [[], []]
+    found_in_round: list[list[int]] = [[], []]
+    together = threading.Barrier(2, timeout=30)
+
+    def claim(runtime: Runtime, worker: int) -> None:
+        # Each claim is its own transaction on whichever server connection the pooler
+        # lends, and both workers claim at once in every round. The issue's row lock
+        # orders them (it lives on the server connection of the transaction holding
+        # it); the second starts after the cursor the first advanced.
+        for round_ in range(ROWS):
+            together.wait()
+            with unit_of_work(runtime.sessions) as session:
+                found = ledger.claim_batch(session, issue_id, f"w{worker}-{round_}", utcnow(),
+                                           30, LEASE)
+            taken[worker] += [r.delivery_id for r in found]
+            found_in_round[worker].append(len(found))
+            together.wait()  # both have claimed this round: both see the same counts
+            if found_in_round[0][round_] == found_in_round[1][round_] == 0:
+                return
+
     try:
-        taken: list[list[int]] = [[], []]
-        while True:
-            # Both claims open at once, each on its own server connection: the second
-            # skips the rows the first holds locked, instead of waiting or taking them.
-            with unit_of_work(rt.sessions) as first, unit_of_work(other.sessions) as second:
-                a = ledger.claim_batch(first, issue_id, "w1", utcnow(), 30, LEASE)
-                b = ledger.claim_batch(second, issue_id, "w2", utcnow(), 30, LEASE)
-                assert not {r.delivery_id for r in a} & {r.delivery_id for r in b}
-            taken[0] += [r.delivery_id for r in a]
-            taken[1] += [r.delivery_id for r in b]
-            if not a and not b:
-                break
+        threads = [threading.Thread(target=claim, args=(runtime, i))
+                   for i, runtime in enumerate((rt, other))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads), "a claim hung"
     finally:
         other.close()
     both = Counter(taken[0] + taken[1])
