@@ -175,10 +175,26 @@ def mine(worker: str) -> ColumnElement[bool]:
                and_(Delivery.worker.is_(None), Delivery.next_attempt_at.is_(None)))
 
 
+def _untouched() -> tuple[ColumnElement[bool], ...]:
+    """Rows as the fan-out wrote them: queued, no name, never due again."""
+    return (Delivery.status == DeliveryStatus.QUEUED, Delivery.worker.is_(None),
+            Delivery.next_attempt_at.is_(None))
+
+
 def _fresh(issue_id: int) -> tuple[ColumnElement[bool], ...]:
     """Rows no claim has taken yet: the fan-out wrote them and nothing touched them since."""
-    return (Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.QUEUED,
-            Delivery.worker.is_(None), Delivery.next_attempt_at.is_(None))
+    return (Delivery.issue_id == issue_id, *_untouched())
+
+
+def due(now: Any) -> tuple[ColumnElement[bool], ...]:
+    """Rows waiting for a worker at `now`: claimable, due, no live claim's name on them.
+
+    Fresh rows inside a live claim count too: only the issue's cursor keeps other
+    claims from them (`claim_batch`).
+    """
+    return (Delivery.status.in_(CLAIMABLE),
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            unclaimed(now))
 
 
 def _due_again(session: Session, issue_id: int, now: Any) -> tuple[ColumnElement[bool], ...]:
@@ -522,8 +538,7 @@ def end_claim(session: Session, worker: str, now: datetime, *, reached_all: bool
     runs out. True if this call ended it. Two statements on PostgreSQL, which
     compares the claim's ids with its rows itself.
     """
-    unreached = (Delivery.status == DeliveryStatus.QUEUED, Delivery.worker.is_(None),
-                 Delivery.next_attempt_at.is_(None))
+    unreached = _untouched()
     if is_sqlite(session):
         claim = session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == worker))
         if claim is None:
@@ -559,7 +574,7 @@ def release_claimant(session: Session, issue_id: int, worker: str, now: datetime
     if claim is None:
         return 0
     released = release(session, claim.ids, worker, now)
-    end_claim(session, worker, now)
+    end_claim(session, worker, now, reached_all=True)  # `release` gave every fresh row back
     return released
 
 
@@ -677,12 +692,7 @@ def has_due_rows(session: Session, issue_id: int, now: datetime) -> bool:
     """Whether a worker would find something to claim right now."""
     return bool(session.scalar(
         select(
-            select(Delivery.id).where(
-                Delivery.issue_id == issue_id,
-                Delivery.status.in_(CLAIMABLE),
-                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-                unclaimed(now),
-            ).exists()
+            select(Delivery.id).where(Delivery.issue_id == issue_id, *due(now)).exists()
         )
     ))
 

@@ -76,19 +76,12 @@ class Failures:
     deferred: DeferredDue | None = None
 
 
-def due_rows(now: datetime):  # type: ignore[no-untyped-def]
-    """The condition a worker claims by: claimable, due, not leased (as ledger.claim_batch)."""
-    return (Delivery.status.in_(ledger.CLAIMABLE),
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            ledger.unclaimed(now))
-
-
 def oldest_due(session: Session, now: datetime) -> datetime | None:
     """Since when the oldest row a worker could take now has been waiting (sending issues only)."""
     sending = select(Issue.id).where(Issue.status == IssueStatus.SENDING)
     found = session.scalar(
         select(func.min(func.coalesce(Delivery.next_attempt_at, Delivery.created_at)))
-        .where(Delivery.issue_id.in_(sending), *due_rows(now)))
+        .where(Delivery.issue_id.in_(sending), *ledger.due(now)))
     return _aware(found)
 
 

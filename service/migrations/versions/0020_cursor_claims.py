@@ -34,20 +34,19 @@ DUE_AGAIN = sa.text("status IN ('queued', 'deferred') AND next_attempt_at IS NOT
 DEFERRED = sa.text("status = 'deferred'")
 
 
-def _concurrently() -> bool:
-    return op.get_bind().dialect.name == "postgresql"
+def _replace_index(new: str, where: sa.TextClause, old: str) -> None:
+    """Build `new` on next_attempt_at (partial), then drop `old`; CONCURRENTLY on PostgreSQL."""
+    concurrently = op.get_bind().dialect.name == "postgresql"
+    with op.get_context().autocommit_block():
+        op.create_index(new, "deliveries", ["next_attempt_at"], postgresql_where=where,
+                        sqlite_where=where, postgresql_concurrently=concurrently)
+        op.drop_index(old, table_name="deliveries", postgresql_concurrently=concurrently)
 
 
 def upgrade() -> None:
     op.add_column("issues", sa.Column(
         "claimed_through", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True))
-    concurrently = _concurrently()
-    with op.get_context().autocommit_block():
-        op.create_index("ix_deliveries_due_again", "deliveries", ["next_attempt_at"],
-                        postgresql_where=DUE_AGAIN, sqlite_where=DUE_AGAIN,
-                        postgresql_concurrently=concurrently)
-        op.drop_index("ix_deliveries_deferred", table_name="deliveries",
-                      postgresql_concurrently=concurrently)
+    _replace_index("ix_deliveries_due_again", DUE_AGAIN, "ix_deliveries_deferred")
     deliveries = sa.table("deliveries", sa.column("status", sa.String(16)),
                           sa.column("worker", sa.String(200)),
                           sa.column("next_attempt_at", sa.DateTime(timezone=True)),
@@ -59,13 +58,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    concurrently = _concurrently()
-    with op.get_context().autocommit_block():
-        op.create_index("ix_deliveries_deferred", "deliveries", ["next_attempt_at"],
-                        postgresql_where=DEFERRED, sqlite_where=DEFERRED,
-                        postgresql_concurrently=concurrently)
-        op.drop_index("ix_deliveries_due_again", table_name="deliveries",
-                      postgresql_concurrently=concurrently)
+    _replace_index("ix_deliveries_deferred", DEFERRED, "ix_deliveries_due_again")
     # Rows a first claim took carry no worker's name: without the cursor, the claim
     # before 0020 takes rows by their worker's live claim, so name the claim's worker.
     bind = op.get_bind()
