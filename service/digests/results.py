@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.delivery import ledger
 from service.delivery.models import Bounce, Delivery, DeliveryStatus
 from service.digests.click_counts import REASONS
 from service.digests.models import Click, Issue, IssueArticle, IssueStatus
@@ -128,11 +129,8 @@ def issue_results(session: Session, issue: Issue, *, counting_clicks: bool = Fal
 
     `counting_clicks`: whether clicks are counted now (CHAPAR_TRACK_CLICKS); an issue
     whose clicks were counted when it went out shows them either way."""
-    by_status: dict[DeliveryStatus, int] = {
-        row[0]: row[1] for row in session.execute(
-            select(Delivery.status, func.count()).where(Delivery.issue_id == issue.id)
-            .group_by(Delivery.status))
-    }
+    counted = ledger.counts(session, issue.id)
+    by_status = {status: counted[status.value] for status in DeliveryStatus}
     recipients = sum(by_status.values())
     sent = by_status.get(DeliveryStatus.SENT, 0)
     # One report per delivery and kind: an MTA may send a "delayed" notice twice.

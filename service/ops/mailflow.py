@@ -134,10 +134,8 @@ def issue_rates(session: Session, limit: int = LATEST_ISSUES) -> list[IssueRates
     if not issues:
         return []
     ids = [i for i, _ in issues]
-    sent = {i: int(n) for i, n in session.execute(
-        select(Delivery.issue_id, func.count()).where(Delivery.issue_id.in_(ids),
-                                                      Delivery.status == DeliveryStatus.SENT)
-        .group_by(Delivery.issue_id))}
+    sent = {i: counter[DeliveryStatus.SENT.value]
+            for i, counter in ledger.counted(session, ids).items()}
     reports: dict[tuple[int, str], int] = {}
     for issue_id, kind, n in session.execute(
             select(Delivery.issue_id, Bounce.kind, func.count(func.distinct(Bounce.delivery_id)))

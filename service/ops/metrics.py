@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from service.clock import utcnow
 from service.db import dialect_insert
-from service.delivery.models import Delivery
+from service.delivery import ledger
 from service.delivery.transport import Result
 from service.digests.models import Issue, IssueStatus
 from service.ops import mailflow
@@ -115,11 +115,13 @@ class ChaparCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = snapshot(self.rt, utcnow())
         with self.rt.sessions() as session:
-            deliveries = session.execute(
-                select(Issue.number, Delivery.status, func.count())
-                .join(Issue, Issue.id == Delivery.issue_id)
-                .where(Delivery.issue_id.in_(metric_issue_ids(session)))
-                .group_by(Issue.number, Delivery.status)).all()
+            ids = metric_issue_ids(session)
+            numbers = {i: n for i, n in session.execute(
+                select(Issue.id, Issue.number).where(Issue.id.in_(ids)))}
+            deliveries = [(numbers[i], status, n)
+                          for i, counter in ledger.counted(session, ids).items()
+                          for status, n in counter.items()
+                          if status != "possible_duplicates" and n]
             subscribers = session.execute(
                 select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
             counters = session.execute(select(Counter.name, Counter.labels, Counter.value)).all()

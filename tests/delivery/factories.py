@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from service.delivery import ledger
+from service.delivery.models import Delivery
 from service.digests.models import Issue, IssueArticle, IssueStatus
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
 from service.subscribers.models import Status, Subscriber
@@ -54,3 +57,17 @@ def add_subscribers(session: Session, count: int, *, domain: str = "example.test
             for e in emails
         ])
     return emails
+
+
+def assert_counts_kept(session: Session) -> None:
+    """`delivery_counts` (kept by triggers) says what counting the ledger's rows says."""
+    direct: dict[int, Counter[str]] = {}
+    for issue_id, status, number, duplicates in session.execute(
+        select(Delivery.issue_id, Delivery.status, func.count(), func.sum(Delivery.uncertain_count))
+        .group_by(Delivery.issue_id, Delivery.status)
+    ):
+        counter = direct.setdefault(issue_id, Counter())
+        counter[getattr(status, "value", status)] += number
+        counter["possible_duplicates"] += int(duplicates or 0)
+    kept = ledger.counted(session, session.scalars(select(Issue.id)))
+    assert {i: +c for i, c in kept.items()} == {i: +c for i, c in direct.items()}

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from service.delivery import ledger
+from service.delivery import control, ledger
 from service.delivery.models import Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
-from tests.delivery.factories import NOW
+from tests.delivery.factories import NOW, assert_counts_kept
 from tests.delivery.test_sweeper import claim, row, started
 
 LEASE = timedelta(minutes=5)
@@ -253,3 +253,34 @@ def test_a_claim_ends_with_its_batch_but_not_while_a_row_of_it_is_sending(
                            NOW, 60, resend_uncertain=True)
     assert ledger.end_claim(session, "w", NOW)
     assert ledger.renew_claim(session, "w", NOW, LEASE) == 0
+
+
+def test_the_kept_counts_follow_every_change_to_the_ledger(session: Session) -> None:
+    issue_id, ids = started(session, 8)
+    other_id, _ = started(session, 2, number=2)
+    assert ledger.counts(session, issue_id)["queued"] == 8
+    assert_counts_kept(session)
+    ledger.claim_batch(session, issue_id, "w", NOW, 6, LEASE)
+    assert ledger.mark_sending(session, ids[:6], "w", NOW, LEASE) == set(ids[:6])
+    assert_counts_kept(session)
+    ledger.record_outcomes(session, [
+        ledger.Outcome(ids[0], DeliveryStatus.SENT, 250),
+        ledger.Outcome(ids[1], DeliveryStatus.DEFERRED, 451, "try later"),
+        ledger.Outcome(ids[2], DeliveryStatus.FAILED, 550, "no such user"),
+        ledger.Outcome(ids[3], DeliveryStatus.UNCERTAIN, None, "dropped after the dot"),
+    ], "w", NOW, 60, resend_uncertain=False)
+    assert_counts_kept(session)
+    # The recovery: the lease ran out with two rows `sending`.
+    later = NOW + LEASE + timedelta(seconds=1)
+    assert ledger.expire_leases(session, later, resend_uncertain=True) == 2
+    assert_counts_kept(session)
+    found = ledger.counts(session, issue_id)
+    assert (found["sent"], found["failed"], found["uncertain"], found["possible_duplicates"]) \
+        == (1, 1, 1, 3)
+    # Ops: give up on deferred rows, retry the failed ones, cancel the issue.
+    ledger.fail_expired(session, later + timedelta(days=3))
+    control.retry_failed(session, issue_id, later, timedelta(hours=48))
+    assert_counts_kept(session)
+    control.cancel(session, other_id, later)
+    assert_counts_kept(session)
+    assert ledger.counts(session, other_id)["cancelled"] == 10  # all ten readers
