@@ -9,13 +9,7 @@ into `sending` by the statement that records the previous chunk, so a message
 writes two row versions instead of three, and a cursor on (issue, subscriber)
 keeps each claim from walking past the rows already sent.
 
-    .venv/bin/python -m bench.ledger_cost --subscribers 100000 [--model current|claim-into-sending] [--hot]
-
-`--hot` measures a table whose updates can all be HOT (heap-only: no new index
-entries): before the fan-out it drops the two indexes that name `status` (every
-update changes it) and leaves room in each page
-(fillfactor 40). Not a schema Chapar can run on as it is: the claim, the sweeper
-and the recovery find their rows through those indexes (see bench/README.md).
+    .venv/bin/python -m bench.ledger_cost --subscribers 100000 [--model current|claim-into-sending]
 
 Prints, per message: wall time, PostgreSQL's CPU, this process's CPU, the row
 versions written (PostgreSQL's own counters) and the WAL written; the fan-out's
@@ -43,7 +37,6 @@ from sqlalchemy.orm import Session
 from bench.pipeline import (
     cpu_seconds,
     load_subscribers,
-    make_updates_hot,
     own_redis_db,
     postgres_cpu_seconds,
     row_updates,
@@ -172,7 +165,7 @@ def wal_position(engine: Engine) -> int:
             "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint").scalar_one())
 
 
-def run(subscribers: int, model: str, hot: bool) -> None:
+def run(subscribers: int, model: str) -> None:
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as folder, throwaway_database() as database_url, \
             own_redis_db() as redis_url:
@@ -185,8 +178,6 @@ def run(subscribers: int, model: str, hot: bool) -> None:
         rt = Runtime.from_settings(settings)
         load_subscribers(database_url, subscribers, now)
         issue_id = build_sample_issue(rt, now)
-        if hot:
-            make_updates_hot(rt.engine)
         fan_out = time.perf_counter(), wal_position(rt.engine)
         with unit_of_work(rt.sessions) as session:
             ledger.start_send(session, issue_id, now, timedelta(days=1))
@@ -211,7 +202,7 @@ def run(subscribers: int, model: str, hot: bool) -> None:
             ).one()
         rt.close()
     per = 1e6 / subscribers
-    print(f"model                {model}{' (every update can be HOT)' if hot else ''}")
+    print(f"model                {model}")
     print(f"rows sent            {sent:,} of {subscribers:,} ({left} not sent)")
     print(f"wall                 {wall * per:.0f} us a message "
           f"({subscribers / wall:,.0f} rows/s, one worker)")
@@ -231,10 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--model", choices=sorted(MODELS), default="current")
-    parser.add_argument("--hot", action="store_true",
-                        help="without the indexes that name status, fillfactor 40: HOT updates")
     args = parser.parse_args()
-    run(args.subscribers, args.model, args.hot)
+    run(args.subscribers, args.model)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from bench import REPO_ROOT
 from service.settings import Settings
@@ -169,24 +169,6 @@ def peak_rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
-
-
-# The indexes whose columns the worker's updates change; without them an update can
-# be HOT, if its page has room for the new version (HOT_FILLFACTOR).
-STATUS_INDEXES = ("ix_deliveries_issue_status", "ix_deliveries_due_again")
-HOT_FILLFACTOR = 40
-
-
-def make_updates_hot(engine: Engine) -> None:
-    """Diagnosis only (`--hot`): a ledger whose updates write no index entries.
-
-    Not a schema Chapar runs on: the sweeper and the recovery find their rows through
-    the dropped indexes (bench/README.md, "Updates that write no index entries").
-    """
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {HOT_FILLFACTOR})")
-        for index in STATUS_INDEXES:
-            connection.exec_driver_sql(f"DROP INDEX {index}")
 
 
 def vacuums(connection: Connection) -> tuple[int, int]:

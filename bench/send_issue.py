@@ -33,7 +33,6 @@ from bench.pipeline import (
     Worker,
     cpu_seconds,
     load_subscribers,
-    make_updates_hot,
     own_redis_db,
     peak_rss_mib,
     postgres_cpu_seconds,
@@ -156,7 +155,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
               concurrency: int, batch_size: int, already_received: int,
               dkim: Path | None = None, profile: Path | None = None,
               synchronous_commit: bool = True, connections: int = 2,
-              hot: bool = False, autovacuum: bool = True) -> PassFigures:
+              autovacuum: bool = True) -> PassFigures:
     """Load the subscribers into a database of its own and send them the issue once."""
     now = datetime.now(UTC)
     with throwaway_database(synchronous_commit) as database_url, own_redis_db() as redis_url:
@@ -174,8 +173,6 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         print(f"[{label}] loaded {subscribers:,} confirmed subscribers with COPY in "
               f"{time.perf_counter() - started:.1f} s")
         issue_id = build_sample_issue(rt, now)
-        if hot:  # diagnosis: a schema the sweeper and the recovery cannot run on
-            make_updates_hot(rt.engine)
         if not autovacuum:  # diagnosis: what vacuuming the ledger during the send costs
             with rt.engine.begin() as connection:
                 connection.exec_driver_sql("ALTER TABLE deliveries SET (autovacuum_enabled = off)")
@@ -272,7 +269,7 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
 
 def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
-        dkim: str = "", connections: int = 2, sink_nice: int = 0, hot: bool = False,
+        dkim: str = "", connections: int = 2, sink_nice: int = 0,
         autovacuum: bool = True) -> None:
     with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
         if sink_nice:
@@ -281,12 +278,12 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
             os.setpriority(os.PRIO_PROCESS, sink.pid, sink_nice)
         passes = [send_pass("plain", sink, Path(folder), subscribers, workers, concurrency,
                             batch_size, 0, None, profile, synchronous_commit, connections,
-                            hot=hot, autovacuum=autovacuum)]
+                            autovacuum=autovacuum)]
         if dkim:
             passes.append(send_pass("dkim", sink, Path(folder), subscribers, workers,
                                     concurrency, batch_size, sink.received,
                                     dkim_key(Path(folder), dkim), None, synchronous_commit,
-                                    connections, hot=hot, autovacuum=autovacuum))
+                                    connections, autovacuum=autovacuum))
         received = sink.received
         raw_n = raw_messages or min(subscribers, 100_000)
         sink_before, pg_before = cpu_seconds(sink.pid), postgres_cpu_seconds()
@@ -302,7 +299,6 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
     print(f"workers                {workers} x concurrency {concurrency}, batch {batch_size}, "
           f"{connections} SMTP connection{'s' if connections > 1 else ''} per pool process"
           + ("" if synchronous_commit else ", synchronous_commit off (diagnosis)")
-          + (", no index names status (diagnosis: --hot)" if hot else "")
           + ("" if autovacuum else ", no autovacuum of the ledger (diagnosis)"))
     for f in passes:
         print_pass(f, subscribers)
@@ -347,9 +343,6 @@ def main() -> None:
                         help="sample each pool process with py-spy into this folder")
     parser.add_argument("--no-synchronous-commit", action="store_true",
                         help="diagnosis: commits do not wait for the WAL flush")
-    parser.add_argument("--hot", action="store_true",
-                        help="diagnosis: drop the ledger's status and lease indexes before the "
-                             "fan-out (bench.ledger_cost --hot), so every update can be HOT")
     parser.add_argument("--no-autovacuum", action="store_true",
                         help="diagnosis: autovacuum off for the ledger during the send")
     parser.add_argument("--dkim", nargs="?", const="rsa", default="", choices=["rsa", "ed25519"],
@@ -358,7 +351,7 @@ def main() -> None:
     args = parser.parse_args()
     run(args.subscribers, args.workers, args.concurrency, args.raw_messages, args.batch_size,
         args.profile, not args.no_synchronous_commit, args.dkim, args.connections,
-        args.sink_nice, hot=args.hot, autovacuum=not args.no_autovacuum)
+        args.sink_nice, autovacuum=not args.no_autovacuum)
 
 
 if __name__ == "__main__":

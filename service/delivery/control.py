@@ -63,7 +63,7 @@ def cancel(session: Session, issue_id: int, now: datetime) -> int:
     result = session.execute(
         update(Delivery)
         .where(Delivery.issue_id == issue_id, Delivery.status.in_(ledger.CLAIMABLE))
-        .values(status=DeliveryStatus.CANCELLED, updated_at=now)
+        .values(status=DeliveryStatus.CANCELLED, next_attempt_at=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -192,17 +193,6 @@ def _fresh(issue_id: int) -> tuple[ColumnElement[bool], ...]:
     return (Delivery.issue_id == issue_id, *_untouched())
 
 
-def due(now: Any) -> tuple[ColumnElement[bool], ...]:
-    """Rows waiting for a worker at `now`: claimable, due, no live claim's name on them.
-
-    Fresh rows inside a live claim count too: only the issue's cursor keeps other
-    claims from them (`claim_batch`).
-    """
-    return (Delivery.status.in_(CLAIMABLE),
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            unclaimed(now))
-
-
 def _due_again(session: Session, issue_id: int, now: Any) -> tuple[ColumnElement[bool], ...]:
     """Rows taken before and due again now (`ix_deliveries_due_again`), nobody holding them."""
     return (Delivery.issue_id == issue_id, in_status(session, CLAIMABLE),
@@ -271,7 +261,7 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
         session.execute(
             update(Delivery).where(among(session, Delivery.id, gone))
             .values(status=DeliveryStatus.CANCELLED, worker=worker, updated_at=now,
-                    last_error="subscriber no longer confirmed")
+                    next_attempt_at=None, last_error="subscriber no longer confirmed")
             .execution_options(synchronize_session=False)
         )
     if recipients:
@@ -314,6 +304,9 @@ WITH issue AS (
           SELECT 1 FROM delivery_claims AS c
           WHERE c.worker = d.worker AND c.lease_until >= COALESCE(%(now)s::timestamptz, now())))
       AND EXISTS (SELECT 1 FROM issue)
+    -- Oldest first, in the index's order: with nothing else the planner could walk
+    -- the issue's rows in the unique index instead, on a ledger not analyzed yet.
+    ORDER BY d.next_attempt_at
     LIMIT %(size)s
     FOR UPDATE OF d SKIP LOCKED
 ), fresh AS (
@@ -339,6 +332,7 @@ WITH issue AS (
     UPDATE deliveries AS d
     SET worker = %(worker)s, updated_at = COALESCE(%(now)s::timestamptz, now()),
         status = CASE WHEN r.live THEN d.status ELSE 'cancelled' END,
+        next_attempt_at = CASE WHEN r.live THEN d.next_attempt_at END,
         last_error = CASE WHEN r.live THEN d.last_error ELSE 'subscriber no longer confirmed' END
     FROM readers AS r
     WHERE d.id = r.id AND d.id = ANY(ARRAY(SELECT id FROM readers WHERE again OR NOT live))
@@ -418,7 +412,7 @@ def mark_sending(session: Session, ids: Sequence[int], worker: str, now: datetim
         update(Delivery)
         .where(among(session, Delivery.id, ids), mine(worker),
                in_status(session, (*CLAIMABLE, DeliveryStatus.SENDING)), sending)
-        .values(status=DeliveryStatus.SENDING, worker=worker,
+        .values(status=DeliveryStatus.SENDING, worker=worker, next_attempt_at=None,
                 attempts=case((again, Delivery.attempts), else_=Delivery.attempts + 1),
                 updated_at=at)
         .returning(Delivery.id)
@@ -448,7 +442,7 @@ WITH held AS (
     WHERE id = ANY(%(sent)s::bigint[]) AND worker = %(worker)s AND status = 'sending'
 )
 UPDATE deliveries AS d
-SET status = 'sending', worker = %(worker)s,
+SET status = 'sending', worker = %(worker)s, next_attempt_at = NULL,
     attempts = CASE WHEN d.status = 'sending' THEN d.attempts ELSE d.attempts + 1 END,
     updated_at = COALESCE(%(marked_at)s::timestamptz, now())
 WHERE d.id = ANY(%(ids)s::bigint[])
@@ -627,18 +621,17 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], worker: str, 
             values.update(status=DeliveryStatus.QUEUED, attempts=row.attempts - 1, last_code=None,
                           last_error=None, next_attempt_at=now)
         elif outcome.status is DeliveryStatus.FAILED:
-            values["status"] = DeliveryStatus.FAILED
+            values.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
         elif outcome.status is DeliveryStatus.UNCERTAIN and not resend_uncertain:
-            values["status"] = DeliveryStatus.UNCERTAIN
+            values.update(status=DeliveryStatus.UNCERTAIN, next_attempt_at=None)
             values["uncertain_count"] = row.uncertain_count + 1
         else:
             retry_at = outcome.retry_at or now + _backoff_sql(session, outcome.delivery_id,
                                                               retry_base_seconds)
-            values["status"] = case(
-                (row.give_up_at < now, DeliveryStatus.FAILED.value),
-                else_=DeliveryStatus.DEFERRED.value,
-            )
-            values["next_attempt_at"] = retry_at
+            given_up = row.give_up_at < now
+            values["status"] = case((given_up, DeliveryStatus.FAILED.value),
+                                    else_=DeliveryStatus.DEFERRED.value)
+            values["next_attempt_at"] = case((given_up, None), else_=retry_at)
             if outcome.status is DeliveryStatus.UNCERTAIN:
                 values["uncertain_count"] = row.uncertain_count + 1
         if outcome.attempted:
@@ -694,13 +687,35 @@ def finish_if_done(session: Session, issue_id: int, now: datetime) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _after_cursor(issue_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The issue's rows after its cursor, in the unique index's order (see `_CLAIM`'s `fresh`)."""
+    cursor = select(func.coalesce(Issue.claimed_through, -1)).where(Issue.id == issue_id)
+    key = tuple_(Delivery.issue_id, Delivery.subscriber_id)
+    return (key > tuple_(literal(issue_id), cursor.scalar_subquery()),
+            key < tuple_(literal(issue_id + 1), literal(0)))
+
+
+def waiting_since(session: Session, issue_id: int, now: datetime) -> datetime | None:
+    """Since when the issue's oldest row a worker could claim now has waited; None: no row.
+
+    Rows due again that no live claim holds (`ix_deliveries_due_again`) wait since
+    their `next_attempt_at`, fresh rows after the issue's cursor since the fan-out
+    wrote them. Fresh rows inside a live claim are its holder's to send, and rows
+    due later wait for nobody yet. Two index lookups, whatever the issue's size.
+    """
+    again = session.scalar(select(Delivery.next_attempt_at)
+                           .where(*_due_again(session, issue_id, now))
+                           .order_by(Delivery.next_attempt_at).limit(1))
+    fresh = session.scalar(select(Delivery.created_at)
+                           .where(*_after_cursor(issue_id), *_untouched())
+                           .order_by(Delivery.issue_id, Delivery.subscriber_id).limit(1))
+    found = [at for at in (again, fresh) if at is not None]
+    return min(found) if found else None
+
+
 def has_due_rows(session: Session, issue_id: int, now: datetime) -> bool:
     """Whether a worker would find something to claim right now."""
-    return bool(session.scalar(
-        select(
-            select(Delivery.id).where(Delivery.issue_id == issue_id, *due(now)).exists()
-        )
-    ))
+    return waiting_since(session, issue_id, now) is not None
 
 
 def expire_leases(session: Session, now: datetime, resend_uncertain: bool) -> int:
@@ -740,7 +755,7 @@ def take_back(session: Session, now: datetime,
     if resend_uncertain:
         values.update(status=DeliveryStatus.DEFERRED, next_attempt_at=now)
     else:
-        values.update(status=DeliveryStatus.UNCERTAIN)
+        values.update(status=DeliveryStatus.UNCERTAIN, next_attempt_at=None)
     for issue_id, worker, ids in expired:
         due[issue_id] += release(session, ids, worker, now)
         uncertain[issue_id] += int(session.execute(
@@ -789,7 +804,7 @@ def fail_expired(session: Session, now: datetime) -> int:
         update(Delivery)
         .where(Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_attempt_at.is_not(None),
                Delivery.give_up_at < now, unclaimed(now))
-        .values(status=DeliveryStatus.FAILED, updated_at=now)
+        .values(status=DeliveryStatus.FAILED, next_attempt_at=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -54,11 +54,14 @@ def sweep_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Swe
         failed=ledger.fail_expired(session, now),
     )
     # A chunk on the wire when its issue was cancelled may come back deferred: settle it.
-    cancelled = select(Issue.id).where(Issue.status == IssueStatus.CANCELLED)
+    # Only issues whose counts say so are looked through (their rows, by the unique index).
+    cancelled = [issue_id for issue_id, counter in ledger.counted(session, session.scalars(
+        select(Issue.id).where(Issue.status == IssueStatus.CANCELLED))).items()
+        if any(counter[status.value] for status in ledger.CLAIMABLE)]
     session.execute(
         update(Delivery)
         .where(Delivery.issue_id.in_(cancelled), Delivery.status.in_(ledger.CLAIMABLE))
-        .values(status=DeliveryStatus.CANCELLED, updated_at=now)
+        .values(status=DeliveryStatus.CANCELLED, next_attempt_at=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     sending = session.scalars(select(Issue.id).where(Issue.status == IssueStatus.SENDING)).all()
@@ -84,7 +87,8 @@ def cancel_erased(session: Session, issue_id: int, now: datetime) -> None:
         update(Delivery)
         .where(Delivery.issue_id == issue_id, Delivery.subscriber_id.is_(None),
                Delivery.status.in_(ledger.CLAIMABLE))
-        .values(status=DeliveryStatus.CANCELLED, updated_at=now, last_error="subscriber erased")
+        .values(status=DeliveryStatus.CANCELLED, next_attempt_at=None, updated_at=now,
+                last_error="subscriber erased")
         .execution_options(synchronize_session=False)
     )
 

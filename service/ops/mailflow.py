@@ -78,11 +78,10 @@ class Failures:
 
 def oldest_due(session: Session, now: datetime) -> datetime | None:
     """Since when the oldest row a worker could take now has been waiting (sending issues only)."""
-    sending = select(Issue.id).where(Issue.status == IssueStatus.SENDING)
-    found = session.scalar(
-        select(func.min(func.coalesce(Delivery.next_attempt_at, Delivery.created_at)))
-        .where(Delivery.issue_id.in_(sending), *ledger.due(now)))
-    return _aware(found)
+    found = [at for issue_id in session.scalars(select(Issue.id)
+                                                .where(Issue.status == IssueStatus.SENDING))
+             if (at := ledger.waiting_since(session, issue_id, now)) is not None]
+    return _aware(min(found)) if found else None
 
 
 def last_progress(session: Session, issue_id: int) -> datetime | None:

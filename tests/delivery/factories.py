@@ -71,3 +71,11 @@ def assert_counts_kept(session: Session) -> None:
         counter["possible_duplicates"] += int(duplicates or 0)
     kept = ledger.counted(session, session.scalars(select(Issue.id)))
     assert {i: +c for i, c in kept.items()} == {i: +c for i, c in direct.items()}
+
+
+def assert_only_waiting_rows_have_a_next_attempt(session: Session) -> None:
+    """`next_attempt_at` is set exactly on rows waiting for a retry (ix_deliveries_due_again)."""
+    found = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.next_attempt_at.is_not(None))
+        .group_by(Delivery.status)).all()
+    assert {getattr(s, "value", s) for s, _ in found} <= {"queued", "deferred"}, found

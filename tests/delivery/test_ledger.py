@@ -11,7 +11,11 @@ from sqlalchemy.orm import Session
 from service.delivery import control, ledger
 from service.delivery.models import Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
-from tests.delivery.factories import NOW, assert_counts_kept
+from tests.delivery.factories import (
+    NOW,
+    assert_counts_kept,
+    assert_only_waiting_rows_have_a_next_attempt,
+)
 from tests.delivery.test_sweeper import claim, row, started
 
 LEASE = timedelta(minutes=5)
@@ -205,6 +209,7 @@ def test_a_send_adds_no_entry_to_the_index_of_rows_due_again(session: Session) -
                    or 0) // 8192
 
     assert pages() <= 2, pages()  # the metapage and one leaf: 9,000 row versions, one entry
+    session.execute(text("ANALYZE deliveries"))  # as autovacuum keeps it: few rows wait
     fail_after = session.connection().exec_driver_sql("EXPLAIN SELECT id FROM deliveries"
         " WHERE status = 'deferred' AND next_attempt_at IS NOT NULL AND give_up_at < now()")
     assert "ix_deliveries_due_again" in "\n".join(row[0] for row in fail_after)
@@ -274,6 +279,7 @@ def test_the_kept_counts_follow_every_change_to_the_ledger(session: Session) -> 
     later = NOW + LEASE + timedelta(seconds=1)
     assert ledger.expire_leases(session, later, resend_uncertain=True) == 2
     assert_counts_kept(session)
+    assert_only_waiting_rows_have_a_next_attempt(session)
     found = ledger.counts(session, issue_id)
     assert (found["sent"], found["failed"], found["uncertain"], found["possible_duplicates"]) \
         == (1, 1, 1, 3)
@@ -283,4 +289,51 @@ def test_the_kept_counts_follow_every_change_to_the_ledger(session: Session) -> 
     assert_counts_kept(session)
     control.cancel(session, other_id, later)
     assert_counts_kept(session)
+    assert_only_waiting_rows_have_a_next_attempt(session)
     assert ledger.counts(session, other_id)["cancelled"] == 10  # all ten readers
+
+
+def test_marking_rows_sending_writes_no_index_entry(session: Session) -> None:
+    # No index of the ledger names `status`, and the fan-out leaves room on each page
+    # (fillfactor), so the update is HOT: heap-only, no entry in any of the indexes.
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("HOT updates are PostgreSQL's")
+    issue_id, ids = started(session, 600)
+    ledger.claim_in_one_statement(session.connection(), issue_id, "w", NOW, 600, LEASE)
+    before = session.scalar(text(
+        "SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)"))
+    assert ledger.mark_sending(session, ids, "w", NOW, LEASE) == set(ids)
+    hot = session.scalar(text(
+        "SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)"))
+    # Nearly all: a page's new versions take a little more room than its rows did (line
+    # pointers), and versions written in this same transaction cannot be pruned yet.
+    # With an index on `status`, none would be.
+    assert hot - before >= 0.9 * len(ids), (hot - before, len(ids))
+
+
+def test_rows_wait_for_a_worker_after_the_cursor_or_when_due_again(session: Session) -> None:
+    issue_id, ids = started(session, 4)
+    assert ledger.waiting_since(session, issue_id, NOW) == NOW  # the fan-out's rows
+    assert len(ledger.claim_batch(session, issue_id, "w", NOW, 4, LEASE)) == 4
+    # Fresh rows inside a live claim are its holder's: nobody else waits for them.
+    assert ledger.waiting_since(session, issue_id, NOW) is None
+    assert not ledger.has_due_rows(session, issue_id, NOW)
+    ledger.mark_sending(session, ids[:2], "w", NOW, LEASE)
+    later = NOW + timedelta(minutes=1)
+    ledger.record_outcomes(session, [
+        ledger.Outcome(ids[0], DeliveryStatus.SENT, 250),
+        ledger.Outcome(ids[1], DeliveryStatus.DEFERRED, 451, "later", retry_at=later),
+    ], "w", NOW, 60, resend_uncertain=False)
+    # The batch ends early: its two unreached rows are given back, due at once.
+    ledger.end_claim(session, "w", NOW)
+    assert ledger.waiting_since(session, issue_id, NOW) == NOW
+    ledger.claim_batch(session, issue_id, "v", NOW, 4, LEASE)
+    ledger.mark_sending(session, ids[2:], "v", NOW, LEASE)
+    ledger.record_outcomes(session, [ledger.Outcome(i, DeliveryStatus.SENT, 250) for i in ids[2:]],
+                           "v", NOW, 60, resend_uncertain=False)
+    ledger.end_claim(session, "v", NOW, reached_all=True)
+    # Left: the deferred row, due at `later`.
+    assert ledger.waiting_since(session, issue_id, NOW) is None
+    assert ledger.waiting_since(session, issue_id, later) == later
+    assert ledger.has_due_rows(session, issue_id, later)
+    assert_only_waiting_rows_have_a_next_attempt(session)
