@@ -96,14 +96,24 @@ def failures(session: Session, issue_id: int, now: datetime, domains: int = 10) 
         select(Delivery.last_code, func.count()).where(Delivery.issue_id == issue_id,
                                                        Delivery.last_code.is_not(None))
         .group_by(Delivery.last_code).order_by(Delivery.last_code))]
-    counted = {s: func.sum(case((Delivery.status == s, 1), else_=0)) for s in FAILING}
-    trouble = session.execute(
-        select(Delivery.domain, *counted.values(), func.max(Delivery.last_code))
-        .where(Delivery.issue_id == issue_id, Delivery.status.in_(FAILING))
-        .group_by(Delivery.domain).order_by(func.count().desc(), Delivery.domain).limit(domains))
-    troubled = [DomainTrouble(d, int(a or 0), int(b or 0), int(c or 0), code)
-                for d, a, b, c, code in trouble]
+    # No index names `status` (HOT updates): the counts say which failing rows there are,
+    # and deferred rows are found through the index of rows due again; only failed or
+    # uncertain rows, when there are some, cost a pass over the issue's rows.
+    kept = ledger.counts(session, issue_id)
+    failing = [s for s in FAILING if kept[s.value]]
     at = Delivery.next_attempt_at
+    troubled = []
+    if failing:
+        counted = {s: func.sum(case((Delivery.status == s, 1), else_=0)) for s in FAILING}
+        only_deferred = failing == [DeliveryStatus.DEFERRED]
+        trouble = session.execute(
+            select(Delivery.domain, *counted.values(), func.max(Delivery.last_code))
+            .where(Delivery.issue_id == issue_id, Delivery.status.in_(failing),
+                   *([at.is_not(None)] if only_deferred else []))
+            .group_by(Delivery.domain).order_by(func.count().desc(), Delivery.domain)
+            .limit(domains))
+        troubled = [DomainTrouble(d, int(a or 0), int(b or 0), int(c or 0), code)
+                    for d, a, b, c, code in trouble]
     deferred = session.execute(
         select(func.sum(case((or_(at.is_(None), at <= now), 1), else_=0)),
                func.sum(case(((at > now) & (at <= now + timedelta(minutes=10)), 1), else_=0)),
@@ -111,7 +121,8 @@ def failures(session: Session, issue_id: int, now: datetime, domains: int = 10) 
                               1), else_=0)),
                func.sum(case((at > now + timedelta(hours=1), 1), else_=0)),
                func.min(case((at > now, at), else_=None)))
-        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.DEFERRED)).one()
+        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.DEFERRED,
+               at.is_not(None))).one()  # every deferred row: ix_deliveries_due_again
     due_now, soon, within_hour, later = (int(x or 0) for x in deferred[:4])
     due = DeferredDue(due_now, soon, within_hour, later, _aware(deferred[4]))
     return Failures(replies, troubled, due)
