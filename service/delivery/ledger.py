@@ -675,9 +675,9 @@ def finish_if_done(session: Session, issue_id: int, now: datetime) -> bool:
     # committed takes a new one per statement); without it a stale snapshot could
     # finish an issue whose rows were just queued again.
     session.execute(select(Issue.id).where(Issue.id == issue_id).with_for_update())
-    pending = select(DeliveryCount.issue_id).where(
+    pending = select(DeliveryCount.status).where(
         DeliveryCount.issue_id == issue_id, DeliveryCount.status.in_([s.value for s in PENDING])
-    ).group_by(DeliveryCount.issue_id).having(func.sum(DeliveryCount.number) > 0).exists()
+    ).group_by(DeliveryCount.status).having(func.sum(DeliveryCount.number) != 0).exists()
     result = session.execute(
         update(Issue)
         .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING, ~pending)

@@ -119,7 +119,8 @@ class DeliveryCount(Base):
     """How many ledger rows of an issue are in a status, and their possible duplicates.
 
     Written only by triggers on `deliveries` (migration 0021), in the statement that
-    changes the rows, so it is as true as the ledger in every snapshot. An issue's
+    changes the rows (inserted, updated or deleted), so it is as true as the ledger in
+    every snapshot. An issue's
     count for a status is the sum over its slots: on PostgreSQL each database backend
     adds to a slot of its own (its process id), so concurrent sends never wait on one
     counts row; SQLite has slot 0. Readers: `ledger.counted`.
@@ -127,8 +128,9 @@ class DeliveryCount(Base):
 
     __tablename__ = "delivery_counts"
 
-    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"),
-                                          primary_key=True)
+    # No foreign key: its check would lock the issue's row from inside a worker's chunk
+    # statement (migration 0021 says why that could deadlock).
+    issue_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger)

@@ -71,7 +71,8 @@ def retry_deferred(session: Session, issue_id: int, now: datetime) -> int:
     """Deferred rows become due now (the back-off is skipped); returns how many."""
     result = session.execute(
         update(Delivery).where(Delivery.issue_id == issue_id,
-                               Delivery.status == DeliveryStatus.DEFERRED)
+                               Delivery.status == DeliveryStatus.DEFERRED,
+                               Delivery.next_attempt_at.is_not(None))  # ix_deliveries_due_again
         .values(next_attempt_at=now, updated_at=now).execution_options(synchronize_session=False))
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
+from service.db import unit_of_work
 from service.delivery import control, ledger
 from service.delivery.models import Delivery, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
+from service.runtime import Runtime
 from tests.delivery.factories import (
     NOW,
     assert_counts_kept,
@@ -291,6 +293,27 @@ def test_the_kept_counts_follow_every_change_to_the_ledger(session: Session) -> 
     assert_counts_kept(session)
     assert_only_waiting_rows_have_a_next_attempt(session)
     assert ledger.counts(session, other_id)["cancelled"] == 10  # all ten readers
+    # Rows deleted (by hand, or with their issue) are taken off too.
+    session.execute(delete(Delivery).where(Delivery.issue_id == other_id))
+    assert_counts_kept(session)
+    assert not any(ledger.counts(session, other_id).values())
+
+
+def test_a_chunk_does_not_wait_for_an_issue_locked_for_update(runtime: Runtime) -> None:
+    # Counting takes no lock on the issue's row (delivery_counts has no foreign key):
+    # a chunk must not queue behind a cancel or an issue's end that holds the issue
+    # FOR UPDATE, since that transaction may itself wait on the chunk's rows.
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("row locks and the one-statement chunk are PostgreSQL's")
+    with unit_of_work(runtime.sessions) as session:
+        issue_id, ids = started(session, 3)
+        ledger.claim_batch(session, issue_id, "w", NOW, 3, LEASE)
+    with runtime.engine.connect() as holder, holder.begin():
+        holder.execute(text(f"SELECT id FROM issues WHERE id = {issue_id} FOR UPDATE"))
+        with runtime.engine.connect() as chunk, chunk.begin():
+            chunk.execute(text("SET LOCAL lock_timeout = '2s'"))
+            assert ledger.record_sent_and_mark(chunk, [], ids, "w", NOW, LEASE,
+                                               marked_at=NOW) == set(ids)
 
 
 def test_marking_rows_sending_writes_no_index_entry(session: Session) -> None:

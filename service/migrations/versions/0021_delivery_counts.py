@@ -13,8 +13,10 @@ that ran it (`slot` = pg_backend_pid()): two transactions never write the same
 counts row, so a count never makes one wait for another or deadlock. Readers sum the
 slots. On SQLite (one writer at a time) a row-level trigger keeps slot 0.
 
-Ledger rows are never deleted but with their issue, and the counts go with it (the
-foreign key), so there is no DELETE trigger.
+A DELETE trigger takes deleted rows off too (an issue deleted with its ledger, rows
+pruned by hand). `issue_id` has no foreign key: its check would lock the issue's row
+(FOR KEY SHARE) from inside a worker's chunk statement, which could then wait on a
+cancel that holds the issue FOR UPDATE while it waits on the chunk's rows.
 
 Revision ID: 0021
 Revises: 0020
@@ -38,6 +40,12 @@ BEGIN
         INSERT INTO delivery_counts AS c (issue_id, status, slot, number, duplicates)
         SELECT issue_id, status, pg_backend_pid(), count(*), sum(uncertain_count)
         FROM new_rows GROUP BY issue_id, status ORDER BY issue_id, status
+        ON CONFLICT (issue_id, status, slot) DO UPDATE
+        SET number = c.number + EXCLUDED.number, duplicates = c.duplicates + EXCLUDED.duplicates;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO delivery_counts AS c (issue_id, status, slot, number, duplicates)
+        SELECT issue_id, status, pg_backend_pid(), -count(*), -sum(uncertain_count)
+        FROM old_rows GROUP BY issue_id, status ORDER BY issue_id, status
         ON CONFLICT (issue_id, status, slot) DO UPDATE
         SET number = c.number + EXCLUDED.number, duplicates = c.duplicates + EXCLUDED.duplicates;
     ELSE
@@ -64,6 +72,9 @@ _PG_TRIGGERS = (
     "CREATE TRIGGER deliveries_counted_update AFTER UPDATE ON deliveries"
     " REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
     " FOR EACH STATEMENT EXECUTE FUNCTION chapar_count_deliveries()",
+    "CREATE TRIGGER deliveries_counted_delete AFTER DELETE ON deliveries"
+    " REFERENCING OLD TABLE AS old_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION chapar_count_deliveries()",
 )
 
 _SQLITE_ADD = """
@@ -73,21 +84,24 @@ _SQLITE_ADD = """
     SET number = number + 1, duplicates = duplicates + excluded.duplicates;
 """
 
+_SQLITE_TAKE = """
+    UPDATE delivery_counts SET number = number - 1, duplicates = duplicates - OLD.uncertain_count
+    WHERE issue_id = OLD.issue_id AND status = OLD.status AND slot = 0;
+"""
+
 _SQLITE_TRIGGERS = (
     f"CREATE TRIGGER deliveries_counted_insert AFTER INSERT ON deliveries BEGIN {_SQLITE_ADD} END",
     "CREATE TRIGGER deliveries_counted_update AFTER UPDATE OF status, uncertain_count"
-    " ON deliveries BEGIN"
-    " UPDATE delivery_counts SET number = number - 1, duplicates = duplicates - OLD.uncertain_count"
-    " WHERE issue_id = OLD.issue_id AND status = OLD.status AND slot = 0;"
-    f" {_SQLITE_ADD} END",
+    f" ON deliveries BEGIN {_SQLITE_TAKE} {_SQLITE_ADD} END",
+    f"CREATE TRIGGER deliveries_counted_delete AFTER DELETE ON deliveries BEGIN {_SQLITE_TAKE} END",
 )
+TRIGGERS = ("deliveries_counted_insert", "deliveries_counted_update", "deliveries_counted_delete")
 
 
 def upgrade() -> None:
     op.create_table(
         "delivery_counts",
-        sa.Column("issue_id", sa.Integer(), sa.ForeignKey("issues.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column("issue_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("slot", sa.Integer(), nullable=False),
         sa.Column("number", sa.BigInteger(), nullable=False),
@@ -112,8 +126,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER deliveries_counted_insert" + _on_deliveries())
-    op.execute("DROP TRIGGER deliveries_counted_update" + _on_deliveries())
+    for trigger in TRIGGERS:
+        op.execute(f"DROP TRIGGER {trigger}" + _on_deliveries())
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION chapar_count_deliveries()")
     op.drop_table("delivery_counts")

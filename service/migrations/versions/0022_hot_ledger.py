@@ -43,11 +43,13 @@ def _due_again_index(where: sa.TextClause) -> None:
         op.create_index("ix_deliveries_due_again", "deliveries", ["next_attempt_at"],
                         sqlite_where=where)
         return
+    # Each step may be run again after a failure: a CONCURRENTLY build that failed
+    # leaves an invalid index behind, and the old index may already be gone.
     with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_deliveries_due_again_new")
         op.create_index("ix_deliveries_due_again_new", "deliveries", ["next_attempt_at"],
                         postgresql_where=where, postgresql_concurrently=True)
-        op.drop_index("ix_deliveries_due_again", table_name="deliveries",
-                      postgresql_concurrently=True)
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_deliveries_due_again")
     op.execute("ALTER INDEX ix_deliveries_due_again_new RENAME TO ix_deliveries_due_again")
 
 
@@ -62,7 +64,7 @@ def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     with op.get_context().autocommit_block():
         op.drop_index("ix_deliveries_issue_status", table_name="deliveries",
-                      postgresql_concurrently=postgres)
+                      postgresql_concurrently=postgres, if_exists=True)
     if postgres:
         op.execute(f"ALTER TABLE deliveries SET (fillfactor = {FILLFACTOR})")
 
