@@ -120,10 +120,10 @@ class DeliveryCount(Base):
 
     Written only by triggers on `deliveries` (migration 0021), in the statement that
     changes the rows (inserted, updated or deleted), so it is as true as the ledger in
-    every snapshot. An issue's
-    count for a status is the sum over its slots: on PostgreSQL each database backend
-    adds to a slot of its own (its process id), so concurrent sends never wait on one
-    counts row; SQLite has slot 0. Readers: `ledger.counted`.
+    every snapshot. An issue's count for a status is the sum over its slots: on
+    PostgreSQL each database backend adds to a slot of its own (its process id), so
+    concurrent sends never wait on one counts row; SQLite has slot 0. Readers:
+    `ledger.counted`.
     """
 
     __tablename__ = "delivery_counts"

@@ -7,7 +7,7 @@ what keeps a send's row updates from being HOT (0022 drops it). The counts now l
 in `delivery_counts`, written by the statements that change the ledger, through
 triggers, so no code path can forget them.
 
-On PostgreSQL one statement-level trigger per INSERT and UPDATE adds each statement's
+On PostgreSQL one statement-level trigger per INSERT, UPDATE and DELETE adds each statement's
 net change per (issue, status), from its transition tables, to the row of the backend
 that ran it (`slot` = pg_backend_pid()): two transactions never write the same
 counts row, so a count never makes one wait for another or deadlock. Readers sum the
