@@ -22,13 +22,10 @@ machine must be quiet; compare runs made one after the other.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
@@ -36,18 +33,13 @@ from sqlalchemy.orm import Session
 
 from bench.pipeline import (
     cpu_seconds,
-    load_subscribers,
-    own_redis_db,
     postgres_cpu_seconds,
     row_updates,
-    throwaway_database,
 )
-from bench.send_issue import build_sample_issue
+from bench.send_issue import loaded_issue
 from service.db import unit_of_work
 from service.delivery import ledger
 from service.delivery.models import DeliveryStatus
-from service.runtime import Runtime
-from service.settings import Settings
 
 T = TypeVar("T")
 CHUNK = 30
@@ -167,17 +159,7 @@ def wal_position(engine: Engine) -> int:
 
 def run(subscribers: int, model: str) -> None:
     now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory() as folder, throwaway_database() as database_url, \
-            own_redis_db() as redis_url:
-        settings = Settings(
-            environment="development", data_dir=Path(folder), database_url=database_url,
-            broker_url=redis_url, smtp_url="smtp://127.0.0.1:1", secret_key=os.urandom(24).hex(),
-            public_url="https://news.example.test/newsletter",
-            from_address="newsletter@news.example.test",
-        )
-        rt = Runtime.from_settings(settings)
-        load_subscribers(database_url, subscribers, now)
-        issue_id = build_sample_issue(rt, now)
+    with loaded_issue(subscribers, now) as (rt, issue_id):
         fan_out = time.perf_counter(), wal_position(rt.engine)
         with unit_of_work(rt.sessions) as session:
             ledger.start_send(session, issue_id, now, timedelta(days=1))
@@ -200,7 +182,6 @@ def run(subscribers: int, model: str) -> None:
                 "SELECT pg_relation_size('deliveries') / current_setting('block_size')::int,"
                 " pg_indexes_size('deliveries') / current_setting('block_size')::int"
             ).one()
-        rt.close()
     per = 1e6 / subscribers
     print(f"model                {model}")
     print(f"rows sent            {sent:,} of {subscribers:,} ({left} not sent)")

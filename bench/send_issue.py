@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +71,27 @@ def build_sample_issue(rt: Runtime, now: datetime) -> int:
             raise RuntimeError(f"no issue built: {result.reason}")
         return result.issue.id
 
+
+
+@contextmanager
+def loaded_issue(subscribers: int, now: datetime) -> Iterator[tuple[Runtime, int]]:
+    """`subscribers` confirmed readers and the sample issue built, not sent, in a database
+    and a Redis database of their own, with a Runtime on them that mails nowhere; all
+    thrown away after. For the scripts that measure the ledger without sending."""
+    with tempfile.TemporaryDirectory() as folder, throwaway_database() as database_url, \
+            own_redis_db() as redis_url:
+        settings = Settings(
+            environment="development", data_dir=Path(folder), database_url=database_url,
+            broker_url=redis_url, smtp_url="smtp://127.0.0.1:1", secret_key=os.urandom(24).hex(),
+            public_url="https://news.example.test/newsletter",
+            from_address="newsletter@news.example.test",
+        )
+        rt = Runtime.from_settings(settings)
+        try:
+            load_subscribers(database_url, subscribers, now)
+            yield rt, build_sample_issue(rt, now)
+        finally:
+            rt.close()
 
 def message_bytes(rt: Runtime, issue_id: int, now: datetime) -> bytes:
     """One recipient's complete message, exactly as our sender builds it."""

@@ -13,21 +13,16 @@ here, so it waits for its timeout).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import text
 
-from bench.pipeline import load_subscribers, own_redis_db, postgres_cpu_seconds, throwaway_database
-from bench.send_issue import build_sample_issue
+from bench.pipeline import postgres_cpu_seconds
+from bench.send_issue import loaded_issue
 from service.db import unit_of_work
 from service.delivery import ledger
 from service.ops.status import snapshot
-from service.runtime import Runtime
-from service.settings import Settings
 
 HALF_WAY = (
     "UPDATE deliveries SET status = 'sent', last_code = 250,"
@@ -43,17 +38,7 @@ HALF_WAY = (
 
 def run(subscribers: int, snapshots: int) -> None:
     now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory() as folder, throwaway_database() as database_url, \
-            own_redis_db() as redis_url:
-        settings = Settings(
-            environment="development", data_dir=Path(folder), database_url=database_url,
-            broker_url=redis_url, smtp_url="smtp://127.0.0.1:1", secret_key=os.urandom(24).hex(),
-            public_url="https://news.example.test/newsletter",
-            from_address="newsletter@news.example.test",
-        )
-        rt = Runtime.from_settings(settings)
-        load_subscribers(database_url, subscribers, now)
-        issue_id = build_sample_issue(rt, now)
+    with loaded_issue(subscribers, now) as (rt, issue_id):
         with unit_of_work(rt.sessions) as session:
             ledger.start_send(session, issue_id, now, timedelta(days=1))
         with rt.engine.begin() as connection:
@@ -70,7 +55,6 @@ def run(subscribers: int, snapshots: int) -> None:
             counts = snap.issue.counts if snap.issue is not None else {}
             print(f"snapshot {n + 1}           {wall:.2f} s wall, PostgreSQL {pg:.2f} s of CPU"
                   f" (sent {counts.get('sent', 0):,}, deferred {counts.get('deferred', 0):,})")
-        rt.close()
 
 
 def main() -> None:
