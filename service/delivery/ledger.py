@@ -188,9 +188,22 @@ def _untouched() -> tuple[ColumnElement[bool], ...]:
             Delivery.next_attempt_at.is_(None))
 
 
+def _after_cursor(issue_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The issue's rows after its cursor, in the unique index's order (see `_CLAIM`'s `fresh`)."""
+    cursor = select(func.coalesce(Issue.claimed_through, -1)).where(Issue.id == issue_id)
+    key = tuple_(Delivery.issue_id, Delivery.subscriber_id)
+    return (key > tuple_(literal(issue_id), cursor.scalar_subquery()),
+            key < tuple_(literal(issue_id + 1), literal(0)))
+
+
 def _fresh(issue_id: int) -> tuple[ColumnElement[bool], ...]:
-    """Rows no claim has taken yet: the fan-out wrote them and nothing touched them since."""
-    return (Delivery.issue_id == issue_id, *_untouched())
+    """Rows no claim has taken yet: after the issue's cursor, as the fan-out wrote them."""
+    return (*_after_cursor(issue_id), *_untouched())
+
+
+def deferred() -> tuple[ColumnElement[bool], ...]:
+    """Deferred rows, through `ix_deliveries_due_again` (every deferred row has a next attempt)."""
+    return (Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_attempt_at.is_not(None))
 
 
 def _due_again(session: Session, issue_id: int, now: Any) -> tuple[ColumnElement[bool], ...]:
@@ -228,7 +241,7 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
                                  .limit(size)))
     fresh = session.execute(
         select(Delivery.id, Delivery.subscriber_id)
-        .where(*_fresh(issue_id), Delivery.subscriber_id > (issue.claimed_through or -1))
+        .where(*_fresh(issue_id))
         .order_by(Delivery.issue_id, Delivery.subscriber_id).limit(size - len(again))
     ).all() if len(again) < size else []
     if fresh:
@@ -687,14 +700,6 @@ def finish_if_done(session: Session, issue_id: int, now: datetime) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _after_cursor(issue_id: int) -> tuple[ColumnElement[bool], ...]:
-    """The issue's rows after its cursor, in the unique index's order (see `_CLAIM`'s `fresh`)."""
-    cursor = select(func.coalesce(Issue.claimed_through, -1)).where(Issue.id == issue_id)
-    key = tuple_(Delivery.issue_id, Delivery.subscriber_id)
-    return (key > tuple_(literal(issue_id), cursor.scalar_subquery()),
-            key < tuple_(literal(issue_id + 1), literal(0)))
-
-
 def waiting_since(session: Session, issue_id: int, now: datetime) -> datetime | None:
     """Since when the issue's oldest row a worker could claim now has waited; None: no row.
 
@@ -707,7 +712,7 @@ def waiting_since(session: Session, issue_id: int, now: datetime) -> datetime | 
                            .where(*_due_again(session, issue_id, now))
                            .order_by(Delivery.next_attempt_at).limit(1))
     fresh = session.scalar(select(Delivery.created_at)
-                           .where(*_after_cursor(issue_id), *_untouched())
+                           .where(*_fresh(issue_id))
                            .order_by(Delivery.issue_id, Delivery.subscriber_id).limit(1))
     found = [at for at in (again, fresh) if at is not None]
     return min(found) if found else None
@@ -802,8 +807,7 @@ def fail_expired(session: Session, now: datetime) -> int:
     """Deferred rows past their give-up time fail; nobody retries them any more."""
     result = session.execute(
         update(Delivery)
-        .where(Delivery.status == DeliveryStatus.DEFERRED, Delivery.next_attempt_at.is_not(None),
-               Delivery.give_up_at < now, unclaimed(now))
+        .where(*deferred(), Delivery.give_up_at < now, unclaimed(now))
         .values(status=DeliveryStatus.FAILED, next_attempt_at=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )

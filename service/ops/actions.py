@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
-from service.delivery import control
+from service.delivery import control, ledger
 from service.delivery.models import Delivery, DeliveryStatus
 from service.delivery.throttle import Throttle
 from service.digests.models import Issue, IssueStatus
@@ -70,9 +70,7 @@ def change_send(rt: Runtime, actor: Actor, action: str, number: int, now: dateti
 def retry_deferred(session: Session, issue_id: int, now: datetime) -> int:
     """Deferred rows become due now (the back-off is skipped); returns how many."""
     result = session.execute(
-        update(Delivery).where(Delivery.issue_id == issue_id,
-                               Delivery.status == DeliveryStatus.DEFERRED,
-                               Delivery.next_attempt_at.is_not(None))  # ix_deliveries_due_again
+        update(Delivery).where(Delivery.issue_id == issue_id, *ledger.deferred())
         .values(next_attempt_at=now, updated_at=now).execution_options(synchronize_session=False))
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -105,11 +105,11 @@ def failures(session: Session, issue_id: int, now: datetime, domains: int = 10) 
     troubled = []
     if failing:
         counted = {s: func.sum(case((Delivery.status == s, 1), else_=0)) for s in FAILING}
-        only_deferred = failing == [DeliveryStatus.DEFERRED]
+        rows = (ledger.deferred() if failing == [DeliveryStatus.DEFERRED]
+                else (Delivery.status.in_(failing),))
         trouble = session.execute(
             select(Delivery.domain, *counted.values(), func.max(Delivery.last_code))
-            .where(Delivery.issue_id == issue_id, Delivery.status.in_(failing),
-                   *([at.is_not(None)] if only_deferred else []))
+            .where(Delivery.issue_id == issue_id, *rows)
             .group_by(Delivery.domain).order_by(func.count().desc(), Delivery.domain)
             .limit(domains))
         troubled = [DomainTrouble(d, int(a or 0), int(b or 0), int(c or 0), code)
@@ -121,8 +121,7 @@ def failures(session: Session, issue_id: int, now: datetime, domains: int = 10) 
                               1), else_=0)),
                func.sum(case((at > now + timedelta(hours=1), 1), else_=0)),
                func.min(case((at > now, at), else_=None)))
-        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.DEFERRED,
-               at.is_not(None))).one()  # every deferred row: ix_deliveries_due_again
+        .where(Delivery.issue_id == issue_id, *ledger.deferred())).one()
     due_now, soon, within_hour, later = (int(x or 0) for x in deferred[:4])
     due = DeferredDue(due_now, soon, within_hour, later, _aware(deferred[4]))
     return Failures(replies, troubled, due)
