@@ -126,12 +126,13 @@ def sent_span(rt: Runtime, issue_id: int) -> float:
 def start_profiler(pid: int, folder: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling one pool process into folder/worker-<pid>.txt (collapsed stacks).
 
-    With CHAPAR_BENCH_PROFILE_CPU=1 only samples where the process runs on a CPU are
-    kept (where its CPU goes); by default waiting is sampled too (where its time goes).
+    With CHAPAR_BENCH_PROFILE_CPU=1 only samples where the process holds the GIL are
+    kept (where its Python code's CPU goes: py-spy's own idle test counted the wait in
+    `select` as busy); by default waiting is sampled too (where its time goes).
     """
     folder.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
-    idle = [] if os.environ.get("CHAPAR_BENCH_PROFILE_CPU") == "1" else ["--idle"]
+    idle = ["--gil"] if os.environ.get("CHAPAR_BENCH_PROFILE_CPU") == "1" else ["--idle"]
     return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--rate", "200",
                              "--format", "raw", "--nonblocking", *idle,
                              "--output", str(folder / f"worker-{pid}.txt")],

@@ -484,10 +484,55 @@ def record_sent_and_mark(connection: Connection, sent: Sequence[int], ids: Seque
     if connection.dialect.name != "postgresql":
         raise ValueError("record_sent_and_mark runs on PostgreSQL; elsewhere use the two steps")
     found = connection.exec_driver_sql(_RECORD_SENT_AND_MARK, {
-        "sent": list(sent), "ids": list(ids), "worker": worker, "now": now, "lease": lease,
-        "marked_at": marked_at,
+        "sent": bigints(sent), "ids": bigints(ids), "worker": worker, "now": now,
+        "lease": lease, "marked_at": marked_at,
     })
     return set(found.scalars())
+
+
+def bigints(ids: Iterable[int]) -> str:
+    """A PostgreSQL array literal of ids, for a `::bigint[]` parameter.
+
+    psycopg dumps a Python list element by element in Python (about 2 us an id on
+    our 2-core machine, twice 30 ids a chunk); the literal is one join, and the cast
+    checks it is a list of integers all the same.
+    """
+    return "{" + ",".join([str(int(i)) for i in ids]) + "}"
+
+
+_RECORD_SENT_AND_END_CLAIM = """
+WITH recorded AS (
+    UPDATE deliveries
+    SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s,
+        last_code = 250, last_error = NULL
+    WHERE id = ANY(%(sent)s::bigint[]) AND worker = %(worker)s AND status = 'sending'
+    RETURNING id
+)
+DELETE FROM delivery_claims AS c
+WHERE c.worker = %(worker)s
+  AND NOT EXISTS (
+      SELECT 1 FROM deliveries AS d
+      WHERE d.id = ANY(c.ids) AND d.worker = %(worker)s AND d.status = 'sending'
+        AND d.id NOT IN (SELECT id FROM recorded))
+RETURNING c.id
+"""
+
+
+def record_sent_and_end_claim(connection: Connection, sent: Sequence[int], worker: str,
+                              now: datetime) -> bool:
+    """A batch's last transaction when its last chunk was all sent and it reached every row.
+
+    `record_outcomes` for the sent rows, then `end_claim(..., reached_all=True)`, as
+    one statement (PostgreSQL, autocommit). Both parts read one snapshot, in which
+    the rows being recorded are still `sending`: the claim's check for rows left
+    `sending` leaves them out by id. True if the claim ended. Run again after a lost
+    reply, it changes nothing more: the rows are `sent`, the claim is gone.
+    """
+    if connection.dialect.name != "postgresql":
+        raise ValueError("record_sent_and_end_claim runs on PostgreSQL; elsewhere use the steps")
+    found = connection.exec_driver_sql(_RECORD_SENT_AND_END_CLAIM, {
+        "sent": bigints(sent), "worker": worker, "now": now})
+    return found.first() is not None
 
 
 def renew_claim(session: Session, worker: str, now: datetime | None, lease: timedelta) -> int:

@@ -437,7 +437,10 @@ class DeliveryAgent:
     def deliver(self, issue_id: int, *, budget: float = TASK_BUDGET_SECONDS) -> BatchReport:
         """Send due rows of one issue until none is left or the time budget is spent."""
         with self.idle.use():
-            return self._deliver(issue_id, budget)
+            report = self._deliver(issue_id, budget)
+        if self._ops_unwritten():  # the task ends: what its last second counted
+            self._db(lambda session: self._record_ops(session, force=True))
+        return report
 
     def _deliver(self, issue_id: int, budget: float) -> BatchReport:
         report = BatchReport()
@@ -511,7 +514,7 @@ class DeliveryAgent:
         unrecorded: list[Outcome] = []
 
         def last(session: Session, *, reached_all: bool) -> None:
-            self._record(session, unrecorded, worker, last=True)
+            self._record(session, unrecorded, worker)
             ledger.end_claim(session, worker, self.clock(), reached_all=reached_all)
 
         try:
@@ -523,8 +526,23 @@ class DeliveryAgent:
             raise
         # Gone through to the end, every row of the batch was marked, recorded as
         # skipped, or found changed by someone else: none is left fresh.
-        self._db(partial(last, reached_all=carry_on))
+        if carry_on and self._all_sent(unrecorded):  # the usual end: one statement
+            sent = [o.delivery_id for o in unrecorded]
+            self._db(partial(ledger.record_sent_and_end_claim, sent=sent, worker=worker,
+                             now=self.clock()), single_statement=True)
+            self.sent_unreported |= bool(sent)
+        else:
+            self._db(partial(last, reached_all=carry_on))
         return carry_on
+
+    def _all_sent(self, unrecorded: Sequence[Outcome]) -> bool:
+        """Whether the outcomes to record can go in one statement (`ledger.*_sent_*`).
+
+        PostgreSQL only, every outcome `sent`, and no metrics or incidents due: those
+        take the transaction of `_record`.
+        """
+        return (self.one_statement_chunks and not self._ops_due()
+                and all(o.status is DeliveryStatus.SENT for o in unrecorded))
 
     def _send_chunks(self, issue_id: int, message: IssueMessage, batch: Sequence[Recipient],
                      worker: str, lease: timedelta, report: BatchReport,
@@ -553,8 +571,7 @@ class DeliveryAgent:
             self._keep_lease()
             ids = [r.delivery_id for r in chunk]
 
-            if self.one_statement_chunks and not self._ops_due() and all(
-                    o.status is DeliveryStatus.SENT for o in unrecorded):
+            if self._all_sent(unrecorded):
                 sent = [o.delivery_id for o in unrecorded]
                 ours = self._db(partial(ledger.record_sent_and_mark, sent=sent, ids=ids,
                                         worker=worker, now=self.clock(), lease=lease),
@@ -649,22 +666,22 @@ class DeliveryAgent:
         if self._db(self.keeper.renew):
             self.keeper.renewed(self.began)
 
-    def _record(self, session: Session, outcomes: Sequence[Outcome], worker: str, *,
-                last: bool = False) -> None:
+    def _record(self, session: Session, outcomes: Sequence[Outcome], worker: str) -> None:
         if outcomes:
             s = self.rt.settings
             ledger.record_outcomes(session, outcomes, worker, self.clock(), s.retry_base_seconds,
                                    s.resend_uncertain)
             self.sent_unreported |= any(o.status is DeliveryStatus.SENT for o in outcomes)
-        self._record_ops(session, last)
+        self._record_ops(session, force=False)
 
-    def _record_ops(self, session: Session, last: bool) -> None:
+    def _record_ops(self, session: Session, force: bool) -> None:
         """The metrics counters and the incident log, in the transaction of the outcomes.
 
         The counters (and the sending health) are shared rows every pool process
         writes: written with every 30-row chunk they would serialise the processes'
         commits on those rows, so they go with the outcomes at most once a second
-        (TALLY_SECONDS) and with a batch's last outcomes. A process killed in between leaves up to a second of
+        (TALLY_SECONDS), and in a transaction of their own (`force`) when the task
+        ends. A process killed in between leaves up to a second of
         sends uncounted in /metrics (the ledger has every one). Cleared only once
         that transaction commits (`_committed`): a transaction the database never got
         is run again with the same counts, and one that landed although its reply
@@ -672,7 +689,7 @@ class DeliveryAgent:
         """
         from service.ops import incidents, metrics
 
-        if not (last or self._ops_due()):
+        if not (force or self._ops_due()):
             return
         if self.sent_unreported:  # sending works (again): clears a recorded failure
             health.record_success(session)
@@ -683,6 +700,10 @@ class DeliveryAgent:
                                  f"421: paused for {self.rt.settings.domain_slowdown_seconds:g}s",
                                  subject=domain)
         self._ops_staged = True
+
+    def _ops_unwritten(self) -> bool:
+        """Counters, incidents or a sending health not yet written."""
+        return bool(self.tally.increments or self.newly_paused or self.sent_unreported)
 
     def _ops_due(self) -> bool:
         """The counters or the incident log are to be written with the next outcomes."""
@@ -769,7 +790,7 @@ class BuildAhead:
 
     def _build(self, row: Recipient, now: datetime) -> Envelope:
         m = self.message
-        return Envelope(m.envelope_sender(row.delivery_id), row.email, m.render(row, now))
+        return Envelope(m.envelope_sender(row.delivery_id), row.email, m.render_parts(row, now))
 
     def start(self, rows: Sequence[Recipient]) -> None:
         self.waiting = list(reversed(rows))

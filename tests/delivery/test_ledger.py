@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
 from service.delivery import control, ledger
-from service.delivery.models import Delivery, DeliveryStatus
+from service.delivery.models import Delivery, DeliveryClaim, DeliveryStatus
 from service.digests.models import Issue, IssueStatus
 from service.runtime import Runtime
 from tests.delivery.factories import (
@@ -143,6 +143,32 @@ def test_one_statement_chunk_records_the_sent_rows_and_marks_the_next_as_the_two
     assert row(session, ids[4]).status is DeliveryStatus.QUEUED
     assert ledger.record_sent_and_mark(connection, second, [], "someone else", now, LEASE) == set()
     assert row(session, second[0]).status is DeliveryStatus.SENDING
+
+
+def test_one_statement_batch_end_records_the_sent_rows_and_ends_the_claim_as_the_steps_do(
+        session: Session) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            ledger.record_sent_and_end_claim(session.connection(), [1], "w", NOW)
+        return
+    assert ledger.bigints([3, 1, 2]) == "{3,1,2}" and ledger.bigints([]) == "{}"
+    issue_id, ids = started(session, 4)
+    now = ledger.database_now(session)
+    ledger.claim_batch(session, issue_id, "w", now, 4, LEASE)
+    assert ledger.mark_sending(session, ids, "w", None, LEASE) == set(ids)
+    connection = session.connection()
+    # A row of the claim still `sending` (its outcome not written) keeps the claim, so
+    # the recovery finds it; the rows recorded in the same statement do not count.
+    assert not ledger.record_sent_and_end_claim(connection, ids[:3], "w", now)
+    assert [row(session, i).status for i in ids] == [DeliveryStatus.SENT] * 3 + [
+        DeliveryStatus.SENDING]
+    assert claim(session, "w") is not None
+    assert ledger.record_sent_and_end_claim(connection, ids[3:], "w", now)
+    assert session.scalar(select(DeliveryClaim).where(DeliveryClaim.worker == "w")) is None
+    # Run again (a reply lost with the connection): nothing more changes.
+    assert not ledger.record_sent_and_end_claim(connection, ids[3:], "w", now)
+    assert (row(session, ids[3]).status, row(session, ids[3]).sent_at) == (DeliveryStatus.SENT, now)
+    assert_only_waiting_rows_have_a_next_attempt(session)
 
 
 def test_one_statement_chunk_marks_nothing_once_the_issue_is_paused(session: Session) -> None:

@@ -44,6 +44,10 @@ def test_each_reader_gets_a_valid_mime_message_with_their_own_links() -> None:
     for subscriber_id in (1, 42, 100_000):
         recipient = Recipient(9, subscriber_id, f"r{subscriber_id}@example.test", "example.test")
         data = message.render(recipient, now)
+        pieces = message.render_parts(recipient, now)
+        assert b"".join(pieces) == data
+        # The bodies' big pieces, encoded once, are the same objects in every message.
+        assert max(pieces, key=len) is max(message.render_parts(recipient, now), key=len)
         assert all(len(line) <= 998 for line in data.split(b"\r\n"))
         parsed = message_from_bytes(data, policy=policy.default)
         unsubscribe = TOKENS.lasting(Purpose.UNSUBSCRIBE, subscriber_id)

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from service.delivery import transport
 from service.delivery.dkim import DkimSigner
 from service.delivery.message import IssueMessage, Recipient
 from service.delivery.transport import Envelope as Outgoing
@@ -104,6 +105,35 @@ def test_a_line_starting_with_a_dot_arrives_intact_wherever_it_is(
         "sent"]
     connection.close()
     assert handler.received[-1][2].replace(b"\r\n", b"\n") == body.replace(b"\r\n", b"\n")
+
+
+BIG = (b"QUJD" * 19 + b"\r\n") * 20  # base64-like lines; past SHORT_PIECE once repeated
+
+
+@pytest.mark.parametrize(("pieces", "stuffed"), [
+    ((b"Subject: x\r\n\r\n", BIG * 60, b"end\r\n"), False),
+    # A dot that starts a line only once the pieces are put together.
+    ((b"Subject: x\r\n\r\n", BIG * 60, b".tail\r\n"), True),
+    ((b"Subject: x\r\n", b"\r\n.", b"x\r\n"), True),
+    ((b".first", b"\r\n"), True),
+    # A dot at the start of a piece that does not start a line stays single.
+    ((b"Subject: x\r\n\r\nab", b".cd\r\n"), False),
+    ((b"Subject: x\r\n\r\n", BIG * 60 + b".big\r\n" + BIG), True),
+])
+def test_a_message_in_pieces_arrives_as_one_with_its_dots_doubled_where_lines_start(
+        pipelining_server: tuple[PipeliningHandler, SmtpTarget], pieces: tuple[bytes, ...],
+        stuffed: bool) -> None:
+    handler, target = pipelining_server
+    assert transport._needs_stuffing(list(pieces)) is stuffed
+    assert transport._needs_stuffing(list(pieces)) is stuffed  # a big piece's finding is kept
+    connection = SmtpConnection(target)
+    connection.open()
+    envelopes = [Outgoing("a@x.test", "b@x.test", pieces), Outgoing("a@x.test", "c@x.test", pieces)]
+    assert [r.kind for r in connection.send_many(envelopes)] == ["sent", "sent"]
+    connection.close()
+    whole = b"".join(pieces)
+    for received in handler.received:
+        assert received[2].replace(b"\r\n", b"\n") == whole.replace(b"\r\n", b"\n")
 
 
 def test_a_closed_server_defers_without_attempting(
