@@ -455,6 +455,7 @@ def send_interleaved(parts: Sequence[tuple[SmtpConnection, Sequence[Envelope]]],
         if next(step, _DONE) is not _DONE:
             waiting.append((connection, step))
     idle_work = between is not None
+    timeout = max((c.timeout for c, _ in waiting), default=0.0)
     while waiting:
         ready = _answered(waiting, 0.0)
         if not ready and idle_work:
@@ -464,7 +465,7 @@ def send_interleaved(parts: Sequence[tuple[SmtpConnection, Sequence[Envelope]]],
         if not ready:
             # Wait for a reply; past the connections' own timeout, let each of them
             # read (and time out) as it would alone.
-            ready = _answered(waiting, max(c.timeout for c, _ in waiting)) or list(waiting)
+            ready = _answered(waiting, timeout) or list(waiting)
         for item in ready:
             if next(item[1], _DONE) is _DONE:
                 waiting.remove(item)
@@ -475,14 +476,15 @@ def send_interleaved(parts: Sequence[tuple[SmtpConnection, Sequence[Envelope]]],
 def _answered(waiting: list[tuple[SmtpConnection, Iterator[None]]],
               timeout: float) -> list[tuple[SmtpConnection, Iterator[None]]]:
     """The connections with a reply to read: already buffered, or readable within `timeout`."""
-    ready = [item for item in waiting if item[0].has_reply()]
-    if ready:
-        return ready
-    socks = [item[0].sock for item in waiting if item[0].sock is not None]
-    if len(socks) < len(waiting):  # a closed connection: its step finds out at once
-        return [item for item in waiting if item[0].sock is None]
-    readable, _, _ = select.select(socks, [], [], timeout)
-    return [item for item in waiting if item[0].sock in readable]
+    socks = {}
+    for item in waiting:
+        connection = item[0]
+        if connection.sock is None or connection.has_reply():
+            # A reply to read, or a closed connection: its step finds out at once.
+            return [item for item in waiting if item[0].sock is None or item[0].has_reply()]
+        socks[connection.sock] = item
+    readable, _, _ = select.select(list(socks), [], [], timeout)
+    return [socks[sock] for sock in readable]
 
 
 _DONE = object()
