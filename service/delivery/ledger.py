@@ -50,7 +50,7 @@ CLAIMABLE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 MAX_BACKOFF = timedelta(hours=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What the SMTP server said about one row."""
 

@@ -50,7 +50,7 @@ class SmtpError(Exception):
         self.step = step  # connect | tls | greeting | ehlo | starttls | auth
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     sender: str
     recipient: str
@@ -60,7 +60,7 @@ class Envelope:
     data: bytes | tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     """One message's fate: kind is sent | deferred | failed | uncertain | queued (not tried)."""
 

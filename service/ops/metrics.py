@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -51,6 +52,12 @@ def bucket_label(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
+@lru_cache(maxsize=256)
+def _reply_labels(code: int) -> str:
+    text = str(code)
+    return labels_text(**{"class": f"{text[0]}xx", "code": text})
+
+
 @dataclass
 class SendTally:
     """What a worker sent since its last recorded chunk, added to the counters with it."""
@@ -61,12 +68,17 @@ class SendTally:
         """One chunk handed to the SMTP server: its replies, and seconds per message."""
         if not results:
             return
+        sent = 0
+        codes: dict[int, int] = {}
         for result in results:
             if result.kind == "sent":
-                self._add(SENT, "", 1)
+                sent += 1
             if result.code is not None:
-                code = str(result.code)
-                self._add(REPLIES, labels_text(**{"class": f"{code[0]}xx", "code": code}), 1)
+                codes[result.code] = codes.get(result.code, 0) + 1
+        if sent:
+            self._add(SENT, "", sent)
+        for code, count in codes.items():
+            self._add(REPLIES, _reply_labels(code), count)
         each = seconds / len(results)
         for bound in BUCKETS:
             if each <= bound:
