@@ -52,12 +52,7 @@ LEASE = timedelta(seconds=20)
 # every row already sent without reading them (a plain LIMIT scan re-reads them on
 # every claim: 276 us of PostgreSQL's CPU a message at 100,000 on our 2-core machine).
 CLAIM_INTO_SENDING = """
-WITH recorded AS (
-    UPDATE deliveries
-    SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s,
-        last_code = 250, last_error = NULL
-    WHERE id = ANY(%(sent)s::bigint[]) AND worker = %(worker)s AND status = 'sending'
-), picked AS (
+WITH recorded AS (""" + ledger._RECORD_SENT + """), picked AS (
     SELECT d.id, d.subscriber_id FROM deliveries AS d
     WHERE d.issue_id = %(issue)s AND d.subscriber_id > %(after)s
       AND d.status IN ('queued', 'deferred')
