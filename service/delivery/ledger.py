@@ -114,6 +114,13 @@ def database_now(session: Session) -> datetime:
 STARTABLE = (IssueStatus.DRAFT, IssueStatus.IN_REVIEW, IssueStatus.APPROVED, IssueStatus.SCHEDULED)
 
 
+# Held shared by a fan-out until it commits, and exclusively by the trigger that sets a
+# deleted subscriber's ledger rows to NULL (migration 0023, which writes the number out):
+# without foreign keys, nothing else would stop a fan-out that read the subscriber
+# before the delete from committing rows that name nobody.
+FAN_OUT_LOCK = 7163082342631892591
+
+
 def start_send(session: Session, issue_id: int, now: datetime, retry_for: timedelta) -> int | None:
     """Move an unsent issue to sending and write one ledger row per confirmed subscriber.
 
@@ -138,6 +145,9 @@ def start_send(session: Session, issue_id: int, now: datetime, retry_for: timede
     else:
         domain = func.lower(func.split_part(email, "@", 2))
         insert_fn = postgresql.insert  # type: ignore[assignment]
+        # Before the INSERT takes its snapshot: a subscriber deleted from here to the
+        # commit has their rows set to NULL after it (see FAN_OUT_LOCK).
+        session.execute(select(func.pg_advisory_xact_lock_shared(FAN_OUT_LOCK)))
     rows = select(
         literal(issue_id, Integer()), Subscriber.id, domain,
         literal(DeliveryStatus.QUEUED.value, String()), literal(0, Integer()),
