@@ -122,6 +122,11 @@ def make_engine(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT, **k
         connect_args = {"connect_timeout": max(2, connect_timeout), "keepalives": 1,
                         "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
                         "tcp_user_timeout": 30_000, **kwargs.pop("connect_args", {})}
+        # READ COMMITTED whatever the database's default_transaction_isolation: the
+        # claims (SKIP LOCKED, the cursor) and the fan-out lock against erasures
+        # (delivery.models.FAN_OUT_LOCK) count on each statement seeing what committed
+        # before it began.
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
         return _ping_when_idle(create_engine(url, connect_args=connect_args, **kwargs))
     return _ping_when_idle(create_engine(url, **kwargs))
 

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from service.db import UtcDateTime, is_sqlite
 from service.delivery.message import Recipient
 from service.delivery.models import (
+    FAN_OUT_LOCK,
     PENDING,
     Delivery,
     DeliveryClaim,
@@ -112,13 +113,6 @@ def database_now(session: Session) -> datetime:
 
 # Every state before the send: the automatic weekly send starts whatever waits at its slot.
 STARTABLE = (IssueStatus.DRAFT, IssueStatus.IN_REVIEW, IssueStatus.APPROVED, IssueStatus.SCHEDULED)
-
-
-# Held shared by a fan-out until it commits, and exclusively by the trigger that sets a
-# deleted subscriber's ledger rows to NULL (migration 0023, which writes the number out):
-# without foreign keys, nothing else would stop a fan-out that read the subscriber
-# before the delete from committing rows that name nobody.
-FAN_OUT_LOCK = 7163082342631892591
 
 
 def start_send(session: Session, issue_id: int, now: datetime, retry_for: timedelta) -> int | None:
@@ -300,9 +294,9 @@ def claim_batch(session: Session, issue_id: int, worker: str, now: datetime, siz
 
 
 # `claim_batch` on PostgreSQL as one statement. `issue` locks the issue's row (FOR NO
-# KEY UPDATE: the fan-out's foreign key checks are not blocked), so claims read and
-# advance the cursor one after the other, and a pause or a cancel that commits first
-# is seen. `again` takes rows due again (FOR UPDATE SKIP LOCKED) through
+# KEY UPDATE: the key checks of rows that refer to the issue are not blocked), so
+# claims read and advance the cursor one after the other, and a pause or a cancel that
+# commits first is seen. `again` takes rows due again (FOR UPDATE SKIP LOCKED) through
 # ix_deliveries_due_again; `fresh` the next rows after the cursor through the unique
 # (issue_id, subscriber_id) index, in its order, written by nobody. Only rows due
 # again (their claimant's name) and rows whose reader is gone (cancelled) are

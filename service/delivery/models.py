@@ -46,6 +46,13 @@ PENDING = frozenset({DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStat
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
+# PostgreSQL: held shared by a fan-out until it commits (`ledger.start_send`), and
+# exclusively by whatever deletes a subscriber (`store.erase`, and the trigger of
+# migration 0023, which writes the number out, that sets their ledger rows to NULL).
+# Without foreign keys nothing else would stop a fan-out that read the subscriber
+# before the delete from committing rows that name nobody.
+FAN_OUT_LOCK = 7163082342631892591
+
 
 class Delivery(Base):
     __tablename__ = "deliveries"

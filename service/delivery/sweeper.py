@@ -77,7 +77,7 @@ def sweep_ledger(session: Session, now: datetime, resend_uncertain: bool) -> Swe
 def cancel_erased(session: Session, issue_id: int, now: datetime) -> None:
     """Cancel the unsent rows of readers erased while their issue was sending.
 
-    Erasing a reader sets its rows' subscriber to NULL (the foreign key), and the
+    Erasing a reader sets its rows' subscriber to NULL (see `Delivery.subscriber_id`), and the
     claims walk an issue by subscriber, so they would never reach those rows; nobody
     is left to mail. Found through the unique (issue_id, subscriber_id) index. The
     issue's row is locked first, as a claim locks it before it writes rows.

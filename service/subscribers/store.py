@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
-from service.delivery.models import Bounce, Delivery
+from service.db import is_sqlite
+from service.delivery.models import FAN_OUT_LOCK, Bounce, Delivery
 from service.digests.click_counts import reader_clicks
 from service.instance_keys import SUPPRESSION, instance_key
 from service.subscribers.addresses import address_hash
@@ -290,12 +291,17 @@ def erase(session: Session, subscriber_id: int, now: datetime) -> bool:
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         return False
+    if not is_sqlite(session):
+        # The delete's trigger takes this lock too (migration 0023), to wait for a
+        # fan-out that may have read the reader; taken first, before the reader's
+        # ledger rows are locked below, so the wait holds up no worker writing them.
+        session.execute(select(func.pg_advisory_xact_lock(FAN_OUT_LOCK)))
     digest = suppression_hash(session, subscriber.email)
     if session.get(Suppression, digest) is None:
         session.add(Suppression(email_hash=digest, reason="erased", at=now))
-    # The ledger keeps an anonymous line per message sent (the foreign keys turn to
-    # NULL); what could name the reader - the bounced address, the server's words
-    # about it - goes with them.
+    # The ledger keeps an anonymous line per message sent (its subscriber turns to
+    # NULL with the delete); what could name the reader - the bounced address, the
+    # server's words about it - goes with them.
     session.execute(
         update(Bounce).where(Bounce.subscriber_id == subscriber_id)
         .values(recipient=None, detail=None).execution_options(synchronize_session=False)

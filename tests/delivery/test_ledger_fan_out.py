@@ -8,6 +8,7 @@ can run, check the lock that keeps an erasure and a fan-out from missing each ot
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
 from service.delivery import ledger
-from service.delivery.models import Delivery
+from service.delivery.models import FAN_OUT_LOCK, Delivery
 from service.digests.models import Issue
 from service.runtime import Runtime
 from service.subscribers import store
@@ -86,6 +87,24 @@ def dangling(rt: Runtime) -> int:
             " (SELECT 1 FROM subscribers AS s WHERE s.id = d.subscriber_id)")).scalar_one())
 
 
+def waits_for_the_fan_out_lock(rt: Runtime, seconds: float = 10.0) -> bool:
+    """Whether some transaction waits for `FAN_OUT_LOCK` within `seconds`: a thread
+    merely slow to start is told apart from one that waits."""
+    high, low = divmod(FAN_OUT_LOCK, 1 << 32)
+    deadline = time.monotonic() + seconds
+    with rt.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1"),
+                {"high": high, "low": low}).scalar_one()
+            connection.rollback()  # a fresh snapshot of pg_locks each time
+            if waiting:
+                return True
+            time.sleep(0.02)
+    return False
+
+
 def loaded(rt: Runtime) -> tuple[int, int, int]:
     """A draft issue and two confirmed readers, committed: the issue, the one to erase, the other."""
     with unit_of_work(rt.sessions) as session:
@@ -105,8 +124,7 @@ def test_a_reader_erased_while_a_fan_out_is_uncommitted_is_anonymous_after_both(
                 assert store.erase(session, reader, NOW)
 
         thread, errors = in_thread(erase)
-        thread.join(1.0)
-        assert thread.is_alive()  # the erasure waits for the fan-out's commit
+        assert waits_for_the_fan_out_lock(pg)  # the erasure waits for the fan-out's commit
     thread.join(10)
     assert not thread.is_alive() and errors == []
     with pg.sessions() as session:
@@ -126,8 +144,7 @@ def test_a_fan_out_that_starts_while_an_erasure_is_uncommitted_leaves_the_reader
                 assert ledger.start_send(session, issue_id, NOW, RETRY_FOR) == 1
 
         thread, errors = in_thread(fan_out)
-        thread.join(1.0)
-        assert thread.is_alive()  # the fan-out waits for the erasure's commit
+        assert waits_for_the_fan_out_lock(pg)  # the fan-out waits for the erasure's commit
     thread.join(10)
     assert not thread.is_alive() and errors == []
     with pg.sessions() as session:

@@ -10,17 +10,18 @@ from service.delivery import ledger
 from service.migrations import alembic_config, upgrade
 from tests.delivery.test_sweeper import started
 
-KEYS = {("issue_id", "issues"), ("subscriber_id", "subscribers")}
+KEYS = {("issue_id", "issues", "CASCADE"), ("subscriber_id", "subscribers", "SET NULL")}
 
 
-def ledger_keys(url: str) -> set[tuple[str, str]]:
-    """The ledger's foreign keys to issues and subscribers: (column, table it refers to)."""
+def ledger_keys(url: str) -> set[tuple[str, str, str | None]]:
+    """The ledger's foreign keys: (column, the table it refers to, its ON DELETE)."""
     engine = create_engine(url)
     try:
         keys = inspect(engine).get_foreign_keys("deliveries")
     finally:
         engine.dispose()
-    return {(key["constrained_columns"][0], key["referred_table"]) for key in keys}
+    return {(key["constrained_columns"][0], key["referred_table"], key["options"].get("ondelete"))
+            for key in keys}
 
 
 def test_0023_drops_the_keys_on_postgresql_only_and_its_downgrade_settles_what_they_refuse(
@@ -35,17 +36,22 @@ def test_0023_drops_the_keys_on_postgresql_only_and_its_downgrade_settles_what_t
     try:
         with Session(engine) as session, session.begin():
             issue_id, ids = started(session, 3)
+            gone, _ = started(session, 2, number=2)
         with engine.begin() as connection:  # what only a hand without the triggers leaves
-            connection.execute(text("ALTER TABLE subscribers DISABLE TRIGGER USER"))
-            connection.execute(text("DELETE FROM subscribers WHERE id = (SELECT subscriber_id"
-                                    f" FROM deliveries WHERE id = {ids[0]})"))
-            connection.execute(text("ALTER TABLE subscribers ENABLE TRIGGER USER"))
+            for table, row in (("subscribers", "(SELECT subscriber_id FROM deliveries"
+                                f" WHERE id = {ids[0]})"), ("issues", str(gone))):
+                connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+                connection.execute(text(f"DELETE FROM {table} WHERE id = {row}"))
+                connection.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
         command.downgrade(alembic_config(fresh_url), "0022")
         assert ledger_keys(fresh_url) == KEYS
         with engine.connect() as connection:
             readers = connection.execute(text(
                 f"SELECT subscriber_id FROM deliveries WHERE issue_id = {issue_id} ORDER BY id"))
             assert [r is None for (r,) in readers] == [True, False, False]
+            orphans = connection.execute(text(
+                f"SELECT count(*) FROM deliveries WHERE issue_id = {gone}")).scalar_one()
+            assert orphans == 0
             functions = connection.execute(text(
                 "SELECT count(*) FROM pg_proc WHERE proname LIKE 'chapar_%_deleted'")).scalar_one()
             assert functions == 0

@@ -15,9 +15,11 @@ What the keys did is kept:
   row trigger on `subscribers` sets their `subscriber_id` to NULL (through
   ix_deliveries_subscriber_id). A fan-out may have read the reader before the delete
   and not yet committed: the trigger first takes the fan-out lock exclusively
-  (`ledger.FAN_OUT_LOCK`, a transaction-level advisory lock the fan-out holds shared
-  while it writes), so it waits for that commit and then sees the fan-out's rows; a
-  fan-out that starts after the delete waits for it and does not see the reader.
+  (`delivery.models.FAN_OUT_LOCK`, a transaction-level advisory lock the fan-out
+  holds shared while it writes), so it waits for that commit and then sees the
+  fan-out's rows; a fan-out that starts after the delete waits for it and does not
+  see the reader. Both rely on READ COMMITTED, PostgreSQL's default and the
+  application's: each statement sees what committed before it began.
 
 SQLite keeps the keys 0001 made (it cannot drop a constraint without copying the
 table, and its fan-outs are small).
@@ -36,7 +38,7 @@ down_revision = "0022"
 branch_labels = None
 depends_on = None
 
-# service.delivery.ledger.FAN_OUT_LOCK, written out: a migration does not follow later code.
+# service.delivery.models.FAN_OUT_LOCK, written out: a migration does not follow later code.
 FAN_OUT_LOCK = 7163082342631892591
 
 _UP = (
