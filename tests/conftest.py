@@ -170,6 +170,13 @@ def runtime(database_url: str, tmp_path: Path, smtp_server: SmtpRecorder) -> Ite
 
 
 @pytest.fixture
+def pg_runtime(tmp_path: Path, postgresql_url: str) -> Iterator[Runtime]:
+    """A Runtime on PostgreSQL alone: for races only its concurrent writers can run."""
+    with emptied_runtime(tmp_path, database_url=postgresql_url) as rt:
+        yield rt
+
+
+@pytest.fixture
 def session(runtime: Runtime) -> Iterator[Session]:
     """A session inside a transaction that is rolled back after the test."""
     connection = runtime.engine.connect()

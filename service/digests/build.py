@@ -48,14 +48,19 @@ def build_issue(
     whatever is newer, under the same number. Readers never see a gap in numbers.
     """
     window_end = slot_at or now
+    # The drafts to replace, locked before anything is chosen: a draft whose send (or
+    # review) starts meanwhile is read again once that commits, and left alone, and the
+    # choice below then counts its articles as gone out. Without the lock, the delete
+    # would wait for that send's commit and then delete a sending issue with its ledger.
+    superseded = list(session.scalars(
+        select(Issue).where(Issue.status == IssueStatus.DRAFT, Issue.send_started_at.is_(None))
+        .with_for_update()
+    ))
     choice = choose_articles(session, window_end, max_articles=settings.digest_max_articles,
                              max_per_section=settings.digest_max_per_section,
                              max_lookback=timedelta(days=settings.digest_max_lookback_days))
     if not choice.articles:
         return BuildResult(None, choice.reason)
-    superseded = list(session.scalars(
-        select(Issue).where(Issue.status == IssueStatus.DRAFT, Issue.send_started_at.is_(None))
-    ))
     for draft in superseded:
         session.delete(draft)
     session.flush()

@@ -7,26 +7,22 @@ can run, check the lock that keeps an erasure and a fan-out from missing each ot
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from service.db import unit_of_work
 from service.delivery import ledger
-from service.delivery.models import FAN_OUT_LOCK, Delivery
+from service.delivery.models import Delivery
 from service.digests.models import Issue
 from service.runtime import Runtime
 from service.subscribers import store
 from service.subscribers.models import Subscriber
-from tests.conftest import emptied_runtime
 from tests.delivery.factories import NOW, add_subscribers, assert_counts_kept, make_issue
 from tests.delivery.test_sweeper import started
+from tests.support.databases import waits_for_a_lock
+from tests.support.threads import in_thread
 
 RETRY_FOR = timedelta(hours=48)
 
@@ -59,50 +55,12 @@ def test_an_erased_readers_rows_stay_and_name_nobody(session: Session) -> None:
     assert len(readers) == 3 and readers[0] is None and None not in readers[1:]
 
 
-@pytest.fixture
-def pg(tmp_path: Path, postgresql_url: str) -> Iterator[Runtime]:
-    with emptied_runtime(tmp_path, database_url=postgresql_url) as rt:
-        yield rt
-
-
-def in_thread(work: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            work()
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, errors
-
-
 def dangling(rt: Runtime) -> int:
     """Ledger rows naming a subscriber that does not exist."""
     with rt.engine.connect() as connection:
         return int(connection.execute(text(
             "SELECT count(*) FROM deliveries AS d WHERE d.subscriber_id IS NOT NULL AND NOT EXISTS"
             " (SELECT 1 FROM subscribers AS s WHERE s.id = d.subscriber_id)")).scalar_one())
-
-
-def waits_for_the_fan_out_lock(rt: Runtime, seconds: float = 10.0) -> bool:
-    """Whether some transaction waits for `FAN_OUT_LOCK` within `seconds`: a thread
-    merely slow to start is told apart from one that waits."""
-    high, low = divmod(FAN_OUT_LOCK, 1 << 32)
-    deadline = time.monotonic() + seconds
-    with rt.engine.connect() as connection:
-        while time.monotonic() < deadline:
-            waiting = connection.execute(text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1"),
-                {"high": high, "low": low}).scalar_one()
-            connection.rollback()  # a fresh snapshot of pg_locks each time
-            if waiting:
-                return True
-            time.sleep(0.02)
-    return False
 
 
 def loaded(rt: Runtime) -> tuple[int, int, int]:
@@ -114,39 +72,41 @@ def loaded(rt: Runtime) -> tuple[int, int, int]:
 
 
 def test_a_reader_erased_while_a_fan_out_is_uncommitted_is_anonymous_after_both(
-        pg: Runtime) -> None:
-    issue_id, reader, other = loaded(pg)
-    with unit_of_work(pg.sessions) as fan_out:
+        pg_runtime: Runtime) -> None:
+    issue_id, reader, other = loaded(pg_runtime)
+    with unit_of_work(pg_runtime.sessions) as fan_out:
         assert ledger.start_send(fan_out, issue_id, NOW, RETRY_FOR) == 2  # read the reader
 
         def erase() -> None:
-            with unit_of_work(pg.sessions) as session:
+            with unit_of_work(pg_runtime.sessions) as session:
                 assert store.erase(session, reader, NOW)
 
         thread, errors = in_thread(erase)
-        assert waits_for_the_fan_out_lock(pg)  # the erasure waits for the fan-out's commit
+        # the erasure waits for the fan-out's commit
+        assert waits_for_a_lock(pg_runtime.engine, "advisory")
     thread.join(10)
     assert not thread.is_alive() and errors == []
-    with pg.sessions() as session:
+    with pg_runtime.sessions() as session:
         readers = ledger_readers(session, issue_id)
     assert len(readers) == 2 and set(readers) == {None, other}
-    assert dangling(pg) == 0
+    assert dangling(pg_runtime) == 0
 
 
 def test_a_fan_out_that_starts_while_an_erasure_is_uncommitted_leaves_the_reader_out(
-        pg: Runtime) -> None:
-    issue_id, reader, other = loaded(pg)
-    with unit_of_work(pg.sessions) as erasing:
+        pg_runtime: Runtime) -> None:
+    issue_id, reader, other = loaded(pg_runtime)
+    with unit_of_work(pg_runtime.sessions) as erasing:
         assert store.erase(erasing, reader, NOW)
 
         def fan_out() -> None:
-            with unit_of_work(pg.sessions) as session:
+            with unit_of_work(pg_runtime.sessions) as session:
                 assert ledger.start_send(session, issue_id, NOW, RETRY_FOR) == 1
 
         thread, errors = in_thread(fan_out)
-        assert waits_for_the_fan_out_lock(pg)  # the fan-out waits for the erasure's commit
+        # the fan-out waits for the erasure's commit
+        assert waits_for_a_lock(pg_runtime.engine, "advisory")
     thread.join(10)
     assert not thread.is_alive() and errors == []
-    with pg.sessions() as session:
+    with pg_runtime.sessions() as session:
         assert ledger_readers(session, issue_id) == [other]
-    assert dangling(pg) == 0
+    assert dangling(pg_runtime) == 0

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.db import unit_of_work
+from service.delivery import ledger
 from service.digests.build import build_issue, rerender_issue
-from service.digests.models import IssueStatus
+from service.digests.models import Issue, IssueStatus
 from service.mail.placeholders import UNSUBSCRIBE_URL
+from service.runtime import Runtime
 from service.settings import Settings
 from tests.digests.factories import article, sent_issue
+from tests.support.databases import waits_for_a_lock
+from tests.support.threads import in_thread
 
 NOW = datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
 
@@ -44,3 +50,32 @@ def test_later_edits_to_an_article_do_not_change_the_issue(session: Session) -> 
     assert [a.title for a in issue.articles] == ["عنوان نخست"]
     rerender_issue(session, issue, settings)
     assert issue.html == html and "ویرایش‌شده" not in issue.html
+
+
+def test_a_build_leaves_alone_a_draft_whose_send_starts_while_it_runs(pg_runtime: Runtime) -> None:
+    settings = Settings(environment="test")
+    with unit_of_work(pg_runtime.sessions) as session:
+        article(session, NOW - timedelta(hours=2))
+        draft = build_issue(session, settings, NOW).issue
+        assert draft is not None
+        draft_id = draft.id
+    with unit_of_work(pg_runtime.sessions) as sending:
+        assert ledger.start_send(sending, draft_id, NOW, timedelta(hours=48)) == 0
+
+        def build() -> None:
+            with unit_of_work(pg_runtime.sessions) as session:
+                article(session, NOW + timedelta(hours=1))
+                built = build_issue(session, settings, NOW + timedelta(days=1))
+                assert built.issue is not None and built.replaced == ()
+
+        thread, errors = in_thread(build)
+        # the build reads the draft before the send commits, then waits for its lock
+        assert waits_for_a_lock(pg_runtime.engine, "transactionid")
+    thread.join(10)
+    assert not thread.is_alive() and errors == []
+    with pg_runtime.sessions() as session:
+        issues = session.scalars(select(Issue).order_by(Issue.number)).all()
+        assert [(i.number, i.status) for i in issues] == [(1, IssueStatus.SENDING),
+                                                         (2, IssueStatus.DRAFT)]
+        # the next issue starts where the sending one ends: none of its articles again
+        assert [len(i.articles) for i in issues] == [1, 1]

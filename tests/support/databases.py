@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.migrations import upgrade
@@ -46,3 +47,21 @@ def sqlite_database(folder: str) -> Iterator[str]:
     url = f"sqlite:///{folder}/chapar-test.db"
     upgrade(url)
     yield url
+
+
+def waits_for_a_lock(engine: Engine, wait_event: str | None = None, seconds: float = 10.0) -> bool:
+    """Whether a transaction in `engine`'s PostgreSQL database waits for a lock within
+    `seconds`, of the kind `wait_event` names if given ("advisory", "transactionid"...):
+    a thread merely slow to start is told apart from one that waits."""
+    deadline = time.monotonic() + seconds
+    with engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND (CAST(:event AS text) IS NULL"
+                " OR wait_event = :event)"), {"event": wait_event}).scalar_one()
+            connection.rollback()  # a fresh snapshot of the activity each time
+            if waiting:
+                return True
+            time.sleep(0.02)
+    return False
