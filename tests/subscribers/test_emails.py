@@ -28,6 +28,7 @@ from tests.bounces.messages import hard_bounce
 from tests.conftest import make_settings, truncate_all
 from tests.subscribers.factories import confirm
 from tests.subscribers.rings import rung
+from tests.support.databases import waits_for_a_lock
 from tests.support.smtp import SmtpRecorder
 
 CONSENT = store.Consent(source="web:test", ip="203.0.113.9")
@@ -233,8 +234,9 @@ def test_a_sender_waits_for_a_second_press_instead_of_skipping_the_row(
         sender = threading.Thread(
             target=lambda: results.append(emails.send_confirmation(runtime, sid, utcnow())))
         sender.start()
-        sender.join(0.5)
-        assert sender.is_alive()  # waiting for the row, not done with "nothing owed"
+        # waiting for the row, not done with "nothing owed" (nor merely slow to start)
+        assert waits_for_a_lock(runtime.engine, "transactionid")
+        assert sender.is_alive()
         press.release.set()
         sender.join(30)
     assert results == [True]
