@@ -790,7 +790,8 @@ class BuildAhead:
 
     def _build(self, row: Recipient, now: datetime) -> Envelope:
         m = self.message
-        return Envelope(m.envelope_sender(row.delivery_id), row.email, m.render_parts(row, now))
+        return Envelope(m.envelope_sender(row.delivery_id), row.email, m.render_parts(row, now),
+                        dot_free=True)
 
     def start(self, rows: Sequence[Recipient]) -> None:
         self.waiting = list(reversed(rows))

@@ -58,6 +58,10 @@ class Envelope:
     # pieces in order (written with one gathering write, never joined unless a line
     # must be dot-stuffed).
     data: bytes | tuple[bytes, ...]
+    # The builder vouches that no line of `data` starts with "." and that it ends with
+    # a line end (a digest: header lines, MIME boundaries and base64 lines only), so
+    # it goes out unsearched. Otherwise every line start is looked at.
+    dot_free: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,20 +396,17 @@ class SmtpConnection:
                       then: bytes = b"") -> None:
         """Write message i's content and ".", then `then` (its reply is read by `_finish_read`)."""
         assert self.sock is not None
-        data = envelopes[i].data
-        pieces = [data] if isinstance(data, bytes) else [piece for piece in data if piece]
-        if _needs_stuffing(pieces):
-            joined = b"".join(pieces)
-            pieces = [(b"." + joined if joined.startswith(b".") else joined)
-                      .replace(b"\r\n.", b"\r\n..")]
-        if not pieces or not pieces[-1].endswith(b"\r\n"):
-            pieces.append(b"\r\n")
+        envelope = envelopes[i]
+        data = envelope.data
+        if envelope.dot_free:
+            pieces = [data, b".\r\n"] if isinstance(data, bytes) else [*data, b".\r\n"]
+        else:
+            pieces = _as_data(data)
         # One write for the content, its "." and the next message's commands: two
         # writes would cost the server a second wake-up per message. sendmsg gathers
         # the pieces without copying them into one, and counting the bytes that left
         # tells, after a failure, whether the "." reached the kernel.
-        pieces.append(b".\r\n")
-        dot_end = sum(len(piece) for piece in pieces)
+        dot_end = sum(map(len, pieces))
         if then:
             pieces.append(then)
         total = dot_end + len(then)
@@ -440,110 +441,79 @@ def send_interleaved(parts: Sequence[tuple[SmtpConnection, Sequence[Envelope]]],
 
     Each connection is driven one write at a time (`SmtpConnection.steps`): after a
     write the server has work to do, and the connection is taken up again as soon as
-    its replies arrive (select), whichever connection that is, so one connection's
+    its replies arrive (poll), whichever connection that is, so one connection's
     round trip hides behind the others' writes, without threads; taking them in a
     fixed turn would leave a connection whose reply is in waiting behind one whose
     reply is not. `between`, if given, is called while no reply is in: work that does
     not touch the connections (building the next messages); it returns False when
-    it has nothing left to do. Results per part, in order; as `send_many`, nothing
-    raises for a message's own failure.
+    it has nothing left to do, and from then on each wait is one blocking poll.
+    Results per part, in order; as `send_many`, nothing raises for a message's own
+    failure.
     """
     results: list[list[Result | None]] = [[None] * len(envelopes) for _, envelopes in parts]
-    waiting: list[tuple[SmtpConnection, Iterator[None]]] = []
+    waiting: dict[int, tuple[SmtpConnection, Iterator[None]]] = {}  # by the socket's fd
+    poller = select.poll()  # registered once: a poll call costs half of a select's
     for (connection, envelopes), found in zip(parts, results, strict=True):
         step = connection.steps(envelopes, found)
         if next(step, _DONE) is not _DONE:
-            waiting.append((connection, step))
+            assert connection.sock is not None  # a step yields only after a write
+            fd = connection.sock.fileno()
+            waiting[fd] = (connection, step)
+            poller.register(fd, select.POLLIN)
     idle_work = between is not None
-    timeout = max((c.timeout for c, _ in waiting), default=0.0)
+    timeout = round(max((c.timeout for c, _ in waiting.values()), default=0.0) * 1000)
     while waiting:
-        ready = _answered(waiting, 0.0)
-        if not ready and idle_work:
-            assert between is not None
-            idle_work = between()
-            continue
-        if not ready:
+        if idle_work:
+            ready = _answered(waiting, poller, 0)
+            if not ready:
+                assert between is not None
+                idle_work = between()
+                continue
+        else:
             # Wait for a reply; past the connections' own timeout, let each of them
             # read (and time out) as it would alone.
-            ready = _answered(waiting, timeout) or list(waiting)
-        for item in ready:
-            if next(item[1], _DONE) is _DONE:
-                waiting.remove(item)
+            ready = _answered(waiting, poller, timeout) or list(waiting)
+        for fd in ready:
+            if next(waiting[fd][1], _DONE) is _DONE:  # its part is done (or its connection)
+                del waiting[fd]
+                poller.unregister(fd)
     return [[r if r is not None else Result("deferred", None, "not attempted") for r in found]
             for found in results]
 
 
-def _answered(waiting: list[tuple[SmtpConnection, Iterator[None]]],
-              timeout: float) -> list[tuple[SmtpConnection, Iterator[None]]]:
-    """The connections with a reply to read: already buffered, or readable within `timeout`."""
-    socks = {}
-    for item in waiting:
-        connection = item[0]
-        if connection.sock is None or connection.has_reply():
-            # A reply to read, or a closed connection: its step finds out at once.
-            return [item for item in waiting if item[0].sock is None or item[0].has_reply()]
-        socks[connection.sock] = item
-    readable, _, _ = select.select(list(socks), [], [], timeout)
-    return [socks[sock] for sock in readable]
+def _answered(waiting: dict[int, tuple[SmtpConnection, Iterator[None]]], poller: select.poll,
+              timeout_ms: int) -> list[int]:
+    """The connections (by fd) with a reply to read: already buffered, or readable in time."""
+    buffered = [fd for fd, (c, _) in waiting.items() if c.sock is None or c.has_reply()]
+    if buffered:  # a reply to read, or a closed connection: its step finds out at once
+        return buffered
+    return [fd for fd, _ in poller.poll(timeout_ms)]
 
 
 _DONE = object()
 
 
-DOT_HOPS = 32  # dots looked at one by one before a plain search of the rest
-
-
-SHORT_PIECE = 4096  # bytes: searched for "\n." at once, not dot by dot
+def _as_data(data: bytes | tuple[bytes, ...]) -> list[bytes]:
+    """The message as DATA content, ending with its "." line: every line that starts
+    with "." gets a second one (RFC 5321 4.5.2), and the content ends with a line end."""
+    pieces = [data] if isinstance(data, bytes) else [piece for piece in data if piece]
+    if _needs_stuffing(pieces):
+        joined = b"".join(pieces)
+        pieces = [(b"." + joined if joined.startswith(b".") else joined).replace(b"\r\n.", b"\r\n..")]
+    if not pieces or not pieces[-1].endswith(b"\r\n"):
+        pieces.append(b"\r\n")
+    pieces.append(b".\r\n")
+    return pieces
 
 
 def _needs_stuffing(pieces: Sequence[bytes]) -> bool:
-    """Whether a line of the pieces, taken together, starts with "." (RFC 5321 4.5.2:
-    it must be doubled)."""
+    """Whether a line of the pieces, taken together, starts with "."."""
     line_start = True  # the message's start, or the last piece ended a line
     for piece in pieces:
-        if (line_start and piece.startswith(b".")) or _dot_after_a_line_end(piece):
+        if (line_start and piece.startswith(b".")) or b"\n." in piece:
             return True
         line_start = piece.endswith(b"\n")
     return False
-
-
-def _dot_after_a_line_end(piece: bytes) -> bool:
-    """Whether a "." follows a line end inside `piece`; kept for the big pieces.
-
-    `b"\\n." in data` reads a 45 KB digest at about a byte a nanosecond, since every
-    line end is a candidate: 40 us a message, more than the rest of the send. Our
-    messages are base64 bodies under a few headers, so their dots are a dozen, all in
-    the headers: a short piece (the headers) is searched at once, and in a big one we
-    hop from dot to dot (memchr): a base64 piece, which has no dot, costs one memchr,
-    once per issue. A piece with many dots (quoted-printable prose) falls back to the
-    plain search.
-    """
-    if len(piece) < SHORT_PIECE:
-        return b"\n." in piece
-    kept = _BIG_PIECES.get(id(piece))
-    if kept is None or kept[0] is not piece:  # not looked at yet
-        kept = _BIG_PIECES[id(piece)] = (piece, _hop_to_a_dot_after_a_line_end(piece))
-        while len(_BIG_PIECES) > BIG_PIECES_KEPT:
-            del _BIG_PIECES[next(iter(_BIG_PIECES))]
-    return kept[1]
-
-
-def _hop_to_a_dot_after_a_line_end(data: bytes) -> bool:
-    at = data.find(b".")
-    for _ in range(DOT_HOPS):
-        if at < 0:
-            return False
-        if at and data[at - 1] == 0x0A:  # a dot at 0 is the caller's to judge
-            return True
-        at = data.find(b".", at + 1)
-    return at >= 0 and data.find(b"\n.", at - 1) >= 0
-
-
-# The big pieces of an issue's message (its bodies, encoded once) come again in every
-# message: what was found in each is kept, by identity (the piece is kept with it, so
-# its id cannot be reused while it is in here).
-BIG_PIECES_KEPT = 16
-_BIG_PIECES: dict[int, tuple[bytes, bool]] = {}
 
 
 def _remaining(pieces: list[bytes], offset: int) -> list[memoryview]:

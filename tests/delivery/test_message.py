@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.bounces.verp import read_verp
+from service.delivery.dkim import DkimSigner
 from service.delivery.message import IssueMessage, LastingSigner, Recipient
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
 from service.tokens import MAX_ID, Purpose, Tokens
@@ -70,3 +73,28 @@ def test_each_reader_gets_a_valid_mime_message_with_their_own_links() -> None:
     sender = message.envelope_sender(9)
     assert sender.endswith("@bounce.test") and read_verp(TOKENS, sender) == 9
     assert read_verp(TOKENS, sender.replace("bounces+", "bounces+x")) is None
+
+
+# Text that tries to put a dot at a line's start: dots after line ends, leading dots.
+DOTTY = st.text(st.sampled_from([".", "\r", "\n", "a", "ی", " ", "\u200c", "=", ":"]),
+                max_size=80)
+
+
+@given(subject=DOTTY, from_name=DOTTY, list_name=DOTTY, body=DOTTY, signed=st.booleans())
+def test_no_line_of_a_message_starts_with_a_dot_so_it_needs_no_stuffing(
+        subject: str, from_name: str, list_name: str, body: str, signed: bool) -> None:
+    # The sender writes these messages unsearched (Envelope.dot_free): whatever the
+    # editor typed, every line is a header, a boundary or base64, and the last one ends.
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    message = IssueMessage(
+        issue_number=7, subject=subject, html=f"<p>{body}</p>{UNSUBSCRIBE_URL}",
+        text=f"{body}\n.{UNSUBSCRIBE_URL}\n", from_name=from_name,
+        from_address="news@chapar.test", list_name=list_name, list_id="weekly.chapar.test",
+        public_url="http://chapar.test", verp_domain="chapar.test", tokens=TOKENS,
+        secret="s" * 32, dkim=DkimSigner(pem, "chapar.test", "s1") if signed else None,
+    )
+    data = message.render(Recipient(3, 4, ".r@example.test", "example.test"), datetime.now(UTC))
+    assert not data.startswith(b".") and b"\n." not in data
+    assert data.endswith(b"\r\n")
