@@ -12,6 +12,7 @@ last one and verifies with each).
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -21,6 +22,37 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLS
 # forgery or a bug, and PostgreSQL would answer a look-up for it with an error.
 MAX_ID = 2**31 - 1
 MAX_NONCE_LENGTH = 32
+
+
+class KeyedHmac:
+    """HMAC (RFC 2104) under one key for many short messages, at half hmac.digest's cost.
+
+    hmac.digest goes through OpenSSL 3's one-shot HMAC, which fetches the algorithm and
+    sets up a context on every call: 2.3 us a call on our 2-core machine, and the
+    sender makes three a message (two link tokens, the return path). Here the key's
+    inner and outer hash states are computed once and each message copies them (1.1
+    us), as the standard library's own pure-Python HMAC does. The tests check it
+    against hmac.digest.
+    """
+
+    def __init__(self, key: bytes, digest: str) -> None:
+        block = hashlib.new(digest).block_size
+        if len(key) > block:
+            key = hashlib.new(digest, key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.new(digest, key.translate(_INNER_PAD))
+        self._outer = hashlib.new(digest, key.translate(_OUTER_PAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_INNER_PAD = bytes(x ^ 0x36 for x in range(256))
+_OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
 
 
 class Purpose(enum.StrEnum):

@@ -6,13 +6,14 @@ replay it with @reproduce_failure.
 
 from __future__ import annotations
 
+import hmac
 import string
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.tokens import MAX_ID, ConfirmRequest, Purpose, TokenError, Tokens
+from service.tokens import MAX_ID, ConfirmRequest, KeyedHmac, Purpose, TokenError, Tokens
 
 TOKENS = Tokens("test-secret-key-that-is-long-enough-0123456789", confirm_max_age=3600)
 OTHER_KEY = Tokens("another-secret-key-that-is-long-enough-987654", confirm_max_age=3600)
@@ -152,3 +153,13 @@ def test_a_confirm_link_mailed_before_links_named_their_request_still_reads() ->
     token = URLSafeTimedSerializer(TOKENS.secret_keys[-1], salt="chapar.confirm").dumps(7)
     assert TOKENS.read_confirm(token) == ConfirmRequest(7, None)
     assert TOKENS.read_confirm(TOKENS.confirm(7, None)) == ConfirmRequest(7, None)
+
+
+@given(key=st.binary(max_size=200), messages=st.lists(st.binary(max_size=300), max_size=4),
+       digest=st.sampled_from(["sha1", "sha256", "sha512"]))
+def test_a_keyed_hmac_is_hmac_for_every_message_under_its_key(key: bytes, messages: list[bytes],
+                                                             digest: str) -> None:
+    # Keys shorter than, equal to and longer than the hash's block (64 or 128 bytes).
+    mac = KeyedHmac(key, digest)
+    for message in messages:
+        assert mac.digest(message) == hmac.digest(key, message, digest)

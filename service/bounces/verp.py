@@ -30,7 +30,7 @@ from functools import lru_cache
 
 from itsdangerous import Signer
 
-from service.tokens import Tokens
+from service.tokens import KeyedHmac, Tokens
 
 PREFIX = "bounces+"
 SALT = "chapar.verp"
@@ -66,12 +66,12 @@ class VerpSigner:
 
     def __init__(self, secret: Secrets) -> None:
         signer = Signer(list(_keys_of(secret)), salt=SALT, digest_method=hashlib.sha256)
-        self._keys = [signer.derive_key(key) for key in reversed(signer.secret_keys)]  # newest first
+        self._keys = [KeyedHmac(signer.derive_key(key), "sha256")
+                      for key in reversed(signer.secret_keys)]  # newest first
 
     @staticmethod
-    def _signature(key: bytes, id_text: str) -> str:
-        digest = hmac.digest(key, id_text.encode("ascii"), "sha256")  # one-shot, in C
-        return digest[:SIGNATURE_BYTES].hex()
+    def _signature(key: KeyedHmac, id_text: str) -> str:
+        return key.digest(id_text.encode("ascii"))[:SIGNATURE_BYTES].hex()
 
     def token(self, delivery_id: int, kind: str = DELIVERY) -> str:
         if not 0 < delivery_id <= MAX_DELIVERY_ID:
