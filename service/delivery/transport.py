@@ -246,25 +246,35 @@ class SmtpConnection:
 
     # -- replies -------------------------------------------------------------------------
     def _reply(self) -> tuple[int, str]:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n")
-        if end > 3 and buffer[3] == 0x20 and buffer[:3].isdigit():  # one line, already read
-            self._buffer = buffer[end + 2:]
-            return int(buffer[:3]), buffer[4:end].decode("utf-8", "replace")
+        while True:
+            buffer = self._buffer
+            end = buffer.find(b"\r\n")
+            if end > 3 and buffer[3] == 0x20 and buffer[:3].isdigit():  # one line, the usual
+                self._buffer = buffer[end + 2:]
+                return int(buffer[:3]), buffer[4:end].decode("utf-8", "replace")
+            if end >= 0:
+                return self._long_reply()
+            self._receive()
+
+    def _receive(self) -> None:
+        assert self.sock is not None
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError as exc:
+            raise _Lost("timed out waiting for a reply") from exc
+        except OSError as exc:  # a reset is a lost connection like a clean close
+            raise _Lost(f"connection lost: {exc}") from exc
+        if not chunk:
+            raise _Lost("connection closed by the server")
+        self._buffer += chunk
+
+    def _long_reply(self) -> tuple[int, str]:
+        """A reply of several lines ("250-..." up to "250 ..."), or an odd one."""
         lines: list[str] = []
         while True:
             end = self._buffer.find(b"\r\n")
             while end < 0:
-                assert self.sock is not None
-                try:
-                    chunk = self.sock.recv(65536)
-                except TimeoutError as exc:
-                    raise _Lost("timed out waiting for a reply") from exc
-                except OSError as exc:  # a reset is a lost connection like a clean close
-                    raise _Lost(f"connection lost: {exc}") from exc
-                if not chunk:
-                    raise _Lost("connection closed by the server")
-                self._buffer += chunk
+                self._receive()
                 end = self._buffer.find(b"\r\n")
             line, self._buffer = self._buffer[:end], self._buffer[end + 2:]
             text = line.decode("utf-8", "replace")
