@@ -7,6 +7,7 @@ calls it owns the transaction, and enqueues work only after its commit.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter as CounterType
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -381,8 +382,13 @@ def claim_in_one_statement(connection: Connection, issue_id: int, worker: str,
     found = connection.exec_driver_sql(_CLAIM, {
         "issue": issue_id, "worker": worker, "now": now, "size": size, "lease": lease,
     }).all()
+    # Sorted by the id alone: comparing whole rows runs SQLAlchemy's Row.__lt__ in Python.
     return [Recipient(delivery_id, subscriber_id, email, domain)
-            for delivery_id, subscriber_id, email, domain, live in sorted(found) if live]
+            for delivery_id, subscriber_id, email, domain, live in sorted(found, key=_first)
+            if live]
+
+
+_first = operator.itemgetter(0)
 
 
 def clock(session: Session, now: datetime | None) -> Any:
