@@ -3,8 +3,9 @@
 PostgreSQL, Redis and real `chapar worker` processes send the sample digest to N
 confirmed subscribers into Postfix's smtp-sink on 127.0.0.1; with --dkim, a second
 time DKIM-signed with a freshly generated RSA-2048 key (its own database and
-workers), so signing's cost is measured in the same run. Then, into the same sink,
-the raw pipelining sender (bench/raw_sender.py) sends the same (unsigned) message bytes.
+workers), so signing's cost is measured in the same run. Before and after, into the
+same sink, the raw pipelining sender (bench/raw_sender.py) sends the same (unsigned)
+message bytes, and our rate is compared with the mean of its two.
 Prints fan-out time, messages per second, peak memory per worker, and our rate as a
 fraction of the raw one. Everything it creates is thrown away afterwards.
 
@@ -42,7 +43,7 @@ from bench.pipeline import (
     throwaway_database,
     vacuums,
 )
-from bench.raw_sender import measure
+from bench.raw_sender import RawFigures, measure
 from bench.sink import SmtpSink
 from service.articles.ingest import parse_feed, upsert_articles
 from service.db import unit_of_work
@@ -265,6 +266,25 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         row_versions=versions, hot_versions=hot_versions, vacuums=vacuumed)
 
 
+@dataclass(frozen=True)
+class RawRun:
+    """One raw sender run into the sink, with the sink's and PostgreSQL's CPU meanwhile."""
+
+    figures: RawFigures
+    sink_cpu: float  # of one core
+    pg_cpu: float
+    received: int  # the sink's own count of the run's messages
+
+    @classmethod
+    def of(cls, sink: SmtpSink, message: bytes, messages: int, processes: int) -> RawRun:
+        received = sink.received
+        sink_before, pg_before = cpu_seconds(sink.pid), postgres_cpu_seconds()
+        figures = measure("127.0.0.1", sink.port, message, messages, processes)
+        sink_cpu = (cpu_seconds(sink.pid) - sink_before) / figures.seconds
+        pg_cpu = (postgres_cpu_seconds() - pg_before) / figures.seconds
+        return cls(figures, sink_cpu, pg_cpu, sink.wait_for(received + messages) - received)
+
+
 def print_pass(f: PassFigures, subscribers: int) -> None:
     send_rate, end_to_end = subscribers / f.send_seconds, subscribers / f.wall
     print(f"[{f.label}] message            {f.message_size:,} bytes")
@@ -295,26 +315,30 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
         batch_size: int, profile: Path | None = None, synchronous_commit: bool = True,
         dkim: str = "", connections: int = 2, sink_nice: int = 0,
         autovacuum: bool = True) -> None:
+    raw_n = raw_messages or min(subscribers, 100_000)
     with SmtpSink() as sink, tempfile.TemporaryDirectory(prefix="chapar-bench-") as folder:
         if sink_nice:
             # As if the relay ran on a host of its own: the sink is not starved by
             # the senders' processes, in our run and in the raw one alike.
             os.setpriority(os.PRIO_PROCESS, sink.pid, sink_nice)
+        # The raw sender runs before our send and after it, and ours is compared with
+        # the mean of the two: this machine's speed drifts by a fifth within minutes,
+        # and one raw run on one side of ours made that drift the ratio's.
+        with loaded_issue(1, datetime.now(UTC)) as (rt, issue_id):
+            sample = message_bytes(rt, issue_id, datetime.now(UTC))
+        before = RawRun.of(sink, sample, raw_n, workers * concurrency)
         passes = [send_pass("plain", sink, Path(folder), subscribers, workers, concurrency,
-                            batch_size, 0, None, profile, synchronous_commit, connections,
-                            autovacuum=autovacuum)]
+                            batch_size, sink.received, None, profile, synchronous_commit,
+                            connections, autovacuum=autovacuum)]
         if dkim:
             passes.append(send_pass("dkim", sink, Path(folder), subscribers, workers,
                                     concurrency, batch_size, sink.received,
                                     dkim_key(Path(folder), dkim), None, synchronous_commit,
                                     connections, autovacuum=autovacuum))
-        received = sink.received
-        raw_n = raw_messages or min(subscribers, 100_000)
-        sink_before, pg_before = cpu_seconds(sink.pid), postgres_cpu_seconds()
-        raw = measure("127.0.0.1", sink.port, passes[0].message, raw_n, workers * concurrency)
-        raw_sink_cpu = (cpu_seconds(sink.pid) - sink_before) / raw.seconds
-        raw_pg_cpu = (postgres_cpu_seconds() - pg_before) / raw.seconds
-        raw_received = sink.wait_for(received + raw_n) - received
+        if len(passes[0].message) != len(sample):
+            raise RuntimeError("the raw runs' message is not the size of the one we sent")
+        after = RawRun.of(sink, passes[0].message, raw_n, workers * concurrency)
+    raw_rate = (before.figures.per_second + after.figures.per_second) / 2
 
     print()
     print(f"subscribers            {subscribers:,}")
@@ -326,22 +350,28 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
           + ("" if autovacuum else ", no autovacuum of the ledger (diagnosis)"))
     for f in passes:
         print_pass(f, subscribers)
-    print(f"raw sink received      {raw_received:,}")
     print(f"load average           {os.getloadavg()[0]:.1f} (2 cores, shared with other work)")
-    print(f"raw pipelining sender  {raw.messages:,} in {raw.seconds:.2f} s = "
-          f"{raw.per_second:,.0f} messages/s ({raw.processes} processes, unsigned message)")
-    print(f"raw CPU                senders {raw.sender_cpu / raw.seconds:.0%} of one core "
-          f"together, smtp-sink {raw_sink_cpu:.0%}, PostgreSQL {raw_pg_cpu:.0%} (idle)")
+    for when, raw in (("before", before), ("after", after)):
+        f = raw.figures
+        print(f"raw sender, {when:6s}     {f.messages:,} in {f.seconds:.2f} s = "
+              f"{f.per_second:,.0f} messages/s ({f.processes} processes, unsigned message, "
+              f"sink counted {raw.received:,})")
+        print(f"raw CPU, {when:6s}        senders {f.sender_cpu / f.seconds:.0%} of one core "
+              f"together, smtp-sink {raw.sink_cpu:.0%}, PostgreSQL {raw.pg_cpu:.0%} (idle); "
+              f"sink {raw.sink_cpu * f.seconds / f.messages * 1e6:.0f} us a message")
+    print(f"raw pipelining sender  {raw_rate:,.0f} messages/s, the mean of the two")
     for f in passes:
         ours = subscribers / f.send_seconds
-        print(f"sink CPU per message   [{f.label}] {f.sink_cpu * f.wall / subscribers * 1e6:.0f} us, "
-              f"raw {raw_sink_cpu * raw.seconds / raw.messages * 1e6:.0f} us; at our sending "
-              f"rate the sink was busy {f.sink_cpu * f.wall / f.send_seconds:.0%}, "
-              f"in the raw run {raw_sink_cpu:.0%} ({ours:,.0f} vs {raw.per_second:,.0f}/s)")
+        print(f"sink CPU per message   [{f.label}] {f.sink_cpu * f.wall / subscribers * 1e6:.0f} us; "
+              f"at our sending rate the sink was busy {f.sink_cpu * f.wall / f.send_seconds:.0%}, "
+              f"in the raw runs {before.sink_cpu:.0%} and {after.sink_cpu:.0%} "
+              f"({ours:,.0f} vs {raw_rate:,.0f}/s)")
     for f in passes:
         print(f"ours / raw [{f.label}]{' ' * (6 - len(f.label))}  "
-              f"{subscribers / f.wall / raw.per_second:.0%} end to end, "
-              f"{subscribers / f.send_seconds / raw.per_second:.0%} sending only")
+              f"{subscribers / f.wall / raw_rate:.0%} end to end, "
+              f"{subscribers / f.send_seconds / raw_rate:.0%} sending only "
+              f"(against the raw run before: {subscribers / f.wall / before.figures.per_second:.0%}"
+              f", after: {subscribers / f.wall / after.figures.per_second:.0%}, end to end)")
     if dkim:
         plain, signed = passes
         print(f"DKIM signed / unsigned {plain.wall / signed.wall:.0%} end to end, "
