@@ -134,6 +134,29 @@ def test_a_message_in_pieces_arrives_as_one_with_its_dots_doubled_where_lines_st
         assert received[2].replace(b"\r\n", b"\n") == whole.replace(b"\r\n", b"\n")
 
 
+def test_a_message_its_builder_vouches_for_goes_out_as_it_is(
+        pipelining_server: tuple[PipeliningHandler, SmtpTarget]) -> None:
+    # A digest (IssueMessage.render_parts) has no line that starts with a dot: its
+    # pieces are written unsearched and arrive byte for byte, one after another.
+    handler, target = pipelining_server
+    message = IssueMessage(
+        issue_number=4, subject="خبرنامه", html=issue_html(4), text="لغو: %%CHAPAR_UNSUBSCRIBE_URL%%\n",
+        from_name="خبرنامه", from_address="news@chapar.test", list_name="خبرنامه",
+        list_id="weekly.chapar.test", public_url="http://chapar.test", verp_domain="chapar.test",
+        tokens=Tokens("k" * 40, 60), secret="k" * 40,
+    )
+    now = datetime.now(UTC)
+    recipients = [Recipient(i, i, f"r{i}@example.test", "example.test") for i in (1, 2, 3)]
+    envelopes = [Outgoing("a@x.test", r.email, message.render_parts(r, now), dot_free=True)
+                 for r in recipients]
+    connection = SmtpConnection(target)
+    connection.open()
+    assert [r.kind for r in connection.send_many(envelopes)] == ["sent"] * 3
+    connection.close()
+    assert [received[2] for received in handler.received[-3:]] == [
+        message.render(r, now) for r in recipients]
+
+
 def test_a_closed_server_defers_without_attempting(
         pipelining_server: tuple[PipeliningHandler, SmtpTarget]) -> None:
     _, target = pipelining_server
