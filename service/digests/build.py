@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from service.db import is_sqlite
 from service.digests.choose import choose_articles
-from service.digests.models import Issue, IssueArticle, IssueStatus
+from service.digests.models import BUILD_LOCK, Issue, IssueArticle, IssueStatus
 from service.digests.render import digest_context, issue_preheader, issue_subject, render_digest
 from service.persian import normalize_text
 from service.settings import Settings
@@ -24,6 +25,21 @@ class BuildResult:
     issue: Issue | None
     reason: str | None  # why nothing was built
     replaced: tuple[int, ...] = ()  # numbers of unsent drafts this build took the place of
+
+
+def hold_build_lock(session: Session) -> None:
+    """One build at a time, until this transaction ends (PostgreSQL).
+
+    The schedule's build and an editor's can meet: two at once would both take the
+    next number, and the second fail on its uniqueness, or each keep a draft of the
+    same articles. A second build waits here for the first to commit, then replaces
+    its draft. Whatever builds takes it before any row lock (the schedule's tick, a
+    rebuild): taken after one, two transactions could each wait for the other. Taken
+    again in the same transaction, it is already held. SQLite takes its one writer's
+    lock at BEGIN already.
+    """
+    if not is_sqlite(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUILD_LOCK})
 
 
 def next_issue_number(session: Session) -> int:
@@ -48,6 +64,7 @@ def build_issue(
     whatever is newer, under the same number. Readers never see a gap in numbers.
     """
     window_end = slot_at or now
+    hold_build_lock(session)
     # The drafts to replace, locked before anything is chosen: a draft whose send (or
     # review) starts meanwhile is read again once that commits, and left alone, and the
     # choice below then counts its articles as gone out. Without the lock, the delete

@@ -30,7 +30,7 @@ from service.db import unit_of_work
 from service.delivery import outbox
 from service.delivery.transport import Result
 from service.digests import review
-from service.digests.build import build_issue, rerender_issue
+from service.digests.build import build_issue, hold_build_lock, rerender_issue
 from service.digests.models import Issue, IssueArticle, IssueStatus, ScheduleSlot
 from service.digests.render import clean_intro, in_email_order, issue_preheader, issue_subject
 from service.mail.placeholders import with_sample_links
@@ -293,6 +293,7 @@ def rebuild(session: Session, settings: Settings, issue: Issue, actor: Actor, no
     if issue.status is not IssueStatus.DRAFT or issue.send_started_at is not None:
         raise EditRefused(f"issue {issue.number} is {issue.status.value}; only a draft is rebuilt",
                           "فقط پیش‌نویس دوباره ساخته می‌شود.")
+    hold_build_lock(session)  # before the slots it moves are locked
     kept = Kept(
         intro=issue.intro,
         subject=issue.subject if issue.subject_by_editor else None,

@@ -20,6 +20,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base
 
+# PostgreSQL: held by whatever builds, until it commits (`build.hold_build_lock`), so
+# builds run one after another: each sees the drafts and numbers of the one before.
+BUILD_LOCK = 7163082342631892592
+
 
 class IssueStatus(enum.StrEnum):
     DRAFT = "draft"

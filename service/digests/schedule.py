@@ -214,10 +214,11 @@ def tick(session: Session, settings: Settings, now: datetime, build: Builder | N
     `refusal` is why sending cannot work now (the pre-send check of the relay): an
     issue that would go is held instead, and a scheduled one is tried again next tick.
     """
-    if build is None:
-        from service.digests.build import build_issue
+    from service.digests.build import build_issue, hold_build_lock
 
+    if build is None:
         build = build_issue
+    hold_build_lock(session)  # before the slots' row locks: a tick may build
     t = _Tick(session, settings, now, build, refusal, checks)
     weekly = current(session, settings)
     drafted = _draft_ahead(t, next_slot(weekly, now))

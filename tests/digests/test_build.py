@@ -79,3 +79,27 @@ def test_a_build_leaves_alone_a_draft_whose_send_starts_while_it_runs(pg_runtime
                                                          (2, IssueStatus.DRAFT)]
         # the next issue starts where the sending one ends: none of its articles again
         assert [len(i.articles) for i in issues] == [1, 1]
+
+
+def test_two_builds_at_once_leave_one_draft_under_the_next_number(pg_runtime: Runtime) -> None:
+    # The schedule's build and an editor's can meet. Without the build lock, both took
+    # number 1 and the second failed on its uniqueness once the first committed.
+    settings = Settings(environment="test")
+    with unit_of_work(pg_runtime.sessions) as session:
+        article(session, NOW - timedelta(hours=2))
+    with unit_of_work(pg_runtime.sessions) as first:
+        assert build_issue(first, settings, NOW).issue is not None
+
+        def second_build() -> None:
+            with unit_of_work(pg_runtime.sessions) as session:
+                built = build_issue(session, settings, NOW + timedelta(minutes=1))
+                assert built.issue is not None and built.replaced == (1,)
+
+        thread, errors = in_thread(second_build)
+        assert waits_for_a_lock(pg_runtime.engine)  # for the first build to commit
+    thread.join(10)
+    assert not thread.is_alive() and errors == []
+    with pg_runtime.sessions() as session:
+        issues = session.scalars(select(Issue)).all()
+        assert [(i.number, i.status, len(i.articles)) for i in issues] == [
+            (1, IssueStatus.DRAFT, 1)]
