@@ -4,7 +4,6 @@ same app working again once it is back."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ from service.subscribers.models import Status
 from service.tokens import Purpose
 from service.web.app import create_app
 from service.web.pages import RETRY_AFTER_SECONDS
-from tests.conftest import emptied_runtime, make_settings
+from tests.conftest import make_settings
 from tests.staff.factories import staff_account
 from tests.subscribers.factories import confirm_token, find, make, subscriber_count
 from tests.subscribers.rings import rung
@@ -31,9 +30,8 @@ UNAVAILABLE = "سرویس در دسترس نیست"
 
 
 @pytest.fixture
-def rt(postgresql_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    with emptied_runtime(tmp_path, database_url=postgresql_url) as runtime:
-        yield runtime
+def rt(pg_runtime: Runtime) -> Runtime:
+    return pg_runtime  # an outage is a PostgreSQL one: its connections are the ones cut
 
 
 def assert_unavailable_page(response: httpx.Response) -> None:
