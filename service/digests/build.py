@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db import is_sqlite
@@ -39,7 +39,7 @@ def hold_build_lock(session: Session) -> None:
     lock at BEGIN already.
     """
     if not is_sqlite(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUILD_LOCK})
+        session.execute(select(func.pg_advisory_xact_lock(BUILD_LOCK)))
 
 
 def next_issue_number(session: Session) -> int:
