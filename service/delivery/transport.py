@@ -406,12 +406,7 @@ class SmtpConnection:
                       then: bytes = b"") -> None:
         """Write message i's content and ".", then `then` (its reply is read by `_finish_read`)."""
         assert self.sock is not None
-        envelope = envelopes[i]
-        data = envelope.data
-        if envelope.dot_free:
-            pieces = [data, b".\r\n"] if isinstance(data, bytes) else [*data, b".\r\n"]
-        else:
-            pieces = _as_data(data)
+        pieces = _as_data(envelopes[i])
         # One write for the content, its "." and the next message's commands: two
         # writes would cost the server a second wake-up per message. sendmsg gathers
         # the pieces without copying them into one, and counting the bytes that left
@@ -503,9 +498,13 @@ def _answered(waiting: dict[int, tuple[SmtpConnection, Iterator[None]]], poller:
 _DONE = object()
 
 
-def _as_data(data: bytes | tuple[bytes, ...]) -> list[bytes]:
+def _as_data(envelope: Envelope) -> list[bytes]:
     """The message as DATA content, ending with its "." line: every line that starts
-    with "." gets a second one (RFC 5321 4.5.2), and the content ends with a line end."""
+    with "." gets a second one (RFC 5321 4.5.2), and the content ends with a line end.
+    A message its builder vouches for (`dot_free`) is taken as it is."""
+    data = envelope.data
+    if envelope.dot_free:
+        return [data, b".\r\n"] if isinstance(data, bytes) else [*data, b".\r\n"]
     pieces = [data] if isinstance(data, bytes) else [piece for piece in data if piece]
     if _needs_stuffing(pieces):
         joined = b"".join(pieces)
