@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service.db import UtcDateTime, is_sqlite
@@ -379,9 +380,9 @@ def claim_in_one_statement(connection: Connection, issue_id: int, worker: str,
     batch claimed; one statement does what they did, under the same conditions. `now`
     None: the database's clock, as the worker uses it.
     """
-    found = connection.exec_driver_sql(_CLAIM, {
+    found = driver_rows(connection, _CLAIM, {
         "issue": issue_id, "worker": worker, "now": now, "size": size, "lease": lease,
-    }).all()
+    })
     # Sorted by the id alone: comparing whole rows runs SQLAlchemy's Row.__lt__ in Python.
     return [Recipient(delivery_id, subscriber_id, email, domain)
             for delivery_id, subscriber_id, email, domain, live in sorted(found, key=_first)
@@ -496,11 +497,40 @@ def record_sent_and_mark(connection: Connection, sent: Sequence[int], ids: Seque
     """
     if connection.dialect.name != "postgresql":
         raise ValueError("record_sent_and_mark runs on PostgreSQL; elsewhere use the two steps")
-    found = connection.exec_driver_sql(_RECORD_SENT_AND_MARK, {
+    found = driver_rows(connection, _RECORD_SENT_AND_MARK, {
         "sent": bigints(sent), "ids": bigints(ids), "worker": worker, "now": now,
         "lease": lease, "marked_at": marked_at,
     })
-    return set(found.scalars())
+    return {delivery_id for delivery_id, in found}
+
+
+def driver_rows(connection: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run one statement of the send path through the driver's own cursor; its rows.
+
+    For the statements a worker runs per chunk and per claim. SQLAlchemy's layer around
+    a statement (its execution context, the result's metadata) costs more of the
+    worker's CPU than psycopg's execution of it (about 300 us against 200 a chunk).
+    Errors are SQLAlchemy's as `exec_driver_sql` raises them, so callers tell an
+    unreachable database (`service.db.unavailable`) the same way, and a lost
+    connection is handled as SQLAlchemy handles one: it is invalidated, and so are
+    the pool's idle connections (the server that dropped one dropped them all), so
+    the next checkout connects afresh instead of handing out another dead one.
+    """
+    dialect = connection.dialect
+    driver = connection.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, driver, cursor)
+        if lost:
+            connection.invalidate(exc)
+            connection.engine.pool.dispose()
+        raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error,
+                                  connection_invalidated=lost, dialect=dialect) from exc
+    finally:
+        cursor.close()
 
 
 def bigints(ids: Iterable[int]) -> str:
@@ -538,9 +568,8 @@ def record_sent_and_end_claim(connection: Connection, sent: Sequence[int], worke
     """
     if connection.dialect.name != "postgresql":
         raise ValueError("record_sent_and_end_claim runs on PostgreSQL; elsewhere use the steps")
-    found = connection.exec_driver_sql(_RECORD_SENT_AND_END_CLAIM, {
-        "sent": bigints(sent), "worker": worker, "now": now})
-    return found.first() is not None
+    return bool(driver_rows(connection, _RECORD_SENT_AND_END_CLAIM, {
+        "sent": bigints(sent), "worker": worker, "now": now}))
 
 
 def renew_claim(session: Session, worker: str, now: datetime | None, lease: timedelta) -> int:

@@ -30,8 +30,10 @@ part's messages.
 One statement a chunk. On PostgreSQL the claim, and a chunk's transaction when the
 previous chunk was all sent (the usual case), are one statement each, run in
 autocommit (ledger.claim_in_one_statement, ledger.record_sent_and_mark): one round
-trip instead of BEGIN, two or four statements and COMMIT. Other outcomes, and the
-metrics counters once a second, take the transaction below.
+trip instead of BEGIN, two or four statements and COMMIT. They run on one connection
+the task holds from its first such statement to its end (`DeliveryAgent._autocommit`),
+through psycopg's cursor (`ledger.driver_rows`). Other outcomes, and the metrics
+counters once a second, take the transaction below.
 
 Leases. A claim is a lease of CHAPAR_LEASE_SECONDS (20 s) on one row of
 `delivery_claims` (its claimant name, the ids it took), written and compared on the
@@ -109,12 +111,13 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -328,6 +331,10 @@ class DeliveryAgent:
         # A claim, and a chunk whose previous chunk was all sent, are one statement each
         # (ledger.claim_in_one_statement, ledger.record_sent_and_mark); PostgreSQL only.
         self.one_statement_chunks = rt.engine.dialect.name == "postgresql"
+        # Their connection is held for the task (`_autocommit`) when the pool can lend
+        # a second one meanwhile (the lease keeper's renewals, the other transactions).
+        s = rt.settings
+        self.hold_connection = s.database_pool_size + s.database_max_overflow >= 2
 
     def _db(self, work: Callable[[Any], T], *, single_statement: bool = False) -> T:
         """Run one unit of work; while the database is unreachable, wait and run it again.
@@ -348,12 +355,15 @@ class DeliveryAgent:
                 self._unit_first = None
                 try:
                     if single_statement:  # its own transaction: no BEGIN, no COMMIT
-                        with self.rt.engine.connect() as connection:
-                            result = work(connection.execution_options(isolation_level="AUTOCOMMIT"))
+                        result = work(self._autocommit())
+                        if not self.hold_connection:
+                            self.let_go()
                     else:
                         with unit_of_work(self.rt.sessions) as session:
                             result = work(session)
                 except Exception as exc:
+                    if single_statement:  # the next attempt starts on a fresh connection
+                        self.let_go(broken=True)
                     if not unreachable(exc):
                         raise
                     self.outage.failed(exc)
@@ -367,6 +377,39 @@ class DeliveryAgent:
             ceiling = RETRY_HELD_SECONDS if self.keeper.remaining() > 0 else RETRY_LOST_SECONDS
             time.sleep(min(ceiling, RETRY_FIRST_SECONDS * 2 ** attempt))
             attempt += 1
+
+    def _autocommit(self) -> Connection:
+        """The connection the send's one-statement units run on, in autocommit.
+
+        Held from the first such unit of a task to its end (`let_go`), not taken from
+        the pool for each chunk: a checkout, the switch to autocommit and the check-in
+        cost about 300 us of this process's CPU, ten microseconds a message. So a pool
+        process uses two connections while it sends (this one, and the lease keeper's
+        or another transaction's, one at a time under the keeper's lock); with a pool
+        of one connection in all (`hold_connection` false) it is taken for each unit.
+        """
+        if self._held is not None and self._held_since != self.outage.failures:
+            # The database was unreachable since it was taken (from this thread or the
+            # lease keeper's): it may be dead, and a statement on it would fail once
+            # more after the database came back, as a second outage.
+            self.let_go(broken=True)
+        if self._held is None:
+            self._held_since = self.outage.failures
+            self._held = self.rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._held
+
+    def let_go(self, *, broken: bool = False) -> None:
+        """Give the held connection back to the pool when the task ends; `broken` (a
+        statement on it failed): discard it, whatever the failure was."""
+        held, self._held = self._held, None
+        if held is not None:
+            with suppress(Exception):
+                if broken:
+                    held.invalidate()
+                held.close()
+
+    _held: Connection | None = None
+    _held_since = 0  # the outage tracker's failure count when it was taken
 
     def _first_write(self, session: Session) -> bool:
         """Whether this unit of work's counters and incidents are still to be written.
@@ -437,7 +480,10 @@ class DeliveryAgent:
     def deliver(self, issue_id: int, *, budget: float = TASK_BUDGET_SECONDS) -> BatchReport:
         """Send due rows of one issue until none is left or the time budget is spent."""
         with self.idle.use():
-            report = self._deliver(issue_id, budget)
+            try:
+                report = self._deliver(issue_id, budget)
+            finally:
+                self.let_go()
         if self._ops_unwritten():  # the task ends: what its last second counted
             self._db(lambda session: self._record_ops(session, force=True))
         return report

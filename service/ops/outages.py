@@ -64,6 +64,9 @@ class OutageTracker:
         self._since: datetime | None = None
         self._reason = ""
         self._ended: deque[Outage] = deque(maxlen=KEPT)
+        # Every failure noted so far, in this process: a connection held since before
+        # the last one may be dead (service.delivery.sender's held connection).
+        self.failures = 0
 
     @property
     def down_since(self) -> datetime | None:
@@ -78,6 +81,7 @@ class OutageTracker:
     def failed(self, exc: BaseException) -> bool:
         """Note that the database could not be reached; True (and a warning) if an outage begins."""
         with self._lock:
+            self.failures += 1
             if self._since is not None:
                 return False
             self._since, self._reason = self._clock(), first_line(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.bounces.verp import read_verp
 from service.delivery.dkim import DkimSigner
-from service.delivery.message import IssueMessage, LastingSigner, Recipient
+from service.delivery.message import IssueMessage, LastingSigner, Recipient, _b64_lines
 from service.mail.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
 from service.tokens import MAX_ID, Purpose, Tokens
 from tests.delivery.factories import issue_html
@@ -98,3 +99,8 @@ def test_no_line_of_a_message_starts_with_a_dot_so_it_needs_no_stuffing(
     data = message.render(Recipient(3, 4, ".r@example.test", "example.test"), datetime.now(UTC))
     assert not data.startswith(b".") and b"\n." not in data
     assert data.endswith(b"\r\n")
+
+
+@given(st.binary(max_size=2000))
+def test_base64_lines_are_the_standard_76_character_lines_with_crlf(data: bytes) -> None:
+    assert _b64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -443,3 +443,56 @@ def test_an_extra_connection_that_cannot_open_does_not_hold_the_chunk_back(
     assert smtp.counts() == Counter({e: 1 for e in emails})
     assert len({m.peer for m in smtp.messages}) == 1  # all over the first connection
     assert agent.extra_failed > 0
+
+
+def test_a_send_holds_one_database_connection_for_its_chunks_and_gives_it_back(
+        runtime: Runtime, smtp: SmtpRecorder, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("chunks are one statement each, on a held connection, on PostgreSQL only")
+    issue_id, emails = start(runtime, 240)
+    agent = DeliveryAgent(with_settings(runtime, send_batch_size=120))
+    checkouts: list[int] = []
+
+    def listener(*_: object) -> None:
+        checkouts.append(1)
+
+    event.listen(runtime.engine, "checkout", listener)
+    try:
+        report = agent.deliver(issue_id)
+    finally:
+        event.remove(runtime.engine, "checkout", listener)
+    assert report.finished and smtp.counts() == Counter({e: 1 for e in emails})
+    # Eight chunks and two claims, one statement each: taken from the pool once for
+    # them all, not once each (ten); the transactions of the counters, the batches'
+    # ends and the issue's end take their own.
+    assert len(checkouts) <= 6, len(checkouts)
+    assert runtime.engine.pool.checkedout() == 0  # given back when the task ended
+
+
+@pytest.mark.parametrize("overflow", [0, 1])
+def test_a_pool_of_one_or_two_connections_still_sends_everyone_once(
+        runtime: Runtime, smtp: SmtpRecorder, backend: str, overflow: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The send holds its connection only when the pool can lend a second one (the lease
+    # keeper's, another transaction's): with one connection in all it would wait for
+    # itself, until the pool's timeout said the database was unreachable.
+    if backend != "postgresql":
+        pytest.skip("SQLite has no pool size")
+    issue_id, emails = start(runtime, 90)
+    small = Runtime.from_settings(runtime.settings.model_copy(update={
+        "database_pool_size": 1, "database_max_overflow": overflow, "send_batch_size": 40,
+        "lease_seconds": 2}))
+    monkeypatch.setattr(sender, "OUTAGE_GIVE_UP_SECONDS", 5.0)
+    try:
+        agent = DeliveryAgent(small)
+        real = agent._send_parts
+
+        def slow_parts(*args: Any) -> Any:
+            time.sleep(0.15)  # the lease keeper renews (every 0.1 s) while a chunk is out
+            return real(*args)
+
+        agent._send_parts = slow_parts  # type: ignore[method-assign]
+        report = agent.deliver(issue_id)
+    finally:
+        small.close()
+    assert report.finished and smtp.counts() == Counter({e: 1 for e in emails})
