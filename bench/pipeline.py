@@ -148,6 +148,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runnable_wait_seconds(pid: int) -> float:
+    """Seconds the process's main thread has spent runnable but not running (waiting for a
+    CPU, including a virtual CPU's wake-up from halt); 0 when it is gone.
+
+    /proc/<pid>/schedstat: time on a CPU, time waiting on a run queue, timeslices (ns).
+    """
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def postgres_cpu_seconds() -> float:
     """CPU used so far by every PostgreSQL process on the machine (this run's and others')."""
     total = 0.0

@@ -40,6 +40,7 @@ from bench.pipeline import (
     peak_rss_mib,
     postgres_cpu_seconds,
     row_updates,
+    runnable_wait_seconds,
     throwaway_database,
     vacuums,
 )
@@ -159,6 +160,8 @@ class PassFigures:
     sink_cpu: float
     pg_cpu: float
     load: float
+    sink_wait: float  # share of the wall time the sink waited for a CPU while runnable
+    pool_wait: list[float]  # the same, for each pool child's sending thread
     row_versions: int  # ledger row versions the send wrote (UPDATEs of deliveries)
     hot_versions: int  # of those, heap-only (no index entry written)
     vacuums: tuple[int, int]  # autovacuum and autoanalyze runs on the ledger, fan-out to the end
@@ -215,6 +218,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
 
             cpu_before = {pid: cpu_seconds(pid) for w in pool for pid in pids[w.name]}
             cpu_before[sink.pid] = cpu_seconds(sink.pid)
+            wait_before = {pid: runnable_wait_seconds(pid) for pid in cpu_before}
             pg_before = postgres_cpu_seconds()
             t0 = time.perf_counter()
             rows = start_and_ring(rt, issue_id, datetime.now(UTC))
@@ -237,6 +241,7 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
                 time.sleep(0.2)
             t2 = time.perf_counter()
             cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
+            waited = {pid: runnable_wait_seconds(pid) - before for pid, before in wait_before.items()}
             pg_cpu = postgres_cpu_seconds() - pg_before
             peaks = {w.name: [peak_rss_mib(p) for p in pids[w.name]] for w in pool}
             load = os.getloadavg()[0]
@@ -263,6 +268,8 @@ def send_pass(label: str, sink: SmtpSink, folder: Path, subscribers: int, worker
         peaks=peaks, baseline=baseline,
         cpu_shares={name: [cpu[p] / wall for p in pids[name]] for name in pids},
         sink_cpu=cpu[sink.pid] / wall, pg_cpu=pg_cpu / wall, load=load,
+        sink_wait=waited[sink.pid] / wall,
+        pool_wait=[waited[p] / wall for name in pids for p in pids[name][1:]],
         row_versions=versions, hot_versions=hot_versions, vacuums=vacuumed)
 
 
@@ -274,15 +281,19 @@ class RawRun:
     sink_cpu: float  # of one core
     pg_cpu: float
     received: int  # the sink's own count of the run's messages
+    sink_wait: float  # share of the run the sink waited for a CPU while runnable
 
     @classmethod
     def of(cls, sink: SmtpSink, message: bytes, messages: int, processes: int) -> RawRun:
         received = sink.received
         sink_before, pg_before = cpu_seconds(sink.pid), postgres_cpu_seconds()
+        wait_before = runnable_wait_seconds(sink.pid)
         figures = measure("127.0.0.1", sink.port, message, messages, processes)
         sink_cpu = (cpu_seconds(sink.pid) - sink_before) / figures.seconds
         pg_cpu = (postgres_cpu_seconds() - pg_before) / figures.seconds
-        return cls(figures, sink_cpu, pg_cpu, sink.wait_for(received + messages) - received)
+        sink_wait = (runnable_wait_seconds(sink.pid) - wait_before) / figures.seconds
+        return cls(figures, sink_cpu, pg_cpu, sink.wait_for(received + messages) - received,
+                   sink_wait)
 
 
 def print_pass(f: PassFigures, subscribers: int) -> None:
@@ -304,6 +315,8 @@ def print_pass(f: PassFigures, subscribers: int) -> None:
               f"(main, pool children)")
     print(f"[{f.label}] CPU smtp-sink      {f.sink_cpu:.0%} of one core")
     print(f"[{f.label}] CPU PostgreSQL     {f.pg_cpu:.0%} of one core (every backend on the machine)")
+    print(f"[{f.label}] waiting for a CPU  smtp-sink {f.sink_wait:.0%} of the time, pool children "
+          f"{', '.join(f'{w:.0%}' for w in f.pool_wait)} (runnable, not running)")
     print(f"[{f.label}] ledger row versions {f.row_versions / subscribers:.2f} a message "
           f"({f.row_versions:,}, {f.hot_versions:,} of them HOT)")
     print(f"[{f.label}] ledger autovacuum  {f.vacuums[0]} runs, autoanalyze {f.vacuums[1]} "
@@ -358,7 +371,8 @@ def run(subscribers: int, workers: int, concurrency: int, raw_messages: int,
               f"sink counted {raw.received:,})")
         print(f"raw CPU, {when:6s}        senders {f.sender_cpu / f.seconds:.0%} of one core "
               f"together, smtp-sink {raw.sink_cpu:.0%}, PostgreSQL {raw.pg_cpu:.0%} (idle); "
-              f"sink {raw.sink_cpu * f.seconds / f.messages * 1e6:.0f} us a message")
+              f"sink {raw.sink_cpu * f.seconds / f.messages * 1e6:.0f} us a message, "
+              f"waiting for a CPU {raw.sink_wait:.0%} of the time")
     print(f"raw pipelining sender  {raw_rate:,.0f} messages/s, the mean of the two")
     for f in passes:
         ours = subscribers / f.send_seconds
